@@ -1,0 +1,183 @@
+"""The ``immunodiff`` command: sample data, crops and the demo.
+
+    immunodiff data fetch [--dest DIR]
+    immunodiff crop CT (--point X Y Z | --mask LABEL) -o OUT.nii.gz [--png OUT.png]
+    immunodiff demo [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import ImmunoDiffError
+
+
+class TerminalProgress:
+    """A ``progress(fraction, message)`` callback drawing a tqdm bar on stderr."""
+
+    def __init__(self, description: str):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=1000, desc=description, unit="‰", leave=True, file=sys.stderr,
+                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        self._bar.n = int(round(1000 * min(max(fraction, 0.0), 1.0)))
+        self._bar.set_postfix_str(message, refresh=True)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _crop_command(args) -> dict:
+    from .imaging import (
+        CropSpec,
+        crop_around_point,
+        label_centroid,
+        read_ct,
+        read_image,
+        write_image,
+    )
+    from .outputs import check_output_path
+
+    spec = CropSpec(size=tuple(args.size), spacing=tuple(args.spacing))
+    check_output_path(args.output, args.overwrite)
+    if args.png:
+        check_output_path(args.png, args.overwrite)
+    ct = read_ct(args.ct)
+    label = None
+    if args.mask:
+        label = read_image(args.mask)
+        point = label_centroid(label, source=f"Tumour mask '{args.mask}'")
+    else:
+        point = tuple(args.point)
+    crop = crop_around_point(ct, point, spec, source=f"CT '{args.ct}'")
+    write_image(crop.image, args.output, overwrite=args.overwrite)
+    if args.png:
+        from .figures import save_crop_overview
+
+        label_crop = crop_around_point(label, point, spec, is_label=True).image if label else None
+        save_crop_overview(ct, crop.image, point, args.png, label_crop, spec,
+                           overwrite=args.overwrite)
+    return {"crop": str(args.output), "centre_lps": point, "padded_fraction":
+            crop.padded_fraction, "warnings": crop.warnings}
+
+
+def run_demo(output: Path, case_name: str = "lung2") -> dict:
+    """The demo on the embedded sample CT: crop around its tumour, write crop + label + PNG."""
+    import SimpleITK as sitk
+
+    from .figures import save_crop_overview
+    from .imaging import (
+        CropSpec,
+        crop_around_point,
+        label_centroid,
+        read_ct,
+        read_image,
+        write_image,
+    )
+    from .sample_data import sample_case_paths
+
+    progress = TerminalProgress("ImmunoDiff demo")
+    try:
+        progress(0.0, "sample data")
+        case, image_path, label_path = sample_case_paths(case_name)
+        progress(0.3, "reading CT")
+        ct = read_ct(image_path)
+        label = read_image(label_path) if label_path else None
+        point = (label_centroid(label, source=str(label_path)) if label is not None
+                 else case.tumour_point_lps)
+        spec = CropSpec()
+        progress(0.5, "cropping")
+        crop = crop_around_point(ct, point, spec, source=f"sample CT '{case.name}'")
+        output.mkdir(parents=True, exist_ok=True)
+        files = {"crop": write_image(crop.image, output / f"{case.name}_crop.nii.gz", True)}
+        summary = {"case": case.name, "centre_lps": [round(v, 2) for v in point],
+                   "crop_size": list(spec.size), "crop_spacing_mm": list(spec.spacing),
+                   "padded_fraction": round(crop.padded_fraction, 4), "warnings": crop.warnings}
+        label_crop = None
+        if label is not None:
+            label_crop = crop_around_point(label, point, spec, is_label=True).image
+            files["tumour_crop"] = write_image(
+                sitk.Cast(label_crop, sitk.sitkUInt8), output / f"{case.name}_crop_tumour.nii.gz",
+                True)
+            full = int((sitk.GetArrayViewFromImage(label) > 0).sum())
+            summary["tumour_voxels_in_crop"] = int((sitk.GetArrayFromImage(label_crop) > 0).sum())
+            summary["tumour_voxels_in_ct"] = full
+        progress(0.8, "drawing")
+        files["png"] = save_crop_overview(
+            ct, crop.image, point, output / f"{case.name}_crop.png", label_crop, spec,
+            title=f"ImmunoDiff demo: sample CT '{case.name}', crop "
+                  f"{spec.size[0]}x{spec.size[1]}x{spec.size[2]} @ "
+                  f"{spec.spacing[0]}x{spec.spacing[1]}x{spec.spacing[2]} mm (research use only)")
+        summary["files"] = {k: str(v) for k, v in files.items()}
+        progress(1.0, "done")
+    finally:
+        progress.close()
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="immunodiff",
+        description="ImmunoDiff: immunotherapy response prediction from chest CT "
+                    "(research use only; not for clinical decisions).")
+    parser.add_argument("--version", action="version", version=f"immunodiff {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="sample data")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_commands.add_parser(
+        "fetch", help="download the sample chest CTs (or check IMMUNODIFF_SAMPLE_DATA)")
+    fetch.add_argument("--dest", type=Path, help="folder to store them (default: user cache)")
+
+    crop = commands.add_parser("crop", help="crop a CT around a tumour point or mask")
+    crop.add_argument("ct", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM folder")
+    where = crop.add_mutually_exclusive_group(required=True)
+    where.add_argument("--point", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                       help="tumour point in LPS mm (Slicer shows RAS: negate X and Y)")
+    where.add_argument("--mask", type=Path, help="tumour label map; its centroid is used")
+    crop.add_argument("-o", "--output", type=Path, required=True, help="crop file to write")
+    crop.add_argument("--png", type=Path, help="also write an overview picture")
+    crop.add_argument("--size", type=int, nargs=3, default=[96, 96, 16], metavar=("NX", "NY", "NZ"))
+    crop.add_argument("--spacing", type=float, nargs=3, default=[3.0, 3.0, 0.5],
+                      metavar=("SX", "SY", "SZ"), help="mm (default: the paper's 3 3 0.5)")
+    crop.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    demo = commands.add_parser("demo", help="run the demo on the sample chest CT")
+    demo.add_argument("--output", type=Path, default=Path("demo_output"))
+    demo.add_argument("--case", default="lung2", help="sample case (lung2 or totalseg_chest)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "data":
+            from .sample_data import fetch_sample_data
+
+            progress = TerminalProgress("Sample data")
+            try:
+                result = {k: str(v) for k, v in fetch_sample_data(args.dest, progress).items()}
+            finally:
+                progress.close()
+        elif args.command == "crop":
+            result = _crop_command(args)
+        else:
+            result = run_demo(args.output, args.case)
+    except ImmunoDiffError as error:
+        print(f"immunodiff: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("immunodiff: cancelled; no partial output was kept.", file=sys.stderr)
+        return 130
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

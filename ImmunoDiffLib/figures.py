@@ -1,0 +1,97 @@
+"""Pictures for people: PNG overviews of a crop in its CT, drawn with matplotlib (no display)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
+from .imaging.crop import CropSpec, physical_extent  # noqa: E402
+from .imaging.resample import resample_like  # noqa: E402
+from .outputs import atomic_output  # noqa: E402
+
+LUNG_WINDOW = (-1350.0, 150.0)  # HU shown black..white (level -600, width 1500)
+
+
+def axial_slice_through(image: sitk.Image, point_lps, in_plane_mm: float | None = None):
+    """The axial (LPS-aligned) plane of ``image`` through ``point_lps``, resampled in physical
+    space so any direction matrix displays correctly. Returns (array (y, x), extent for imshow)."""
+    low, high = physical_extent(image)
+    step = in_plane_mm or float(min(image.GetSpacing()[:2]))
+    size = [max(1, int(np.ceil((high[i] - low[i]) / step))) for i in range(2)] + [1]
+    plane = sitk.Image(size, sitk.sitkFloat32)
+    plane.SetSpacing((step, step, 1.0))
+    plane.SetOrigin((low[0] + step / 2, low[1] + step / 2, float(point_lps[2])))
+    values = sitk.GetArrayFromImage(
+        resample_like(image, plane, sitk.sitkLinear, LUNG_WINDOW[0], sitk.sitkFloat32)
+    )[0]
+    extent = (low[0], low[0] + size[0] * step, low[1] + size[1] * step, low[1])
+    return values, extent
+
+
+def _crop_views(crop: sitk.Image):
+    """Middle axial, coronal and sagittal planes of a crop with imshow extents in mm."""
+    values = sitk.GetArrayFromImage(crop)  # (z, y, x)
+    (ox, oy, oz), (sx, sy, sz) = crop.GetOrigin(), crop.GetSpacing()
+    nz, ny, nx = values.shape
+    x0, x1 = ox - sx / 2, ox + (nx - 0.5) * sx
+    y0, y1 = oy - sy / 2, oy + (ny - 0.5) * sy
+    z0, z1 = oz - sz / 2, oz + (nz - 0.5) * sz
+    return [
+        ("axial", values[nz // 2], (x0, x1, y1, y0), "x (mm, L)", "y (mm, P)"),
+        ("coronal", values[:, ny // 2, :][::-1], (x0, x1, z0, z1), "x (mm, L)", "z (mm, S)"),
+        ("sagittal", values[:, :, nx // 2][::-1], (y0, y1, z0, z1), "y (mm, P)", "z (mm, S)"),
+    ]
+
+
+def save_crop_overview(
+    ct: sitk.Image,
+    crop: sitk.Image,
+    centre_lps,
+    path: str | os.PathLike,
+    tumour_crop: sitk.Image | None = None,
+    spec: CropSpec = CropSpec(),
+    title: str = "",
+    overwrite: bool = True,
+) -> Path:
+    """PNG: the CT's axial slice through the point with the crop box, then the crop's three
+    middle planes (tumour outlined in red when a label crop is given)."""
+    figure, axes = plt.subplots(1, 4, figsize=(17, 4.6))
+    plane, extent = axial_slice_through(ct, centre_lps)
+    axes[0].imshow(plane, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], extent=extent)
+    half = np.array(spec.extent_mm) / 2
+    box_x = [centre_lps[0] - half[0], centre_lps[0] + half[0]]
+    box_y = [centre_lps[1] - half[1], centre_lps[1] + half[1]]
+    axes[0].plot([box_x[0], box_x[1], box_x[1], box_x[0], box_x[0]],
+                 [box_y[0], box_y[0], box_y[1], box_y[1], box_y[0]], color="yellow", lw=1.2)
+    axes[0].plot(centre_lps[0], centre_lps[1], "+", color="red", ms=12, mew=2)
+    axes[0].set_title(f"CT axial at z = {centre_lps[2]:.1f} mm, crop box")
+    axes[0].set_xlabel("x (mm, L)")
+    axes[0].set_ylabel("y (mm, P)")
+    label_views = _crop_views(tumour_crop) if tumour_crop is not None else [None] * 3
+    for axis, view, label_view in zip(axes[1:], _crop_views(crop), label_views, strict=True):
+        name, values, view_extent, xlabel, ylabel = view
+        width = abs(view_extent[1] - view_extent[0])
+        height = abs(view_extent[3] - view_extent[2])
+        stretch = max(1.0, width / height / 2.0) if name != "axial" else 1.0
+        axis.imshow(values, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1],
+                    extent=view_extent, interpolation="nearest", aspect=stretch)
+        if label_view is not None and label_view[1].max() > 0:
+            axis.contour(label_view[1] > 0.5, levels=[0.5], colors="red", linewidths=1.0,
+                         extent=view_extent, origin="upper")
+        axis.set_title(f"crop {name} (middle plane)"
+                       + (f", z stretched x{stretch:.0f}" if stretch > 1 else ""))
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
+    figure.suptitle(title or "ImmunoDiff crop (research use only)")
+    figure.tight_layout()
+    with atomic_output(path, overwrite, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,45 @@
+"""Atomic output files: written under a temporary name beside the target, renamed when complete."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import OutputPathError
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Check, before any work, that ``path`` can be written (creating its folder); return it."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputPathError(
+            f"Output '{path}' exists already; choose another path or allow overwriting."
+        )
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputPathError(f"Output folder '{folder}' cannot be created: {error}") from error
+    if not os.access(folder, os.W_OK):
+        raise OutputPathError(f"Output folder '{folder}' is not writable.")
+    return path
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = False,
+                  suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is renamed to ``path``, on any error
+    (cancel included) it is removed and ``path`` is left as it was."""
+    path = check_output_path(path, overwrite)
+    suffix = suffix if suffix is not None else "".join(path.suffixes)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

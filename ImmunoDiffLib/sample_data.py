@@ -1,0 +1,182 @@
+"""Real chest CT sample data: where it comes from, fetching it, and checking it.
+
+The CTs ship inside PyPI source distributions (pyradiomics 3.0.1, TotalSegmentator 2.18.0),
+so ``fetch_sample_data`` downloads those with pip into a user cache, extracts just the files
+needed and checks their sha256. Setting ``IMMUNODIFF_SAMPLE_DATA`` to a folder that already
+holds the files (named as below) uses that folder instead, with no download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SampleDataError
+
+SAMPLE_DATA_ENV = "IMMUNODIFF_SAMPLE_DATA"
+CACHE_ENV = "IMMUNODIFF_CACHE"
+
+
+@dataclass(frozen=True)
+class SampleFile:
+    filename: str
+    sha256: str
+    distribution: str  # pip requirement of the source distribution holding it
+    member: str  # path inside the sdist archive
+    licence: str
+
+
+@dataclass(frozen=True)
+class SampleCase:
+    """A sample CT with what is known of its tumour."""
+
+    name: str
+    image: str  # key into SAMPLE_FILES
+    tumour_label: str | None = None  # key into SAMPLE_FILES
+    tumour_point_lps: tuple[float, float, float] | None = None  # when there is no label
+    description: str = ""
+
+
+SAMPLE_FILES = {
+    "lung2_image": SampleFile(
+        "lung2_image.nrrd",
+        "aa2b94eec79127ed786798ac8dc3c013010e1692d5787bebfae1a1e9685a4651",
+        "pyradiomics==3.0.1", "pyradiomics-3.0.1/data/lung2_image.nrrd", "BSD-3-Clause",
+    ),
+    "lung2_tumour": SampleFile(
+        "lung2_tumor_label.nrrd",
+        "cef52738dc51aab69a48fe30639da956d2b911b1c2920439c091fab84727657a",
+        "pyradiomics==3.0.1", "pyradiomics-3.0.1/data/lung2_label.nrrd", "BSD-3-Clause",
+    ),
+    "totalseg_chest": SampleFile(
+        "totalseg_chest_ct.nii.gz",
+        "372d98723e3283a8d4a0ae2f0ef1e581c0ad17b673b30b2e8d3e215180cc2a12",
+        "totalsegmentator==2.18.0",
+        "totalsegmentator-2.18.0/tests/reference_files/aorta_report/example_ct.nii.gz",
+        "Apache-2.0",
+    ),
+}
+
+SAMPLE_CASES = {
+    "lung2": SampleCase(
+        "lung2", "lung2_image", tumour_label="lung2_tumour",
+        description="512x512x61 chest CT, 0.63x0.63x5 mm, labelled tumour in the left lower lobe",
+    ),
+    "totalseg_chest": SampleCase(
+        "totalseg_chest", "totalseg_chest",
+        tumour_point_lps=(-76.2, -188.2, 628.7),
+        description="233x167x191 contrast chest CT, 1.5 mm, ~10 mm ground-glass nodule, right "
+        "upper lung (unlabelled)",
+    ),
+}
+
+Progress = Callable[[float, str], None]
+
+
+def cache_dir() -> Path:
+    """The user cache of the project (``IMMUNODIFF_CACHE``, else ~/.cache/immunodiff)."""
+    base = os.environ.get(CACHE_ENV) or Path(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
+    ) / "immunodiff"
+    return Path(base)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise SampleDataError(
+            f"Sample file '{path}' has sha256 {actual}, expected {expected}; delete it and "
+            "fetch again."
+        )
+
+
+def _download_sdist(requirement: str, folder: Path) -> Path:
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        "--no-build-isolation", "--disable-pip-version-check", requirement, "-d", str(folder),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    archives = list(folder.glob("*.tar.gz"))
+    if done.returncode != 0 or not archives:
+        tail = "\n".join(
+            line for line in done.stderr.splitlines() if "is ignored" not in line
+        )[-800:]
+        raise SampleDataError(
+            f"Could not download the source distribution {requirement} from the package "
+            f"registry (pip exit {done.returncode}): {tail}\nTo use files you already have, "
+            f"set {SAMPLE_DATA_ENV} to their folder."
+        )
+    return archives[0]
+
+
+def fetch_sample_data(destination: str | os.PathLike | None = None,
+                      progress: Progress | None = None) -> dict[str, Path]:
+    """Make every sample file available and verified; return {key: path}.
+
+    Uses ``IMMUNODIFF_SAMPLE_DATA`` when set (nothing is downloaded or written there), else
+    ``destination`` or the user cache, downloading only what is absent.
+    """
+    override = os.environ.get(SAMPLE_DATA_ENV)
+    if override and destination is None:
+        folder = Path(override)
+        paths = {key: folder / spec.filename for key, spec in SAMPLE_FILES.items()}
+        absent = [str(p) for p in paths.values() if not p.is_file()]
+        if absent:
+            raise SampleDataError(
+                f"{SAMPLE_DATA_ENV}={folder} lacks sample file(s): {', '.join(absent)}."
+            )
+        for key, path in paths.items():
+            _verify(path, SAMPLE_FILES[key].sha256)
+        return paths
+
+    folder = Path(destination) if destination else cache_dir() / "sample_data"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {key: folder / spec.filename for key, spec in SAMPLE_FILES.items()}
+    wanted: dict[str, list[str]] = {}
+    for key, spec in SAMPLE_FILES.items():
+        if paths[key].is_file() and sha256_of(paths[key]) == spec.sha256:
+            continue
+        wanted.setdefault(spec.distribution, []).append(key)
+    for step, (requirement, keys) in enumerate(wanted.items()):
+        if progress:
+            progress(step / len(wanted), f"Downloading {requirement} (sample CT)")
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            archive = _download_sdist(requirement, Path(scratch))
+            with tarfile.open(archive) as tar:
+                for key in keys:
+                    spec = SAMPLE_FILES[key]
+                    member = tar.extractfile(spec.member)
+                    if member is None:
+                        raise SampleDataError(f"{requirement} has no member {spec.member}.")
+                    staged = Path(scratch) / spec.filename
+                    staged.write_bytes(member.read())
+                    _verify(staged, spec.sha256)
+                    os.replace(staged, paths[key])
+    if progress:
+        progress(1.0, "Sample data ready")
+    return paths
+
+
+def sample_case_paths(name: str = "lung2") -> tuple[SampleCase, Path, Path | None]:
+    """(case, image path, tumour label path or None), fetching the data if needed."""
+    if name not in SAMPLE_CASES:
+        raise SampleDataError(f"Unknown sample case {name!r}; known: {', '.join(SAMPLE_CASES)}.")
+    case = SAMPLE_CASES[name]
+    paths = fetch_sample_data()
+    label = paths[case.tumour_label] if case.tumour_label else None
+    return case, paths[case.image], label

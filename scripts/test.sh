@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite (sets up the environment first). Extra arguments go to pytest.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$repo/scripts/setup_env.sh"
+venv="${IMMUNODIFF_VENV:-$repo/.venv}"
+# Use the checked-in copy of the sample CTs when it sits beside the repository (as in CI),
+# instead of downloading them; a user's own setting wins.
+if [ -z "${IMMUNODIFF_SAMPLE_DATA:-}" ] && [ -d "$repo/../shared/data/chest_ct" ]; then
+  export IMMUNODIFF_SAMPLE_DATA="$repo/../shared/data/chest_ct"
+fi
+cd "$repo"
+"$venv/bin/ruff" check .
+exec "$venv/bin/python" -m pytest Testing "$@"
