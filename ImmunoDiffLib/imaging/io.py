@@ -6,7 +6,9 @@ renamed, so a crash or a cancel never leaves a half-written file where a good on
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,24 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _check_gzip_complete(path: Path) -> None:
+    """ITK's NIfTI reader fills a truncated .gz with zeros silently; read the stream to its end."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except gzip.BadGzipFile as error:
+        raise ImageError(
+            f"'{path}' could not be read as an image: its name ends in .gz but it holds no "
+            "gzip-compressed data. Expected a NIfTI (.nii.gz) file."
+        ) from error
+    except (EOFError, OSError, zlib.error) as error:
+        raise ImageError(
+            f"'{path}' is truncated or corrupt ({error}); the compressed data ends early. "
+            "Copy or download the file again."
+        ) from error
+
+
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read any image file SimpleITK understands, or a DICOM folder, without CT checks."""
     from .dicom import read_dicom_series
@@ -38,6 +58,8 @@ def read_image(path: str | os.PathLike) -> sitk.Image:
         raise ImageError(f"Image '{path}' does not exist.")
     if path.is_dir():
         return read_dicom_series(path)
+    if path.name.lower().endswith(".gz"):
+        _check_gzip_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as error:

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real sample chest CTs (fetched, or from IMMUNODIFF_SAMPLE_DATA) and the
+CIP fixtures from ../shared/data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from ImmunoDiffLib.imaging import label_centroid
+from ImmunoDiffLib.sample_data import fetch_sample_data
+
+REPO = Path(__file__).resolve().parents[1]
+CIP_DIR = REPO.parent / "shared" / "data" / "cip"
+
+
+@pytest.fixture(scope="session")
+def sample_paths() -> dict[str, Path]:
+    return fetch_sample_data()
+
+
+@pytest.fixture(scope="session")
+def lung2(sample_paths) -> sitk.Image:
+    return sitk.ReadImage(str(sample_paths["lung2_image"]))
+
+
+@pytest.fixture(scope="session")
+def lung2_label(sample_paths) -> sitk.Image:
+    return sitk.ReadImage(str(sample_paths["lung2_tumour"]))
+
+
+@pytest.fixture(scope="session")
+def lung2_tumour_point(lung2_label):
+    return label_centroid(lung2_label)
+
+
+@pytest.fixture(scope="session")
+def cip_dir() -> Path:
+    if not (CIP_DIR / "ct-64.nrrd").is_file():
+        pytest.skip("CIP fixtures (../shared/data/cip) are not beside this checkout")
+    return CIP_DIR

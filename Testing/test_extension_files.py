@@ -1,0 +1,106 @@
+"""The Slicer extension files, checked the way Slicer's extension build would trip over them."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+REPO = Path(__file__).resolve().parents[1]
+STAND_IN = Path(__file__).parent / "slicer_cmake_stand_in"
+S4EXT_FIELDS = ("scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage",
+                "contributors", "category", "iconurl", "status", "description",
+                "screenshoturls", "enabled")
+
+
+def _s4ext() -> dict[str, str]:
+    fields = {}
+    for line in (REPO / "ImmunoDiff.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            fields[key] = value.strip()
+    return fields
+
+
+def test_s4ext_has_every_required_field_with_a_value():
+    fields = _s4ext()
+    missing = [f for f in S4EXT_FIELDS if not fields.get(f)]
+    assert missing == []
+    assert fields["scm"] == "git" and fields["enabled"] in ("0", "1")
+
+
+def _configure(source: Path, build: Path) -> subprocess.CompletedProcess:
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    return subprocess.run(
+        [cmake, "-S", str(source), "-B", str(build), f"-DSlicer_DIR={STAND_IN}"],
+        capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory):
+    build = tmp_path_factory.mktemp("cmake-build")
+    done = _configure(REPO, build)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed: dict[tuple[str, str], set[Path]] = {}
+    for line in (build / "listed_files.txt").read_text().splitlines():
+        target, kind, path = line.split(" ", 2)
+        listed.setdefault((target, kind), set()).add(Path(path).resolve())
+    metadata = dict(line.split(" ", 1) for line in
+                    (build / "extension_metadata.txt").read_text().splitlines())
+    return listed, metadata
+
+
+def _on_disk(folder: Path, pattern: str) -> set[Path]:
+    return {p.resolve() for p in folder.rglob(pattern) if "__pycache__" not in p.parts}
+
+
+def test_library_cmake_lists_exactly_the_python_files_on_disk(configured):
+    listed, _ = configured
+    assert listed[("ImmunoDiffLib", "script")] == _on_disk(REPO / "ImmunoDiffLib", "*.py")
+    resources = {p for p in _on_disk(REPO / "ImmunoDiffLib", "*")
+                 if p.is_file() and p.suffix != ".py" and p.name != "CMakeLists.txt"}
+    assert listed.get(("ImmunoDiffLib", "resource"), set()) == resources
+
+
+def test_module_cmake_lists_exactly_its_scripts_and_resources(configured):
+    listed, _ = configured
+    module = REPO / "ImmunoDiff"
+    assert listed[("ImmunoDiff", "script")] == {p.resolve() for p in module.glob("*.py")}
+    assert listed[("ImmunoDiff", "resource")] == {
+        p for p in _on_disk(module / "Resources", "*") if p.is_file()}
+
+
+def test_cmake_metadata_agrees_with_the_s4ext(configured):
+    _, metadata = configured
+    fields = _s4ext()
+    for key in ("homepage", "category", "depends", "iconurl"):
+        assert metadata[key] == fields[key]
+
+
+def test_a_file_listed_but_absent_fails_the_configure(tmp_path):
+    copy = tmp_path / "src"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__",
+                                                              "demo_output", "Testing"))
+    (copy / "ImmunoDiffLib" / "clinical.py").unlink()
+    done = _configure(copy, tmp_path / "build")
+    assert done.returncode != 0
+    message = " ".join(done.stderr.split())
+    assert re.search(r"listed script file does not exist: \S*clinical\.py", message)
+
+
+def test_icons_are_128_pixel_pngs():
+    for path in (REPO / "Resources/Icons/ImmunoDiff.png",
+                 REPO / "ImmunoDiff/Resources/Icons/ImmunoDiff.png"):
+        assert sitk.ReadImage(str(path)).GetSize() == (128, 128)
+
+
+def test_ui_file_names_the_widgets_the_module_uses():
+    ui = (REPO / "ImmunoDiff/Resources/UI/ImmunoDiff.ui").read_text()
+    code = (REPO / "ImmunoDiff/ImmunoDiff.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    declared = set(re.findall(r'<widget class="\w+" name="(\w+)"', ui))
+    assert used and used <= declared
