@@ -2,6 +2,7 @@
 
     immunodiff data fetch [--dest DIR]
     immunodiff crop CT (--point X Y Z | --mask LABEL) -o OUT.nii.gz [--png OUT.png]
+    immunodiff segment CT -o DIR [--backend auto|paper|lungmask|totalsegmentator|classic]
     immunodiff demo [--output DIR]
 """
 
@@ -67,11 +68,39 @@ def _crop_command(args) -> dict:
             crop.padded_fraction, "warnings": crop.warnings}
 
 
+def _segment_command(args) -> dict:
+    from .anatomy import segment_anatomy
+    from .figures import save_anatomy_overview
+    from .imaging import read_ct, write_image
+
+    output = Path(args.output)
+    suffix = ".nii.gz" if args.format == "nifti" else ".nrrd"
+    ct = read_ct(args.ct)
+    progress = TerminalProgress("Anatomy")
+    try:
+        anatomy = segment_anatomy(ct, args.backend, lungmask_weights=args.lungmask_weights,
+                                  totalseg_fast=args.fast, device=args.device,
+                                  cache=not args.no_cache, progress=progress)
+    finally:
+        progress.close()
+    output.mkdir(parents=True, exist_ok=True)
+    files = {name: str(write_image(image, output / f"{name}{suffix}", args.overwrite))
+             for name, image in anatomy.maps().items()}
+    files["png"] = str(save_anatomy_overview(ct, anatomy, output / "anatomy.png",
+                                             overwrite=args.overwrite))
+    return {"lobes_backend": anatomy.lobes_backend, "vessels_backend": anatomy.vessels_backend,
+            "lobes_approximate": anatomy.lobes_approximate, "from_cache": anatomy.from_cache,
+            "warnings": anatomy.warnings, "files": files}
+
+
 def run_demo(output: Path, case_name: str = "lung2") -> dict:
-    """The demo on the embedded sample CT: crop around its tumour, write crop + label + PNG."""
+    """The demo on the embedded sample CTs: crop around the tumour (crop, label and PNG), and
+    lobes + vessels of every sample CT as PNG overlays (offline backends unless weights are
+    installed)."""
     import SimpleITK as sitk
 
-    from .figures import save_crop_overview
+    from .anatomy import segment_anatomy
+    from .figures import save_anatomy_overview, save_crop_overview
     from .imaging import (
         CropSpec,
         crop_around_point,
@@ -80,19 +109,18 @@ def run_demo(output: Path, case_name: str = "lung2") -> dict:
         read_image,
         write_image,
     )
-    from .sample_data import sample_case_paths
+    from .sample_data import SAMPLE_CASES, sample_case_paths
 
     progress = TerminalProgress("ImmunoDiff demo")
     try:
         progress(0.0, "sample data")
         case, image_path, label_path = sample_case_paths(case_name)
-        progress(0.3, "reading CT")
         ct = read_ct(image_path)
         label = read_image(label_path) if label_path else None
         point = (label_centroid(label, source=str(label_path)) if label is not None
                  else case.tumour_point_lps)
         spec = CropSpec()
-        progress(0.5, "cropping")
+        progress(0.1, "cropping")
         crop = crop_around_point(ct, point, spec, source=f"sample CT '{case.name}'")
         output.mkdir(parents=True, exist_ok=True)
         files = {"crop": write_image(crop.image, output / f"{case.name}_crop.nii.gz", True)}
@@ -105,15 +133,27 @@ def run_demo(output: Path, case_name: str = "lung2") -> dict:
             files["tumour_crop"] = write_image(
                 sitk.Cast(label_crop, sitk.sitkUInt8), output / f"{case.name}_crop_tumour.nii.gz",
                 True)
-            full = int((sitk.GetArrayViewFromImage(label) > 0).sum())
             summary["tumour_voxels_in_crop"] = int((sitk.GetArrayFromImage(label_crop) > 0).sum())
-            summary["tumour_voxels_in_ct"] = full
-        progress(0.8, "drawing")
-        files["png"] = save_crop_overview(
+            summary["tumour_voxels_in_ct"] = int((sitk.GetArrayViewFromImage(label) > 0).sum())
+        files["crop_png"] = save_crop_overview(
             ct, crop.image, point, output / f"{case.name}_crop.png", label_crop, spec,
             title=f"ImmunoDiff demo: sample CT '{case.name}', crop "
                   f"{spec.size[0]}x{spec.size[1]}x{spec.size[2]} @ "
                   f"{spec.spacing[0]}x{spec.spacing[1]}x{spec.spacing[2]} mm (research use only)")
+        others = [name for name in SAMPLE_CASES if name != case.name]
+        summary["anatomy"] = {}
+        for step, name in enumerate([case.name, *others]):
+            share = 0.2 + 0.8 * step / (1 + len(others))
+            progress(share, f"lobes and vessels of '{name}'")
+            this_case, this_path, _ = sample_case_paths(name)
+            this_ct = ct if name == case.name else read_ct(this_path)
+            this_point = point if name == case.name else this_case.tumour_point_lps
+            anatomy = segment_anatomy(this_ct, "auto")
+            files[f"{name}_anatomy_png"] = save_anatomy_overview(
+                this_ct, anatomy, output / f"{name}_anatomy.png", this_point)
+            summary["anatomy"][name] = {"lobes_backend": anatomy.lobes_backend,
+                                        "vessels_backend": anatomy.vessels_backend,
+                                        "lobes_approximate": anatomy.lobes_approximate}
         summary["files"] = {k: str(v) for k, v in files.items()}
         progress(1.0, "done")
     finally:
@@ -148,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar=("SX", "SY", "SZ"), help="mm (default: the paper's 3 3 0.5)")
     crop.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
+    segment = commands.add_parser("segment", help="lung lobes and vessels of a CT")
+    segment.add_argument("ct", type=Path, help="CT file or DICOM folder")
+    segment.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    segment.add_argument("--backend", default="auto",
+                         choices=["auto", "paper", "lungmask", "totalsegmentator", "classic"],
+                         help="auto: lungmask + TotalSegmentator where installed, else classic")
+    segment.add_argument("--lungmask-weights", nargs=2, type=Path, metavar=("LOBES", "R231"),
+                         help="lungmask weight files (unet_ltrclobes-*.pth, unet_r231-*.pth)")
+    segment.add_argument("--fast", action="store_true", help="TotalSegmentator fast mode")
+    segment.add_argument("--device", default="cpu", help="cpu or gpu (TotalSegmentator)")
+    segment.add_argument("--format", choices=["nifti", "nrrd"], default="nifti")
+    segment.add_argument("--no-cache", action="store_true", help="do not use the anatomy cache")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
     demo = commands.add_parser("demo", help="run the demo on the sample chest CT")
     demo.add_argument("--output", type=Path, default=Path("demo_output"))
     demo.add_argument("--case", default="lung2", help="sample case (lung2 or totalseg_chest)")
@@ -167,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress.close()
         elif args.command == "crop":
             result = _crop_command(args)
+        elif args.command == "segment":
+            result = _segment_command(args)
         else:
             result = run_demo(args.output, args.case)
     except ImmunoDiffError as error:

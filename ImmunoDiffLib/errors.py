@@ -31,3 +31,7 @@ class OutputPathError(ImmunoDiffError, OSError):
 
 class SampleDataError(ImmunoDiffError, RuntimeError):
     """Sample data that could not be found, downloaded or verified."""
+
+
+class BackendUnavailableError(ImmunoDiffError, RuntimeError):
+    """A segmentation backend cannot run here (weights absent, package missing)."""

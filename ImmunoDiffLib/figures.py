@@ -95,3 +95,80 @@ def save_crop_overview(
         figure.savefig(temporary, dpi=110, format="png")
     plt.close(figure)
     return Path(path)
+
+
+def _plane(image: sitk.Image, axis: str, point_lps, reference_step: float,
+           interpolator=sitk.sitkLinear, default=LUNG_WINDOW[0]):
+    """An LPS-aligned axial or coronal plane of ``image`` through ``point_lps``, resampled in
+    physical space. Returns (array, imshow extent)."""
+    low, high = physical_extent(image)
+    step = reference_step
+    if axis == "axial":
+        size = [int(np.ceil((high[0] - low[0]) / step)), int(np.ceil((high[1] - low[1]) / step)), 1]
+        origin = (low[0] + step / 2, low[1] + step / 2, float(point_lps[2]))
+        direction = np.eye(3)
+    else:  # coronal: rows run S->I, columns L; a plane at fixed y
+        size = [int(np.ceil((high[0] - low[0]) / step)), int(np.ceil((high[2] - low[2]) / step)), 1]
+        origin = (low[0] + step / 2, float(point_lps[1]), high[2] - step / 2)
+        direction = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float)
+    plane = sitk.Image([max(s, 1) for s in size], sitk.sitkFloat32)
+    plane.SetSpacing((step, step, 1.0))
+    plane.SetOrigin(origin)
+    plane.SetDirection(direction.ravel().tolist())
+    values = sitk.GetArrayFromImage(
+        resample_like(image, plane, interpolator, default, sitk.sitkFloat32))[0]
+    if axis == "axial":
+        extent = (low[0], low[0] + size[0] * step, low[1] + size[1] * step, low[1])
+    else:
+        extent = (low[0], low[0] + size[0] * step, high[2] - size[1] * step, high[2])
+    return values, extent
+
+
+def save_anatomy_overview(ct: sitk.Image, anatomy, path: str | os.PathLike,
+                          point_lps=None, title: str = "", overwrite: bool = True) -> Path:
+    """PNG: axial and coronal planes with lobes in colour and vessels outlined (arteries red,
+    veins blue where the backend separates them). ``anatomy`` is an
+    :class:`~ImmunoDiffLib.anatomy.Anatomy`."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from .anatomy.labels import LOBES
+
+    if point_lps is None:
+        lungs = sitk.GetArrayViewFromImage(anatomy.lungs)
+        z, y, x = (int(np.median(i)) for i in np.nonzero(lungs))
+        point_lps = anatomy.lungs.TransformIndexToPhysicalPoint((x, y, z))
+    step = float(min(ct.GetSpacing()))
+    colours = ListedColormap([(0, 0, 0, 0)] + [(*s.colour, 0.45) for s in LOBES])
+    figure, axes = plt.subplots(1, 2, figsize=(13, 6.2))
+    for axis, view in zip(axes, ("axial", "coronal"), strict=True):
+        image, extent = _plane(ct, view, point_lps, step)
+        lobes, _ = _plane(anatomy.lobes, view, point_lps, step, sitk.sitkNearestNeighbor, 0)
+        axis.imshow(image, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], extent=extent)
+        axis.imshow(lobes, cmap=colours, vmin=0, vmax=len(LOBES), extent=extent,
+                    interpolation="nearest")
+        vessel_maps = ([(anatomy.arteries, "red"), (anatomy.veins, "royalblue")]
+                       if anatomy.arteries is not None else [(anatomy.vessels, "red")])
+        for vessel_map, colour in vessel_maps:
+            vessels, _ = _plane(vessel_map, view, point_lps, step, sitk.sitkNearestNeighbor, 0)
+            if vessels.max() > 0:
+                axis.contour(vessels > 0.5, levels=[0.5], colors=colour, linewidths=0.5,
+                             extent=extent, origin="upper")
+        axis.set_title(f"{view} through ({point_lps[0]:.0f}, {point_lps[1]:.0f}, "
+                       f"{point_lps[2]:.0f}) mm LPS")
+        axis.set_xlabel("x (mm, patient left ->)")
+    legend = [Patch(color=s.colour, label=s.name) for s in LOBES]
+    legend.append(Patch(color="red", label="vessels" if anatomy.arteries is None
+                        else "arteries"))
+    if anatomy.veins is not None:
+        legend.append(Patch(color="royalblue", label="veins"))
+    axes[1].legend(handles=legend, loc="lower right", fontsize=8)
+    approximate = " — lobes APPROXIMATE (geometric, no weights)" if getattr(
+        anatomy, "lobes_approximate", False) else ""
+    figure.suptitle(title or f"Lobes: {anatomy.lobes_backend}, vessels: "
+                             f"{anatomy.vessels_backend}{approximate}")
+    figure.tight_layout()
+    with atomic_output(path, overwrite, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
+    plt.close(figure)
+    return Path(path)

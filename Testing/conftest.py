@@ -9,15 +9,26 @@ import pytest
 import SimpleITK as sitk
 
 from ImmunoDiffLib.imaging import label_centroid
-from ImmunoDiffLib.sample_data import fetch_sample_data
+from ImmunoDiffLib.sample_data import CACHE_ENV, SAMPLE_DATA_ENV, fetch_sample_data
 
 REPO = Path(__file__).resolve().parents[1]
 CIP_DIR = REPO.parent / "shared" / "data" / "cip"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Fetch (or find) the sample CTs once, then run the suite with the project cache in a
+    temporary folder so tests never write into the user's cache."""
+    paths = fetch_sample_data()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SAMPLE_DATA_ENV, str(paths["lung2_image"].parent))
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("immunodiff-cache")))
+        yield paths
+
+
 @pytest.fixture(scope="session")
-def sample_paths() -> dict[str, Path]:
-    return fetch_sample_data()
+def sample_paths(isolated_cache) -> dict[str, Path]:
+    return isolated_cache
 
 
 @pytest.fixture(scope="session")

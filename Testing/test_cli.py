@@ -18,6 +18,10 @@ def test_demo_writes_a_crop_centred_on_the_real_tumour(tmp_path, capsys, lung2_t
     labels = sitk.GetArrayFromImage(tumour)
     assert labels[8, 44:52, 44:52].all()  # the crop's centre is tumour
     assert summary["tumour_voxels_in_crop"] == int(labels.sum()) > 1000
+    assert summary["anatomy"]["lung2"]["lobes_approximate"] in (True, False)
+    assert set(summary["anatomy"]) == {"lung2", "totalseg_chest"}
+    for name in ("lung2_anatomy.png", "totalseg_chest_anatomy.png"):
+        assert sitk.ReadImage(str(tmp_path / name)).GetSize()[0] > 1000
     picture = sitk.ReadImage(str(tmp_path / "lung2_crop.png"))
     assert picture.GetSize()[0] > 1000 and picture.GetNumberOfComponentsPerPixel() >= 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files

@@ -1,0 +1,124 @@
+"""The offline ``classic`` backend: lungs, vessels and approximate lobes with no trained weights.
+
+* lungs: :func:`classic_lungs.segment_lungs` (HU threshold and connected components);
+* vessels: multi-scale Hessian vesselness (SimpleITK ``ObjectnessMeasure`` for bright tubes at
+  1.5, 2 and 3 mm) above 3, on voxels denser than -900 HU, inside the lungs;
+* lobes: an APPROXIMATION by geometry. Each lung is cut by an oblique plane standing in for the
+  oblique fissure (rising 45 degrees towards the back), placed so the lower lobe takes its usual
+  share of the lung (left 50 %, right 45 %); the right upper part is cut horizontally so the
+  middle lobe takes 18 % of the right lung. Shares from typical adult lobar volumes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..progress import Task
+from .classic_lungs import segment_lungs
+
+VESSEL_SCALES_MM = (1.5, 2.0, 3.0)
+VESSELNESS_THRESHOLD = 3.0
+VESSEL_MIN_HU = -900.0
+LOWER_LOBE_SHARE = {"left": 0.50, "right": 0.45}
+MIDDLE_LOBE_SHARE = 0.18
+FISSURE_SLOPE = 1.0  # tan(45 deg): the oblique fissure rises towards the back
+
+
+def _bounding_box(mask: np.ndarray, margin: int = 4):
+    """Slices (z, y, x) of the box around the mask's voxels, with a margin."""
+    indices = np.nonzero(mask)
+    return tuple(slice(max(int(i.min()) - margin, 0), int(i.max()) + margin + 1)
+                 for i in indices)
+
+
+def segment_vessels(ct: sitk.Image, lungs: sitk.Image, task: Task | None = None) -> sitk.Image:
+    """Binary vessel map (uint8) inside ``lungs`` by multi-scale Hessian vesselness."""
+    task = task or Task()
+    lung_values = sitk.GetArrayFromImage(lungs) > 0
+    vessels = np.zeros(lung_values.shape, np.uint8)
+    if not lung_values.any():
+        result = sitk.GetImageFromArray(vessels)
+        result.CopyInformation(ct)
+        return result
+    box = _bounding_box(lung_values)
+    region = sitk.Cast(ct, sitk.sitkFloat32)[box[2], box[1], box[0]]
+    best = None
+    for step, sigma in enumerate(VESSEL_SCALES_MM):
+        task.report(step / len(VESSEL_SCALES_MM), f"vessels at {sigma} mm")
+        smooth = sitk.SmoothingRecursiveGaussian(region, sigma)
+        objectness = sitk.ObjectnessMeasure(smooth, alpha=0.5, beta=0.5, gamma=5.0,
+                                            scaleObjectnessMeasure=True, objectDimension=1,
+                                            brightObject=True)
+        response = sitk.GetArrayFromImage(objectness) * sigma**2
+        best = response if best is None else np.maximum(best, response)
+    hu = sitk.GetArrayFromImage(region)
+    vessels[box] = (best > VESSELNESS_THRESHOLD) & (hu > VESSEL_MIN_HU) & lung_values[box]
+    task.report(1.0, "vessels done")
+    result = sitk.GetImageFromArray(vessels)
+    result.CopyInformation(ct)
+    return result
+
+
+def _physical_coordinates(image: sitk.Image, indices_zyx: np.ndarray) -> np.ndarray:
+    """LPS coordinates (N, 3) of voxel indices given as (N, 3) rows of (z, y, x)."""
+    ijk = indices_zyx[:, ::-1].astype(float) * np.array(image.GetSpacing())
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    return ijk @ direction.T + np.array(image.GetOrigin())
+
+
+def _sides(lungs: sitk.Image, points: np.ndarray) -> np.ndarray:
+    """'left'/'right' for each lung voxel: by connected component when the lungs are apart,
+    else by the lungs' mid-plane in x (LPS +x is the patient's left)."""
+    components = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(lungs)))
+    labels = components[sitk.GetArrayFromImage(lungs) > 0]
+    side = np.where(points[:, 0] > np.median(points[:, 0]), "left", "right")
+    if labels.max() >= 2:
+        centre = {k: points[labels == k, 0].mean() for k in (1, 2)}
+        left_label = 1 if centre[1] > centre[2] else 2
+        in_two = labels <= 2
+        side[in_two] = np.where(labels[in_two] == left_label, "left", "right")
+    return side
+
+
+def approximate_lobes(lungs: sitk.Image) -> sitk.Image:
+    """Lobe labels (1 LUL, 2 LLL, 3 RUL, 4 RML, 5 RLL) by geometric division of each lung."""
+    mask = sitk.GetArrayFromImage(lungs) > 0
+    lobes = np.zeros(mask.shape, np.uint8)
+    indices = np.argwhere(mask)
+    if len(indices):
+        points = _physical_coordinates(lungs, indices)
+        side = _sides(lungs, points)
+        values = np.zeros(len(points), np.uint8)
+        for name, upper, lower in (("left", 1, 2), ("right", 3, 5)):
+            chosen = side == name
+            if chosen.sum() < 10:
+                continue
+            p = points[chosen]
+            score = (p[:, 2] - p[:, 2].mean()) - FISSURE_SLOPE * (p[:, 1] - p[:, 1].mean())
+            cut = np.quantile(score, LOWER_LOBE_SHARE[name])
+            labels = np.where(score <= cut, lower, upper).astype(np.uint8)
+            if name == "right":
+                upper_part = labels == upper
+                heights = p[upper_part, 2]
+                share = MIDDLE_LOBE_SHARE / (1.0 - LOWER_LOBE_SHARE["right"])
+                middle = heights <= np.quantile(heights, share)
+                sub = labels[upper_part]
+                sub[middle] = 4
+                labels[upper_part] = sub
+            values[chosen] = labels
+        lobes[mask] = values
+    result = sitk.GetImageFromArray(lobes)
+    result.CopyInformation(lungs)
+    return result
+
+
+def segment_classic(ct: sitk.Image, task: Task | None = None):
+    """(lungs, lobes, vessels) label maps on the CT's grid, without trained weights."""
+    task = task or Task()
+    task.report(0.0, "lungs (classic)")
+    lungs = segment_lungs(ct)
+    task.report(0.3, "lobes (approximate)")
+    lobes = approximate_lobes(lungs)
+    vessels = segment_vessels(ct, lungs, task.sub(0.4, 1.0))
+    return lungs, lobes, vessels

@@ -1,0 +1,181 @@
+"""``segment_anatomy``: lobes and vessels of a CT from the chosen backend(s), with fallback.
+
+Backends (``backend=``):
+* ``"paper"``: lobes from lungmask (LTRCLobes + R231), vessels from TotalSegmentator
+  (``lung_vessels``: arteries and veins) — the paper's choice;
+* ``"lungmask"``: lobes from lungmask, vessels classic (inside lungmask's lungs);
+* ``"totalsegmentator"``: lobes from TotalSegmentator's ``total`` task, vessels from
+  ``lung_vessels``;
+* ``"classic"``: no weights at all; lobes are a geometric approximation (flagged);
+* ``"auto"`` (default): the paper's backends where their weights are installed, else classic,
+  with a warning naming what was missing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .. import __version__
+from ..errors import BackendUnavailableError, ImageError
+from ..imaging import validate_ct
+from ..progress import CancelFlag, ProgressCallback, Task
+from ..sample_data import cache_dir
+from . import classic, lungmask_backend, totalseg_backend
+from .cache import AnatomyCache, cache_key
+from .classic_lungs import segment_lungs
+
+BACKENDS = ("auto", "paper", "lungmask", "totalsegmentator", "classic")
+PRESETS = {  # backend -> (lobes from, vessels from)
+    "paper": ("lungmask", "totalsegmentator"),
+    "lungmask": ("lungmask", "classic"),
+    "totalsegmentator": ("totalsegmentator", "totalsegmentator"),
+    "classic": ("classic", "classic"),
+}
+
+
+@dataclass
+class Anatomy:
+    """Label maps on the CT's own grid (uint8): ``lungs`` 0/1, ``lobes`` 0-5 (1 LUL, 2 LLL,
+    3 RUL, 4 RML, 5 RLL), ``vessels`` 0/1, and ``arteries``/``veins`` 0/1 when the backend
+    separates them. ``lobes_approximate`` is True for the classic geometric lobes."""
+
+    lungs: sitk.Image
+    lobes: sitk.Image
+    vessels: sitk.Image
+    lobes_backend: str
+    vessels_backend: str
+    arteries: sitk.Image | None = None
+    veins: sitk.Image | None = None
+    warnings: list[str] = field(default_factory=list)
+    from_cache: bool = False
+
+    @property
+    def lobes_approximate(self) -> bool:
+        return self.lobes_backend == "classic"
+
+    def maps(self) -> dict[str, sitk.Image]:
+        out = {"lungs": self.lungs, "lobes": self.lobes, "vessels": self.vessels}
+        if self.arteries is not None:
+            out["arteries"] = self.arteries
+        if self.veins is not None:
+            out["veins"] = self.veins
+        return out
+
+
+def _binary(values: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(values.astype(np.uint8))
+    image.CopyInformation(reference)
+    return image
+
+
+def _resolve(backend: str, lungmask_weights, totalseg_fast: bool) -> tuple[str, str, list[str]]:
+    if backend != "auto":
+        return (*PRESETS[backend], [])
+    warnings = []
+    lobes, vessels = "lungmask", "totalsegmentator"
+    try:
+        lungmask_backend.find_weights(*(lungmask_weights or (None, None)))
+    except BackendUnavailableError as error:
+        lobes = "classic"
+        warnings.append(f"Lobes: lungmask unavailable, used the classic approximation. {error}")
+    try:
+        totalseg_backend.check_weights(totalseg_backend.VESSELS_TASK, totalseg_fast)
+    except BackendUnavailableError as error:
+        vessels = "classic"
+        warnings.append(f"Vessels: TotalSegmentator unavailable, used classic vesselness. "
+                        f"{error}")
+    return lobes, vessels, warnings
+
+
+def _signature(lobes: str, vessels: str, lungmask_weights, totalseg_fast: bool) -> str:
+    parts = [f"immunodiff{__version__}", f"lobes={lobes}", f"vessels={vessels}"]
+    if lobes == "lungmask":
+        from importlib.metadata import version
+
+        paths = lungmask_backend.find_weights(*(lungmask_weights or (None, None)))
+        parts += [f"lungmask{version('lungmask')}"] + [f"{p.name}:{p.stat().st_size}"
+                                                      for p in paths]
+    if "totalsegmentator" in (lobes, vessels):
+        from importlib.metadata import version
+
+        parts += [f"totalsegmentator{version('TotalSegmentator')}", f"fast={totalseg_fast}"]
+    return "|".join(parts)
+
+
+def segment_anatomy(
+    ct: sitk.Image,
+    backend: str = "auto",
+    *,
+    lungmask_weights: tuple[str | os.PathLike, str | os.PathLike] | None = None,
+    totalseg_fast: bool = False,
+    device: str = "cpu",
+    cache: bool | str | os.PathLike = True,
+    progress: ProgressCallback | None = None,
+    cancel: CancelFlag = None,
+) -> Anatomy:
+    """Lungs, lobes and vessels of ``ct`` (a CT in HU) on its own grid.
+
+    ``cache``: True for the user cache, a folder, or False. ``cancel`` stops the work within a
+    few seconds by raising :class:`~ImmunoDiffLib.progress.Cancelled`; nothing is cached then.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown anatomy backend {backend!r}; choose one of {BACKENDS}.")
+    validate_ct(ct)
+    task = Task(progress, cancel)
+    lobes_from, vessels_from, warnings = _resolve(backend, lungmask_weights, totalseg_fast)
+    store = None
+    if cache:
+        folder = Path(cache) if not isinstance(cache, bool) else cache_dir() / "anatomy"
+        store = AnatomyCache(folder)
+        key = cache_key(ct, _signature(lobes_from, vessels_from, lungmask_weights,
+                                       totalseg_fast))
+        hit = store.load(key)
+        if hit is not None:
+            maps, meta = hit
+            task.report(1.0, "anatomy from cache")
+            return Anatomy(maps["lungs"], maps["lobes"], maps["vessels"], meta["lobes_backend"],
+                           meta["vessels_backend"], maps.get("arteries"), maps.get("veins"),
+                           warnings + meta["warnings"], from_cache=True)
+
+    arteries = veins = None
+    lungs = None
+    if lobes_from == "lungmask":
+        lobes = lungmask_backend.segment_lobes(
+            ct, *lungmask_backend.find_weights(*(lungmask_weights or (None, None))),
+            task=task.sub(0.0, 0.5))
+    elif lobes_from == "totalsegmentator":
+        maps = totalseg_backend.run_task(ct, totalseg_backend.LOBES_TASK, totalseg_fast,
+                                         device, task.sub(0.0, 0.5))
+        lobes = totalseg_backend.lobes_from_maps(maps, ct)
+    else:
+        lungs = segment_lungs(ct)
+        task.report(0.3, "lobes (approximate)")
+        lobes = classic.approximate_lobes(lungs)
+        warnings.append("Lobes are a geometric approximation (classic backend), not a "
+                        "segmentation of the fissures.")
+    if lungs is None:
+        lungs = _binary(sitk.GetArrayViewFromImage(lobes) > 0, ct)
+    if not sitk.GetArrayViewFromImage(lungs).any():
+        raise ImageError("No lung was found in the CT: is it a chest CT with the lungs in view?")
+
+    if vessels_from == "totalsegmentator":
+        maps = totalseg_backend.run_task(ct, totalseg_backend.VESSELS_TASK, totalseg_fast,
+                                         device, task.sub(0.5, 1.0))
+        arteries, veins = maps["lung_arteries"], maps["lung_veins"]
+        vessels = _binary((sitk.GetArrayViewFromImage(arteries) > 0)
+                          | (sitk.GetArrayViewFromImage(veins) > 0), ct)
+    else:
+        vessels = classic.segment_vessels(ct, lungs, task.sub(0.4, 1.0))
+
+    anatomy = Anatomy(lungs, lobes, vessels, lobes_from, vessels_from, arteries, veins, warnings)
+    if store is not None:
+        store.store(key, anatomy.maps(), {
+            "lobes_backend": lobes_from, "vessels_backend": vessels_from,
+            "warnings": [w for w in warnings if w.startswith("Lobes are")]})
+    task.report(1.0, "anatomy done")
+    return anatomy
