@@ -3,6 +3,7 @@
     immunodiff data fetch [--dest DIR]
     immunodiff crop CT (--point X Y Z | --mask LABEL) -o OUT.nii.gz [--png OUT.png]
     immunodiff segment CT -o DIR [--backend auto|paper|lungmask|totalsegmentator|classic]
+    immunodiff simulate [--n 40] [--seed 0] [-o DIR]
     immunodiff demo [--output DIR]
 """
 
@@ -91,6 +92,25 @@ def _segment_command(args) -> dict:
     return {"lobes_backend": anatomy.lobes_backend, "vessels_backend": anatomy.vessels_backend,
             "lobes_approximate": anatomy.lobes_approximate, "from_cache": anatomy.from_cache,
             "warnings": anatomy.warnings, "files": files}
+
+
+def _simulate_command(args) -> dict:
+    import csv
+
+    from .simulation import SimulationConfig, simulate_cohort
+
+    config = SimulationConfig(n_patients=args.n, seed=args.seed,
+                              responder_rate=args.responder_rate)
+    progress = TerminalProgress("Simulating cohort")
+    try:
+        manifest = simulate_cohort(args.output, config, progress, overwrite=args.overwrite)
+    finally:
+        progress.close()
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {"manifest": str(manifest), "patients": len(rows),
+            "responders": sum(r["response"] == "1" for r in rows),
+            "montage": str(Path(args.output) / "montage.png")}
 
 
 def run_demo(output: Path, case_name: str = "lung2") -> dict:
@@ -202,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--no-cache", action="store_true", help="do not use the anatomy cache")
     segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
+    simulate = commands.add_parser(
+        "simulate", help="write a simulated longitudinal immunotherapy cohort on real CT")
+    simulate.add_argument("--n", type=int, default=40, help="number of patients")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--responder-rate", type=float, default=0.25)
+    simulate.add_argument("-o", "--output", type=Path, default=Path("simulated_cohort"))
+    simulate.add_argument("--overwrite", action="store_true")
+
     demo = commands.add_parser("demo", help="run the demo on the sample chest CT")
     demo.add_argument("--output", type=Path, default=Path("demo_output"))
     demo.add_argument("--case", default="lung2", help="sample case (lung2 or totalseg_chest)")
@@ -223,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             result = _crop_command(args)
         elif args.command == "segment":
             result = _segment_command(args)
+        elif args.command == "simulate":
+            result = _simulate_command(args)
         else:
             result = run_demo(args.output, args.case)
     except ImmunoDiffError as error:

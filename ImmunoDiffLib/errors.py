@@ -35,3 +35,12 @@ class SampleDataError(ImmunoDiffError, RuntimeError):
 
 class BackendUnavailableError(ImmunoDiffError, RuntimeError):
     """A segmentation backend cannot run here (weights absent, package missing)."""
+
+
+class CohortError(ImmunoDiffError, ValueError):
+    """A cohort manifest with bad rows; ``problems`` lists every one, row by row."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(f"Cohort manifest '{source}' has {len(self.problems)} problem(s):\n  - "
+                         + "\n  - ".join(self.problems))

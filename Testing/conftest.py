@@ -51,3 +51,13 @@ def cip_dir() -> Path:
     if not (CIP_DIR / "ct-64.nrrd").is_file():
         pytest.skip("CIP fixtures (../shared/data/cip) are not beside this checkout")
     return CIP_DIR
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory):
+    """A 6-patient simulated cohort (half responders on average) for simulator and dataset
+    tests; written once per test session."""
+    from ImmunoDiffLib.simulation import SimulationConfig, simulate_cohort
+
+    config = SimulationConfig(n_patients=6, seed=11, responder_rate=0.5)
+    return simulate_cohort(tmp_path_factory.mktemp("cohort") / "sim", config)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from pydicom.uid import generate_uid
 
 from ..errors import ImageError, OutputPathError
 
@@ -109,9 +109,8 @@ def write_dicom_series(
     volume = sitk.Cast(image, sitk.sitkInt16)
     direction = np.array(image.GetDirection()).reshape(3, 3)
     orientation = "\\".join(f"{v:.10g}" for v in direction[:, :2].T.ravel())
-    stamp = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
-    uid_root = "1.2.826.0.1.3680043.2.1125"
-    series_uid = series_uid or f"{uid_root}.{stamp[0]}.{stamp[1]}.{os.getpid()}"
+    series_uid = series_uid or generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     try:
@@ -123,8 +122,9 @@ def write_dicom_series(
                 "0008|103e": description,
                 "0008|0008": "DERIVED\\SECONDARY",
                 "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
-                "0008|0018": f"{series_uid}.{z + 1}",
-                "0020|000d": f"{series_uid}.0",
+                "0008|0018": generate_uid(),
+                "0020|000d": study_uid,
+                "0020|0052": frame_uid,
                 "0020|000e": series_uid,
                 "0020|0013": str(z + 1),
                 "0020|0032": "\\".join(f"{v:.6f}" for v in position),
