@@ -52,7 +52,7 @@ def save_montage(folder: Path, rows: list[dict], path: Path, per_group: int = 4)
         left.set_ylabel(f"{status}\nRECIST {row['recist']}", fontsize=9)
     figure.suptitle(f"Simulated cohort (synthetic follow-ups; {FIELD_MM:.0f} mm fields)",
                     fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3 * len(chosen))))
     with atomic_output(path, overwrite=True, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=90, format="png")
     plt.close(figure)
