@@ -4,6 +4,7 @@
     immunodiff crop CT (--point X Y Z | --mask LABEL) -o OUT.nii.gz [--png OUT.png]
     immunodiff segment CT -o DIR [--backend auto|paper|lungmask|totalsegmentator|classic]
     immunodiff simulate [--n 40] [--seed 0] [-o DIR]
+    immunodiff train STAGE --cohort CSV -o DIR   (STAGE: 1A, 1B, 1C, 2, heads, all)
     immunodiff demo [--output DIR]
 """
 
@@ -230,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("-o", "--output", type=Path, default=Path("simulated_cohort"))
     simulate.add_argument("--overwrite", action="store_true")
 
+    from .train.command import add_train_parser
+
+    add_train_parser(commands)
+
     demo = commands.add_parser("demo", help="run the demo on the sample chest CT")
     demo.add_argument("--output", type=Path, default=Path("demo_output"))
     demo.add_argument("--case", default="lung2", help="sample case (lung2 or totalseg_chest)")
@@ -253,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
             result = _segment_command(args)
         elif args.command == "simulate":
             result = _simulate_command(args)
+        elif args.command == "train":
+            from .train.command import run_train
+
+            progress = TerminalProgress(f"Training {args.stage}")
+            try:
+                result = run_train(args, progress)
+            finally:
+                progress.close()
         else:
             result = run_demo(args.output, args.case)
     except ImmunoDiffError as error:

@@ -44,3 +44,7 @@ class CohortError(ImmunoDiffError, ValueError):
         self.problems = list(problems)
         super().__init__(f"Cohort manifest '{source}' has {len(self.problems)} problem(s):\n  - "
                          + "\n  - ".join(self.problems))
+
+
+class BundleError(ImmunoDiffError, ValueError):
+    """A model bundle that is missing, damaged, tampered with or incompatible."""

@@ -1,0 +1,142 @@
+"""The model bundle: one folder holding every part's weights (safetensors) and a JSON
+description (configuration, crop, HU window, clinical standardisation, library version,
+training-data hash, metrics) with the weights' sha256. Loading verifies all of it and refuses
+any mismatch with a clear error. Nothing is ever unpickled.
+
+    bundle/
+      weights.safetensors   every tensor, named "<part>.<parameter>"
+      bundle.json           {"format_version", "library_version", "weights_sha256", ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .clinical import Standardisation
+from .errors import BundleError
+from .imaging import CropSpec, HUWindow
+from .models.config import ModelConfig
+from .sample_data import sha256_of
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "weights.safetensors"
+DESCRIPTION_NAME = "bundle.json"
+
+
+@dataclass
+class BundleInfo:
+    """Everything but the weights."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    crop: CropSpec = field(default_factory=CropSpec)
+    window: HUWindow = field(default_factory=HUWindow)
+    standardisation: Standardisation = field(default_factory=Standardisation)
+    training: dict = field(default_factory=dict)  # data hash, seed, steps, commit, stages
+    metrics: dict = field(default_factory=dict)
+    notes: str = "Trained on simulated data; research use only, not for clinical decisions."
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2])
+
+
+def save_bundle(path: str | os.PathLike, model: torch.nn.Module, info: BundleInfo,
+                overwrite: bool = False) -> Path:
+    """Write the bundle folder atomically (a temporary sibling renamed into place)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise BundleError(f"Bundle '{path}' exists already.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+        description = {
+            "format_version": FORMAT_VERSION, "library_version": __version__,
+            "weights_sha256": sha256_of(staging / WEIGHTS_NAME),
+            "model": info.model.to_dict(), "crop": asdict(info.crop),
+            "window": asdict(info.window),
+            "standardisation": {"mean": dict(info.standardisation.mean),
+                                "sd": dict(info.standardisation.sd)},
+            "training": info.training, "metrics": info.metrics, "notes": info.notes,
+        }
+        (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def read_bundle_info(path: str | os.PathLike) -> tuple[BundleInfo, dict]:
+    """Read and check bundle.json; return (info, raw description)."""
+    path = Path(path)
+    description_path = path / DESCRIPTION_NAME
+    if not description_path.is_file():
+        raise BundleError(f"Model bundle '{path}' has no {DESCRIPTION_NAME} (is this a bundle "
+                          "folder?).")
+    try:
+        description = json.loads(description_path.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"'{description_path}' is not valid JSON: {error}") from error
+    version = description.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"Bundle '{path}' has format version {version}; this library reads "
+                          f"version {FORMAT_VERSION}.")
+    made_with = str(description.get("library_version", "0.0"))
+    if _major_minor(made_with) != _major_minor(__version__):
+        raise BundleError(f"Bundle '{path}' was made with ImmunoDiffLib {made_with}, which is "
+                          f"incompatible with this version {__version__} (major.minor differ).")
+    try:
+        info = BundleInfo(
+            ModelConfig.from_dict(description["model"]),
+            CropSpec(**{k: tuple(v) if isinstance(v, list) else v
+                        for k, v in description["crop"].items()}),
+            HUWindow(**description["window"]),
+            Standardisation(description["standardisation"]["mean"],
+                            description["standardisation"]["sd"]),
+            description.get("training", {}), description.get("metrics", {}),
+            description.get("notes", ""))
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"'{description_path}' has an invalid field: {error}") from error
+    return info, description
+
+
+def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Verify and load a bundle: returns (ImmunoDiffModel in eval mode, BundleInfo)."""
+    from .models.immunodiff import ImmunoDiffModel
+
+    path = Path(path)
+    if not path.exists():
+        raise BundleError(f"Model bundle '{path}' does not exist.")
+    info, description = read_bundle_info(path)
+    weights = path / WEIGHTS_NAME
+    if not weights.is_file():
+        raise BundleError(f"Model bundle '{path}' has no {WEIGHTS_NAME}.")
+    actual = sha256_of(weights)
+    if actual != description.get("weights_sha256"):
+        raise BundleError(f"'{weights}' has sha256 {actual}, but the bundle says "
+                          f"{description.get('weights_sha256')}: the file is damaged or was "
+                          "changed. Restore or re-download the bundle.")
+    try:
+        tensors = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError) as error:
+        raise BundleError(f"'{weights}' cannot be read as safetensors: {error}") from error
+    model = ImmunoDiffModel(info.model)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise BundleError(f"'{weights}' does not match its configuration: missing "
+                          f"{len(missing)} tensor(s) (e.g. {missing[:2]}), unexpected "
+                          f"{len(unexpected)} (e.g. {unexpected[:2]}).")
+    return model.to(device).eval(), info

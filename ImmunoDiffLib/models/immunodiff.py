@@ -1,0 +1,147 @@
+"""The ImmunoDiff model: MONAI DiffusionModelUNet + ControlNet, conditioned on anatomy (VL
+encoders) and on the baseline CT with clinical variables (cbi-Adapter).
+
+How the conditions enter (``ModelConfig.anatomy_control``):
+* anatomy c_a = ẑ_v ⊕ ẑ_l: as two cross-attention tokens (``context``), as a vector broadcast
+  over the control image (``broadcast``), or both (default);
+* stage 2: the control image ĉ = Ẑ_I + λ Σ Ẑ_i (baseline-CT embedding plus the clinical groups'
+  vector, broadcast), plus the broadcast anatomy when enabled.
+Conditions are encoded once per case (:meth:`encode_conditions`) and reused at every step.
+
+Tensors are channel-first (B, C, X, Y, Z); CT values in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from monai.networks.nets import ControlNet, DiffusionModelUNet
+from torch import nn
+
+from ..clinical import feature_layout
+from .cbi_adapter import BaselineImageEmbedding, CbiAdapter, drop_conditions, fuse_condition
+from .config import ModelConfig
+from .heads import ResponseHead, SurvivalHead, capture_up_block_features, up_block_channels
+from .vl_encoder import VLEncoders
+
+STAGE_PARTS = {  # the parts each training stage updates; everything else is frozen
+    "1A": ("vl",),
+    "1B": ("unet",),
+    "1C": ("controlnet", "anatomy_tokens", "anatomy_map"),
+    "2": ("controlnet", "anatomy_tokens", "anatomy_map", "adapter", "image_embedding"),
+    "heads": ("response_head", "survival_head"),
+}
+
+
+@dataclass
+class Conditions:
+    """Encoded conditions of a batch: ``context`` (B, T, D) tokens or None, ``control``
+    (B, C, X, Y, Z) control image or None (no ControlNet: the plain DDPM)."""
+
+    context: torch.Tensor | None
+    control: torch.Tensor | None
+
+
+class ImmunoDiffModel(nn.Module):
+    def __init__(self, config: ModelConfig | None = None):
+        super().__init__()
+        config = config or ModelConfig()
+        self.config = config
+        unet_args = dict(
+            spatial_dims=3, in_channels=1, num_res_blocks=config.num_res_blocks,
+            channels=config.channels, attention_levels=config.attention_levels,
+            norm_num_groups=config.norm_num_groups, num_head_channels=config.num_head_channels,
+            with_conditioning=True, cross_attention_dim=config.context_dim,
+            use_flash_attention=config.use_flash_attention)
+        self.unet = DiffusionModelUNet(out_channels=1, **unet_args)
+        self.controlnet = ControlNet(
+            conditioning_embedding_in_channels=config.control_channels,
+            conditioning_embedding_num_channels=(config.control_channels,), **unet_args)
+        self.vl = VLEncoders(config.vl_widths, config.vl_embed_dim, config.vl_projection_dim)
+        self.anatomy_tokens = nn.Linear(config.vl_projection_dim, config.context_dim)
+        self.anatomy_map = nn.Linear(2 * config.vl_projection_dim, config.control_channels)
+        layout = feature_layout()
+        self.adapter = CbiAdapter({g: len(f) for g, f in layout.items()}, config.adapter_dim,
+                                  config.control_channels, config.adapter_heads)
+        self.image_embedding = BaselineImageEmbedding(config.control_channels)
+        features = up_block_channels(self.unet)
+        self.response_head = ResponseHead(features)
+        self.survival_head = SurvivalHead(features)
+
+    def init_controlnet_from_unet(self) -> None:
+        """ControlNet starts as a copy of the (pre-trained) U-Net's encoder (MONAI's recipe)."""
+        self.controlnet.load_state_dict(self.unet.state_dict(), strict=False)
+
+    def parts(self, names) -> list[nn.Module]:
+        return [getattr(self, name) for name in names]
+
+    def set_trainable(self, stage: str) -> list[nn.Parameter]:
+        """Freeze everything but the stage's parts; return their parameters."""
+        self.requires_grad_(False)
+        parameters = []
+        for part in self.parts(STAGE_PARTS[stage]):
+            part.requires_grad_(True)
+            parameters += list(part.parameters())
+        return parameters
+
+    # --- conditions --------------------------------------------------------------------
+    def encode_conditions(self, batch: dict, stage: str = "2", drop_clinical: bool = False,
+                          dropout_generator: torch.Generator | None = None,
+                          dropout_rate: float = 0.0) -> Conditions:
+        """Conditions for stage "1B" (none), "1C" (anatomy) or "2" (anatomy + baseline CT +
+        clinical). ``drop_clinical`` masks every clinical group (the unconditional branch of
+        classifier-free guidance)."""
+        if stage == "1B":
+            return Conditions(None, None)
+        baseline = batch["baseline"]
+        z_v, z_l = self.vl.project(baseline, batch["vessels"], batch["lobes"])
+        mode = self.config.anatomy_control
+        context = None
+        if mode in ("context", "both"):
+            context = self.anatomy_tokens(torch.stack([z_v, z_l], dim=1))
+        shape = (baseline.shape[0], self.config.control_channels, *baseline.shape[2:])
+        control = torch.zeros(shape, dtype=baseline.dtype, device=baseline.device)
+        if mode in ("broadcast", "both"):
+            control = control + self.anatomy_map(torch.cat([z_v, z_l], 1))[..., None, None, None]
+        if stage == "2":
+            mask = batch["clinical_mask"]
+            if drop_clinical:
+                mask = {g: torch.zeros_like(m) for g, m in mask.items()}
+            elif dropout_rate > 0:
+                mask = drop_conditions(mask, dropout_rate, dropout_generator)
+            clinical = self.adapter(batch["clinical"], mask)
+            control = control + fuse_condition(self.image_embedding(baseline), clinical,
+                                               self.config.clinical_weight)
+        return Conditions(context, control)
+
+    # --- denoising ---------------------------------------------------------------------
+    def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor,
+                      conditions: Conditions) -> torch.Tensor:
+        """ε̂(x_t, t, conditions): (B, 1, X, Y, Z) -> (B, 1, X, Y, Z)."""
+        if conditions.control is None:
+            return self.unet(x_t, timesteps, context=conditions.context)
+        down, mid = self.controlnet(x_t, timesteps, conditions.control,
+                                    context=conditions.context)
+        return self.unet(x_t, timesteps, context=conditions.context,
+                         down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid)
+
+    def up_block_features(self, x_t: torch.Tensor, timesteps: torch.Tensor,
+                          conditions: Conditions) -> torch.Tensor:
+        """f̂: the up-blocks' pooled outputs while denoising x_t, (B, F)."""
+        with capture_up_block_features(self.unet) as captured:
+            self.predict_noise(x_t, timesteps, conditions)
+        return torch.cat(captured, dim=1)
+
+    # --- target parameterisation -------------------------------------------------------
+    def target_from(self, followup: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """x_0 the diffusion model learns: the follow-up, or the change (scaled into [-1, 1])."""
+        if self.config.target == "change":
+            return ((followup - baseline) / 2.0).clamp(-1.0, 1.0)
+        return followup
+
+    def followup_from(self, x0: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        if self.config.target == "change":
+            return (baseline + 2.0 * x0).clamp(-1.0, 1.0)
+        return x0

@@ -1,0 +1,41 @@
+"""Training settings (the paper's: Adam, lr 2.5e-5, batch 2), as data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+STAGES = ("1A", "1B", "1C", "2", "heads")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    stage: str = "1B"
+    steps: int = 1000
+    batch_size: int = 2  # per process
+    learning_rate: float = 2.5e-5
+    seed: int = 0
+    checkpoint_every: int = 100
+    heads_learning_rate: float = 1e-3  # the heads are small and trained full-batch
+    heads_weight_decay: float = 1e-3
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"Unknown training stage {self.stage!r}; choose one of {STAGES}.")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size and checkpoint_every must be at least 1.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides) -> TrainConfig:
+        return cls.from_dict({**json.loads(Path(path).read_text()), **overrides})

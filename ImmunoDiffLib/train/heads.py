@@ -1,0 +1,78 @@
+"""Training the response and survival heads on frozen up-block features.
+
+Features f̂ of every case are computed once (the diffusion model is frozen) at the configured
+timestep, from the baseline crop noised with a fixed seed, under the case's full conditions;
+the heads are then fitted full-batch: binary cross-entropy on known responses plus the Cox
+partial likelihood on survival.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch.utils.data import default_collate
+
+from ..progress import Task
+from .checkpoint import save_checkpoint
+from .config import TrainConfig
+from .stages import make_scheduler
+
+
+@torch.no_grad()
+def case_features(model, items: list[dict], seed: int = 0) -> torch.Tensor:
+    """(N, F) up-block features of ``items`` (dataset items), deterministic for ``seed``."""
+    scheduler = make_scheduler(model)
+    rows = []
+    for index, item in enumerate(items):
+        batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.uint8
+                     else v) for k, v in default_collate([item]).items()}
+        conditions = model.encode_conditions(batch, "2")
+        generator = torch.Generator().manual_seed(seed * 100_003 + index)
+        noise = torch.randn(batch["baseline"].shape, generator=generator)
+        t = torch.tensor([model.config.feature_timestep])
+        x_t = scheduler.add_noise(batch["baseline"], noise, t)
+        rows.append(model.up_block_features(x_t, t, conditions))
+    return torch.cat(rows)
+
+
+def train_heads(model, dataset, config: TrainConfig, output: Path, task: Task, world):
+    from .cox_loss import heads_loss
+    from .runner import LOSSES_NAME, SUMMARY_NAME, TrainResult, _write_losses, weights_digest
+
+    model.eval()
+    items = []
+    for index in range(len(dataset)):
+        task.report(0.5 * index / len(dataset), f"features of case {index + 1}/{len(dataset)}")
+        items.append(dataset[index])
+    features = case_features(model, items, config.seed)
+    response = torch.stack([item["response"] for item in items]).float()
+    time = torch.stack([item["survival_months"] for item in items]).float()
+    event = torch.stack([item["event"] for item in items]).float()
+    parameters = model.set_trainable("heads")
+    optimizer = torch.optim.AdamW(parameters, lr=config.heads_learning_rate,
+                                  weight_decay=config.heads_weight_decay)
+    torch.manual_seed(config.seed)
+    model.response_head.train()
+    model.survival_head.train()
+    losses = []
+    for step in range(config.steps):
+        loss = heads_loss(model, features, response, time, event)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % max(1, config.steps // 20) == 0:
+            task.report(0.5 + 0.5 * (step + 1) / config.steps, f"heads step {step + 1}")
+    model.eval()
+    output.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(output / "checkpoint", model, None,
+                    {"stage": "heads", "step": config.steps, "losses": losses,
+                     "config": config.to_dict(), "model_config": model.config.to_dict()})
+    _write_losses(output / LOSSES_NAME, losses)
+    digest = weights_digest(model)
+    (output / SUMMARY_NAME).write_text(json.dumps(
+        {"stage": "heads", "steps": config.steps, "final_loss": losses[-1],
+         "features": list(features.shape), "rank_weight_digests": [digest]}, indent=2))
+    return TrainResult("heads", config.steps, losses, output, [digest])
