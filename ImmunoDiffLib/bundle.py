@@ -134,7 +134,13 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu"):
     except (SafetensorError, OSError) as error:
         raise BundleError(f"'{weights}' cannot be read as safetensors: {error}") from error
     model = ImmunoDiffModel(info.model)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as error:
+        first = next((line.strip() for line in str(error).splitlines()
+                      if "size mismatch" in line), str(error)[:200])
+        raise BundleError(f"'{weights}' does not match its configuration in "
+                          f"{path / DESCRIPTION_NAME}: {first}") from error
     if missing or unexpected:
         raise BundleError(f"'{weights}' does not match its configuration: missing "
                           f"{len(missing)} tensor(s) (e.g. {missing[:2]}), unexpected "

@@ -99,6 +99,9 @@ def run_train(args, progress=None) -> dict:
         standardisation = fit_standardisation(c.clinical for c in load_cohort(args.cohort))
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     init = args.init
+    import torch
+
+    torch.manual_seed(_train_config(args, stages[0]).seed)  # same seed, same initial weights
     model = ImmunoDiffModel(_model_config(args, init))
     if init is not None:
         load_model_weights(init, model)

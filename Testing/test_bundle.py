@@ -1,0 +1,81 @@
+"""Model bundles: bit-exact round trip; damaged, tampered or incompatible bundles refused."""
+
+import json
+
+import pytest
+import torch
+
+from ImmunoDiffLib.bundle import BundleInfo, load_bundle, save_bundle
+from ImmunoDiffLib.errors import BundleError
+from ImmunoDiffLib.imaging import CropSpec
+from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(TINY)
+    info = BundleInfo(model=TINY, crop=CropSpec(size=(32, 32, 8), spacing=(6, 6, 2)),
+                      training={"seed": 0}, metrics={"auc": 0.5})
+    return save_bundle(tmp_path / "bundle", model, info), model
+
+
+def test_round_trip_is_bit_exact(bundle):
+    path, model = bundle
+    loaded, info = load_bundle(path)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+    assert info.model == TINY and info.crop.size == (32, 32, 8) and info.metrics == {"auc": 0.5}
+    assert "simulated data" in info.notes
+    assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "weights.safetensors"]
+
+
+def test_tampered_weights_are_refused(bundle):
+    path, _ = bundle
+    weights = path / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="weights.safetensors' has sha256 .* damaged or was"):
+        load_bundle(path)
+
+
+def test_truncated_weights_are_refused(bundle):
+    path, _ = bundle
+    weights = path / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("format_version", 99, "format version 99; this library reads version 1"),
+    ("library_version", "7.3.0", "made with ImmunoDiffLib 7.3.0, which is incompatible"),
+])
+def test_incompatible_descriptions_are_refused(bundle, field, value, message):
+    path, _ = bundle
+    description = json.loads((path / "bundle.json").read_text())
+    description[field] = value
+    (path / "bundle.json").write_text(json.dumps(description))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+
+
+def test_missing_bundle_and_existing_output(bundle, tmp_path):
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nowhere")
+    path, model = bundle
+    with pytest.raises(BundleError, match="exists already"):
+        save_bundle(path, model, BundleInfo(model=TINY))
+
+
+def test_weights_that_do_not_fit_the_configuration_are_refused(bundle, tmp_path):
+    from dataclasses import replace
+
+    path, model = bundle
+    description = json.loads((path / "bundle.json").read_text())
+    description["model"] = replace(TINY, context_dim=32).to_dict()
+    (path / "bundle.json").write_text(json.dumps(description))
+    with pytest.raises(BundleError, match="does not match its configuration|size mismatch"):
+        load_bundle(path)
