@@ -110,7 +110,7 @@ def _download_sdist(requirement: str, folder: Path) -> Path:
         sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
         "--no-build-isolation", "--disable-pip-version-check", requirement, "-d", str(folder),
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace")
     archives = list(folder.glob("*.tar.gz"))
     if done.returncode != 0 or not archives:
         tail = "\n".join(

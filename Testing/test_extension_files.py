@@ -37,7 +37,7 @@ def _configure(source: Path, build: Path) -> subprocess.CompletedProcess:
         pytest.skip("cmake is not installed")
     return subprocess.run(
         [cmake, "-S", str(source), "-B", str(build), f"-DSlicer_DIR={STAND_IN}"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, encoding="utf-8", errors="replace", timeout=120)
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,8 @@ def test_torchrun_two_processes_hold_identical_weights(small_cohort, tmp_path):
                "--nproc_per_node", "2", "-m", "ImmunoDiffLib.cli", "train", "1B",
                "--cohort", str(small_cohort), "-o", str(tmp_path / "ddp"), "--model-config",
                "tiny", "--steps", "4", "--lr", "1e-3", *SMALL_CROP]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+    done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace",
+                          timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((tmp_path / "ddp" / "training.json").read_text())
