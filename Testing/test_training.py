@@ -143,3 +143,18 @@ def test_torchrun_two_processes_hold_identical_weights(small_cohort, tmp_path):
     assert summary["world_size"] == 2
     digests = summary["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
+
+
+def test_shipped_configurations_load_and_match_the_paper():
+    from pathlib import Path
+
+    from ImmunoDiffLib.models import ModelConfig
+
+    folder = Path(__file__).resolve().parents[1] / "Resources" / "configs"
+    model = ModelConfig.from_json(folder / "model_paper.json")
+    assert model == ModelConfig() and model.clinical_weight == 0.05 and model.temperature == 0.5
+    assert ModelConfig.from_json(folder / "model_tiny.json") == TINY
+    train = TrainConfig.from_json(folder / "train_paper.json", stage="2")
+    assert (train.learning_rate, train.batch_size) == (2.5e-5, 2)
+    with pytest.raises(ValueError, match="Unknown training setting"):
+        TrainConfig.from_dict({"stage": "1B", "learning_rat": 1e-3})
