@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from .clinical import Standardisation
 from .errors import BundleError
 from .imaging import CropSpec, HUWindow
 from .models.config import ModelConfig
+from .outputs import atomic_folder
 from .sample_data import sha256_of
 
 FORMAT_VERSION = 1
@@ -56,9 +55,7 @@ def save_bundle(path: str | os.PathLike, model: torch.nn.Module, info: BundleInf
     path = Path(path)
     if path.exists() and not overwrite:
         raise BundleError(f"Bundle '{path}' exists already.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path, overwrite=True) as staging:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(tensors, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
         description = {
@@ -71,11 +68,6 @@ def save_bundle(path: str | os.PathLike, model: torch.nn.Module, info: BundleInf
             "training": info.training, "metrics": info.metrics, "notes": info.notes,
         }
         (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,3 +44,43 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False,
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _previous(path: Path) -> Path:
+    return path.parent / f".{path.name}.previous"
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it replaces ``path`` in one rename.
+
+    An existing ``path`` is first renamed aside and removed only after the new folder is in
+    place, so a kill at any moment leaves either folder; :func:`recover_folder` restores the
+    previous one if the kill fell between the two renames.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputPathError(f"Output '{path}' exists already; choose another path or allow "
+                              "overwriting.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    previous = _previous(path)
+    try:
+        yield staging
+        shutil.rmtree(previous, ignore_errors=True)
+        if path.exists():
+            os.replace(path, previous)
+        os.replace(staging, path)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def recover_folder(path: str | os.PathLike) -> Path:
+    """Put back the previous version of a folder written by :func:`atomic_folder` if a kill
+    left only that one; return ``path``."""
+    path = Path(path)
+    previous = _previous(path)
+    if not path.exists() and previous.is_dir():
+        os.replace(previous, path)
+    return path

@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from ..outputs import atomic_folder
 
 CACHE_FORMAT = 1
 
@@ -42,16 +42,8 @@ class AnatomyCache:
         return maps, meta
 
     def store(self, key: str, maps: dict[str, sitk.Image], meta: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.folder))
-        try:
+        with atomic_folder(self.folder / key, overwrite=True) as staging:
             for name, image in maps.items():
                 sitk.WriteImage(image, str(staging / f"{name}.nrrd"), useCompression=True)
             (staging / "meta.json").write_text(json.dumps({**meta, "maps": list(maps)},
                                                           indent=2))
-            target = self.folder / key
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)

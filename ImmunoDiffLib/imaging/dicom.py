@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +10,8 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
-from ..errors import ImageError, OutputPathError
+from ..errors import ImageError
+from ..outputs import atomic_folder
 
 
 @dataclass(frozen=True)
@@ -102,10 +101,6 @@ def write_dicom_series(
     Written to a temporary folder that is renamed into place when complete.
     """
     folder = Path(folder)
-    if folder.exists() and not overwrite:
-        raise OutputPathError(f"Output folder '{folder}' exists already.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     volume = sitk.Cast(image, sitk.sitkInt16)
     direction = np.array(image.GetDirection()).reshape(3, 3)
     orientation = "\\".join(f"{v:.10g}" for v in direction[:, :2].T.ravel())
@@ -113,7 +108,7 @@ def write_dicom_series(
     study_uid, frame_uid = generate_uid(), generate_uid()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    try:
+    with atomic_folder(folder, overwrite) as staging:
         for z in range(volume.GetDepth()):
             slice_ = volume[:, :, z]
             position = image.TransformIndexToPhysicalPoint((0, 0, z))
@@ -137,10 +132,4 @@ def write_dicom_series(
                 slice_.SetMetaData(key, value)
             writer.SetFileName(str(staging / f"slice_{z:04d}.dcm"))
             writer.Execute(slice_)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from ..errors import OutputPathError
 from ..imaging import write_image
 from ..imaging.labels import label_centroid
 from ..imaging.recist import longest_axial_diameter_mm, recist_category
+from ..outputs import atomic_folder
 from ..progress import CancelFlag, ProgressCallback, Task
 from . import lesions
 from .backgrounds import Background, prepare_backgrounds
@@ -222,12 +222,8 @@ def simulate_cohort(output: str | os.PathLike, config: SimulationConfig | None =
     backgrounds = prepare_backgrounds(config.grid_spacing_mm, config.backgrounds)
     intercept = calibrate_intercept(config.clinical.response, config.responder_rate,
                                     config.lesion_diameter_mm, seed=config.seed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.parent / f".{output.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     rows, truths = [], []
-    try:
+    with atomic_folder(output, overwrite) as staging:
         for index in range(config.n_patients):
             task.report(0.1 + 0.9 * index / config.n_patients,
                         f"patient {index + 1}/{config.n_patients}")
@@ -269,10 +265,5 @@ def simulate_cohort(output: str | os.PathLike, config: SimulationConfig | None =
         from .montage import save_montage
 
         save_montage(staging, rows, staging / "montage.png")
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     task.report(1.0, "cohort written")
     return output / MANIFEST_NAME

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..outputs import atomic_folder, recover_folder
 
 MODEL_NAME, OPTIMIZER_NAME, STATE_NAME = "model.safetensors", "optimizer.safetensors", "state.json"
 
@@ -24,9 +24,7 @@ MODEL_NAME, OPTIMIZER_NAME, STATE_NAME = "model.safetensors", "optimizer.safeten
 def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None, state: dict) -> Path:
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder, overwrite=True) as staging:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
                   str(staging / MODEL_NAME))
         record = dict(state)
@@ -39,11 +37,6 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module,
             save_file(tensors, str(staging / OPTIMIZER_NAME))
             record["optimizer_param_groups"] = packed["param_groups"]
         (staging / STATE_NAME).write_text(json.dumps(record, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -61,7 +54,7 @@ def load_model_weights(folder: str | os.PathLike, model: torch.nn.Module) -> Non
 def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None) -> dict:
     """Restore model and optimizer from ``folder``; return the saved state."""
-    folder = Path(folder)
+    folder = recover_folder(folder)
     state = json.loads((folder / STATE_NAME).read_text())
     load_model_weights(folder, model)
     if optimizer is not None and (folder / OPTIMIZER_NAME).is_file():
