@@ -105,8 +105,10 @@ def read_bundle_info(path: str | os.PathLike) -> tuple[BundleInfo, dict]:
     return info, description
 
 
-def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Verify and load a bundle: returns (ImmunoDiffModel in eval mode, BundleInfo)."""
+def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu",
+                flash_attention: bool | None = None):
+    """Verify and load a bundle: returns (ImmunoDiffModel in eval mode, BundleInfo).
+    ``flash_attention`` switches the attention kernel (same weights, faster on most hardware)."""
     from .models.immunodiff import ImmunoDiffModel
 
     path = Path(path)
@@ -125,7 +127,12 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu"):
         tensors = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError) as error:
         raise BundleError(f"'{weights}' cannot be read as safetensors: {error}") from error
-    model = ImmunoDiffModel(info.model)
+    config = info.model
+    if flash_attention is not None:
+        from dataclasses import replace
+
+        config = replace(config, use_flash_attention=flash_attention)
+    model = ImmunoDiffModel(config)
     try:
         missing, unexpected = model.load_state_dict(tensors, strict=False)
     except RuntimeError as error:

@@ -5,6 +5,7 @@
     immunodiff segment CT -o DIR [--backend auto|paper|lungmask|totalsegmentator|classic]
     immunodiff simulate [--n 40] [--seed 0] [-o DIR]
     immunodiff train STAGE --cohort CSV -o DIR   (STAGE: 1A, 1B, 1C, 2, heads, all)
+    immunodiff predict --ct CT --point X Y Z --var age=64 ... -o DIR  (or --cohort CSV)
     immunodiff demo [--output DIR]
 """
 
@@ -231,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("-o", "--output", type=Path, default=Path("simulated_cohort"))
     simulate.add_argument("--overwrite", action="store_true")
 
+    from .predict import add_predict_parser
     from .train.command import add_train_parser
 
     add_train_parser(commands)
+    add_predict_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo on the sample chest CT")
     demo.add_argument("--output", type=Path, default=Path("demo_output"))
@@ -258,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             result = _segment_command(args)
         elif args.command == "simulate":
             result = _simulate_command(args)
+        elif args.command == "predict":
+            from .predict import run_predict
+
+            progress = TerminalProgress("Predicting")
+            try:
+                result = run_predict(args, progress)
+            finally:
+                progress.close()
         elif args.command == "train":
             from .train.command import run_train
 

@@ -45,6 +45,10 @@ class Task:
             self.progress(self.start + (self.end - self.start) * min(max(fraction, 0.0), 1.0),
                           message)
 
+    def callback(self) -> ProgressCallback:
+        """A plain ``progress(fraction, message)`` callable reporting into this task's range."""
+        return self.report
+
     def sub(self, start: float, end: float) -> Task:
         """A child task covering [start, end] of this task's range."""
         span = self.end - self.start

@@ -1,7 +1,7 @@
 """Lungs without trained weights: HU threshold, outside-air and airway removal, components.
 
 Steps (after Hu, Hoffman & Reinhardt 2001, simplified): voxels below -400 HU; drop air that
-touches the in-plane border of the scan (air around the patient); drop the trachea and main
+touches the border of each axial slice (air around the patient); drop the trachea and main
 bronchi (very dark, tube-like air grown from the top of the scan); keep the two largest
 remaining components (or split one joined component by erosion); close small gaps and fill
 holes slice by slice so vessels inside the lungs belong to the lungs.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 LUNG_THRESHOLD_HU = -400.0
 AIRWAY_THRESHOLD_HU = -950.0
@@ -22,22 +23,17 @@ def _voxel_ml(image: sitk.Image) -> float:
 
 
 def _remove_outside_air(air: sitk.Image) -> sitk.Image:
-    """Air connected to the scan's in-plane border (outside the body), per slice."""
-    size = air.GetSize()
-    border = sitk.Image(size, sitk.sitkUInt8)
-    border.CopyInformation(air)
-    values = sitk.GetArrayFromImage(border)
-    values[:, 0, :] = values[:, -1, :] = values[:, :, 0] = values[:, :, -1] = 1
-    seeds = sitk.GetImageFromArray(values)
-    seeds.CopyInformation(air)
-    seeds = sitk.And(seeds, air)
-    # reconstruct each slice's outside air from the border seeds
-    outside = sitk.BinaryReconstructionByDilation(seeds, air, fullyConnected=False)
-    outside_values = sitk.GetArrayFromImage(outside)
-    air_values = sitk.GetArrayFromImage(air)
-    # reconstruction is 3-D; outside air never reaches the lungs through solid tissue
-    inside = np.logical_and(air_values > 0, outside_values == 0).astype(np.uint8)
-    result = sitk.GetImageFromArray(inside)
+    """Air inside the body: per axial slice, drop the air connected to the slice's border
+    (around the patient). Slice by slice, so a lung that touches the edge of the field of view
+    in one slice (a large patient, a shifted scan) loses only that slice, not all of it."""
+    values = sitk.GetArrayFromImage(air)
+    inside = np.zeros_like(values)
+    for z in range(values.shape[0]):
+        labels, _ = ndimage.label(values[z])
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0],
+                                           labels[:, -1]]))
+        inside[z] = (labels > 0) & ~np.isin(labels, border[border > 0])
+    result = sitk.GetImageFromArray(inside.astype(np.uint8))
     result.CopyInformation(air)
     return result
 

@@ -29,6 +29,7 @@ from . import classic, lungmask_backend, totalseg_backend
 from .cache import AnatomyCache, cache_key
 from .classic_lungs import segment_lungs
 
+CLASSIC_VERSION = 2  # bump when the classic algorithm changes (invalidates cached results)
 BACKENDS = ("auto", "paper", "lungmask", "totalsegmentator", "classic")
 PRESETS = {  # backend -> (lobes from, vessels from)
     "paper": ("lungmask", "totalsegmentator"),
@@ -93,7 +94,8 @@ def _resolve(backend: str, lungmask_weights, totalseg_fast: bool) -> tuple[str, 
 
 
 def _signature(lobes: str, vessels: str, lungmask_weights, totalseg_fast: bool) -> str:
-    parts = [f"immunodiff{__version__}", f"lobes={lobes}", f"vessels={vessels}"]
+    parts = [f"immunodiff{__version__}", f"lobes={lobes}", f"vessels={vessels}",
+             f"classic{CLASSIC_VERSION}"]
     if lobes == "lungmask":
         from importlib.metadata import version
 

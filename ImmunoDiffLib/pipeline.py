@@ -1,0 +1,231 @@
+"""``ImmunoDiffPipeline``: baseline CT + clinical variables + tumour point -> synthesized
+follow-up CT, anatomy, response probability, survival risk, RECIST category, uncertainty.
+
+What the radiologist's click in Slicer and the batch command both run. Every step reports
+progress and checks the cancel flag; nothing is written here (see :mod:`.predict`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .anatomy import Anatomy, segment_anatomy
+from .bundle import BundleInfo, load_bundle
+from .clinical import ClinicalRecord, encode_clinical, parse_clinical
+from .errors import TumourPointError
+from .imaging import (
+    crop_around_point,
+    crop_grid,
+    denormalise,
+    normalise,
+    paste_back,
+    validate_ct,
+)
+from .imaging.labels import label_volume_ml
+from .imaging.lesion import segment_lesion
+from .imaging.recist import longest_axial_diameter_mm, recist_category
+from .progress import CancelFlag, ProgressCallback, Task
+from .sampling import SamplingOptions, make_sampling_scheduler, sample
+
+LUNG_MARGIN_MM = 10.0  # a tumour point this close to the lungs counts as in the lungs
+
+
+@dataclass
+class Result:
+    """Images are SimpleITK (HU); ``followup_ct`` has the baseline's exact geometry and pixel
+    type; crops are on the model's grid. Probabilities and risks carry their spread over the
+    samples (SD)."""
+
+    followup_ct: sitk.Image
+    baseline_crop: sitk.Image
+    followup_crop: sitk.Image
+    uncertainty_crop: sitk.Image
+    anatomy: Anatomy
+    tumour_point_lps: tuple[float, float, float]
+    response_probability: float
+    response_probability_sd: float
+    survival_risk: float
+    survival_risk_sd: float
+    recist: str
+    baseline_lesion_ml: float
+    followup_lesion_ml: float
+    baseline_diameter_mm: float
+    followup_diameter_mm: float
+    samples: int
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def predicted_responder(self) -> bool:
+        return self.response_probability >= 0.5
+
+    def summary(self) -> dict:
+        """JSON-ready predictions (no images)."""
+        change = (self.followup_lesion_ml / self.baseline_lesion_ml - 1.0
+                  if self.baseline_lesion_ml > 0 else None)
+        return {
+            "tumour_point_lps": [round(v, 2) for v in self.tumour_point_lps],
+            "response_probability": round(self.response_probability, 4),
+            "response_probability_sd": round(self.response_probability_sd, 4),
+            "predicted_responder": self.predicted_responder,
+            "survival_risk": round(self.survival_risk, 4),
+            "survival_risk_sd": round(self.survival_risk_sd, 4),
+            "recist": self.recist,
+            "baseline_lesion_ml": round(self.baseline_lesion_ml, 3),
+            "followup_lesion_ml": round(self.followup_lesion_ml, 3),
+            "lesion_volume_change": None if change is None else round(change, 4),
+            "baseline_diameter_mm": round(self.baseline_diameter_mm, 1),
+            "followup_diameter_mm": round(self.followup_diameter_mm, 1),
+            "samples": self.samples, "lobes_backend": self.anatomy.lobes_backend,
+            "vessels_backend": self.anatomy.vessels_backend,
+            "lobes_approximate": self.anatomy.lobes_approximate,
+            "warnings": self.warnings, "timings_s": {k: round(v, 2)
+                                                     for k, v in self.timings.items()},
+        }
+
+
+def _crop_image(values_xyz: np.ndarray, point, spec) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.ascontiguousarray(values_xyz.transpose(2, 1, 0),
+                                                        np.float32))
+    image.CopyInformation(crop_grid(point, spec))
+    return image
+
+
+def _xyz(image: sitk.Image) -> np.ndarray:
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32)
+
+
+class ImmunoDiffPipeline:
+    """Load a bundle once, then ``run`` cases."""
+
+    def __init__(self, bundle: str | os.PathLike | None = None, *, model=None,
+                 info: BundleInfo | None = None, device: str = "cpu",
+                 anatomy_backend: str = "auto", flash_attention: bool = True,
+                 anatomy_cache: bool = True):
+        if model is None:
+            if bundle is None:
+                raise ValueError("Give a bundle path (or a model with its BundleInfo).")
+            model, info = load_bundle(bundle, device, flash_attention=flash_attention)
+        self.model, self.info = model.eval(), info or BundleInfo(model=model.config)
+        self.device = torch.device(device)
+        self.anatomy_backend, self.anatomy_cache = anatomy_backend, anatomy_cache
+
+    def _clinical(self, clinical, warnings: list[str]) -> ClinicalRecord:
+        record = clinical if isinstance(clinical, ClinicalRecord) else parse_clinical(
+            dict(clinical) if isinstance(clinical, Mapping) else clinical)
+        missing = record.missing()
+        if missing:
+            if self.model.config.condition_dropout <= 0:
+                record.require_complete("this model was trained without condition dropout")
+            warnings.append(f"Missing clinical variables ({', '.join(missing)}) were left out "
+                            "of the condition (the model was trained with condition dropout).")
+        return record
+
+    def _check_in_lungs(self, anatomy: Anatomy, point, allow: bool, warnings: list[str]):
+        lungs = anatomy.lungs
+        index = np.array(lungs.TransformPhysicalPointToIndex([float(v) for v in point]))
+        radius = np.ceil(LUNG_MARGIN_MM / np.array(lungs.GetSpacing())).astype(int)
+        low, high = np.maximum(index - radius, 0), index + radius + 1
+        region = sitk.GetArrayViewFromImage(lungs)[low[2]:high[2], low[1]:high[1],
+                                                   low[0]:high[0]]
+        if region.any():
+            return
+        message = (f"Tumour point ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm LPS is "
+                   f"more than {LUNG_MARGIN_MM:g} mm from the lungs ({anatomy.lobes_backend} "
+                   "segmentation). Check the point (Slicer shows RAS: negate x and y)")
+        if not allow:
+            raise TumourPointError(message + ", or allow points outside the lungs.")
+        warnings.append(message + "; continued as asked.")
+
+    @torch.inference_mode()
+    def _heads(self, batch, conditions, options: SamplingOptions):
+        """Response probabilities and log-risks for ``options.samples`` noise draws."""
+        model = self.model
+        scheduler = make_sampling_scheduler(model, SamplingOptions(sampler="ddpm"))
+        n = options.samples
+        generator = torch.Generator().manual_seed(options.seed + 1)
+        noise = torch.randn((n, *batch["baseline"].shape[1:]), generator=generator)
+        t = torch.full((n,), model.config.feature_timestep)
+        x_t = scheduler.add_noise(batch["baseline"].expand(n, -1, -1, -1, -1),
+                                  noise.to(self.device), t.to(self.device))
+        from .sampling import repeat_conditions
+
+        features = model.up_block_features(x_t, t.to(self.device),
+                                           repeat_conditions(conditions, n)).float()
+        probability = torch.sigmoid(model.response_head(features))
+        risk = model.survival_head(features)
+        return probability.cpu().numpy(), risk.cpu().numpy()
+
+    def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
+            progress: ProgressCallback | None = None, cancel: CancelFlag = None,
+            allow_outside_lungs: bool = False) -> Result:
+        options = options or SamplingOptions()
+        task, timings, warnings = Task(progress, cancel), {}, []
+        started = time.perf_counter()
+        validate_ct(ct)
+        record = self._clinical(clinical, warnings)
+        spec, window = self.info.crop, self.info.window
+        crop = crop_around_point(ct, tumour_point, spec)  # checks the point first
+        point = crop.centre_lps
+        warnings += crop.warnings
+        task.report(0.0, "anatomy")
+        clock = time.perf_counter()
+        anatomy = segment_anatomy(ct, self.anatomy_backend, cache=self.anatomy_cache,
+                                  progress=task.sub(0.0, 0.25).callback(), cancel=cancel)
+        timings["anatomy"] = time.perf_counter() - clock
+        warnings += anatomy.warnings
+        self._check_in_lungs(anatomy, point, allow_outside_lungs, warnings)
+
+        clock = time.perf_counter()
+        baseline_hu = _xyz(crop.image)
+        labels = {name: _xyz(crop_around_point(image, point, spec, is_label=True).image)
+                  for name, image in (("lobes", anatomy.lobes), ("vessels", anatomy.vessels))}
+        encoded = encode_clinical([record], self.info.standardisation)
+
+        def tensor(values):
+            return torch.from_numpy(values)[None, None].to(self.device)
+
+        batch = {"baseline": tensor(normalise(baseline_hu, window)),
+                 "lobes": tensor(labels["lobes"]), "vessels": tensor(labels["vessels"]),
+                 "clinical": {g: v.to(self.device) for g, v in encoded.values.items()},
+                 "clinical_mask": {g: m.to(self.device) for g, m in encoded.mask.items()}}
+        with torch.inference_mode():
+            conditions = self.model.encode_conditions(batch, "2")
+            unconditional = (self.model.encode_conditions(batch, "2", drop_clinical=True)
+                             if options.guidance_scale != 1.0 else None)
+        timings["conditions"] = time.perf_counter() - clock
+        task.report(0.3, "generating the follow-up")
+        clock = time.perf_counter()
+        x0 = sample(self.model, conditions, tuple(batch["baseline"].shape[1:]), options,
+                    unconditional, task.sub(0.3, 0.9).callback(), cancel)
+        followup = self.model.followup_from(x0, batch["baseline"].expand_as(x0))
+        followup_hu = denormalise(followup[:, 0].cpu().numpy(), window)  # (n, X, Y, Z)
+        timings["generate"] = time.perf_counter() - clock
+        task.report(0.9, "predictions")
+        clock = time.perf_counter()
+        probability, risk = self._heads(batch, conditions, options)
+        mean_crop = _crop_image(followup_hu.mean(0), point, spec)
+        spread_crop = _crop_image(followup_hu.std(0), point, spec)
+        baseline_crop = crop.image
+        followup_ct = paste_back(mean_crop, ct)
+        lesion_before = segment_lesion(baseline_crop, point)
+        lesion_after = segment_lesion(mean_crop, point)
+        before_mm = longest_axial_diameter_mm(lesion_before)
+        after_mm = longest_axial_diameter_mm(lesion_after)
+        timings["predict"] = time.perf_counter() - clock
+        timings["total"] = time.perf_counter() - started
+        task.report(1.0, "done")
+        return Result(
+            followup_ct, baseline_crop, mean_crop, spread_crop, anatomy, point,
+            float(probability.mean()), float(probability.std()), float(risk.mean()),
+            float(risk.std()),
+            recist_category(before_mm, after_mm) if before_mm > 0 else "NE",
+            label_volume_ml(lesion_before), label_volume_ml(lesion_after), before_mm, after_mm,
+            options.samples, warnings, timings)

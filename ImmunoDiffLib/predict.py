@@ -1,0 +1,195 @@
+"""Writing predictions: one case, or a whole cohort manifest (resumable, shardable).
+
+Per case, into ``<output>/<case>/`` (written as a whole, atomically): ``followup_ct.nii.gz``
+(full baseline geometry), ``followup_crop.nii.gz``, ``uncertainty_crop.nii.gz``,
+``lobes.nii.gz``, ``vessels.nii.gz``, ``predictions.json`` and ``report.png``. A cohort run
+adds ``predictions.csv``; cases whose folder is complete are skipped, so a killed run resumes
+where it stopped; under torchrun each rank takes every N-th case.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from .cohort import load_cohort
+from .errors import OutputPathError, TumourPointError
+from .imaging import label_centroid, read_ct, read_image, write_image
+from .outputs import atomic_folder, atomic_output
+from .pipeline import ImmunoDiffPipeline, Result
+from .progress import CancelFlag, ProgressCallback, Task
+from .report import save_case_report
+from .sampling import SamplingOptions
+
+PREDICTIONS_NAME = "predictions.json"
+CSV_COLUMNS = ("patient_id", "response_probability", "response_probability_sd",
+               "predicted_responder", "survival_risk", "survival_risk_sd", "recist",
+               "baseline_lesion_ml", "followup_lesion_ml", "lesion_volume_change",
+               "baseline_diameter_mm", "followup_diameter_mm")
+
+
+def write_case(result: Result, folder: str | os.PathLike, case_id: str,
+               overwrite: bool = False) -> Path:
+    """Write every output of one case into ``folder`` (all or nothing)."""
+    folder = Path(folder)
+    with atomic_folder(folder, overwrite) as staging:
+        write_image(result.followup_ct, staging / "followup_ct.nii.gz")
+        write_image(result.followup_crop, staging / "followup_crop.nii.gz")
+        write_image(result.uncertainty_crop, staging / "uncertainty_crop.nii.gz")
+        write_image(result.anatomy.lobes, staging / "lobes.nii.gz")
+        write_image(result.anatomy.vessels, staging / "vessels.nii.gz")
+        save_case_report(result, staging / "report.png", title=f"ImmunoDiff: {case_id}")
+        (staging / PREDICTIONS_NAME).write_text(json.dumps(
+            {"patient_id": case_id, **result.summary()}, indent=2))
+    return folder
+
+
+def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, point=None,
+                 mask_path=None, case_id: str = "case", options: SamplingOptions | None = None,
+                 progress: ProgressCallback | None = None, cancel: CancelFlag = None,
+                 overwrite: bool = False, allow_outside_lungs: bool = False) -> dict:
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise OutputPathError(f"Output '{output}' exists already; choose another folder or "
+                              "allow overwriting.")
+    ct = read_ct(ct_path)
+    if point is None:
+        if mask_path is None:
+            raise TumourPointError("Give a tumour point (x y z, LPS mm) or a tumour mask.")
+        point = label_centroid(read_image(mask_path), source=f"tumour mask '{mask_path}'")
+    result = pipeline.run(ct, clinical, point, options, progress, cancel, allow_outside_lungs)
+    write_case(result, output, case_id, overwrite)
+    return {"patient_id": case_id, **result.summary()}
+
+
+def _rank() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def predict_cohort(pipeline: ImmunoDiffPipeline, manifest, output,
+                   options: SamplingOptions | None = None,
+                   progress: ProgressCallback | None = None, cancel: CancelFlag = None) -> Path:
+    """Predict every case of a cohort manifest; return the path of ``predictions.csv``."""
+    cases = load_cohort(manifest)  # every row checked before any work
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    rank, world = _rank()
+    mine = [c for i, c in enumerate(cases) if i % world == rank]
+    task = Task(progress, cancel)
+    for index, case in enumerate(mine):
+        folder = output / case.patient_id
+        task.report(index / max(len(mine), 1), f"case {case.patient_id} "
+                                               f"({index + 1}/{len(mine)})")
+        if (folder / PREDICTIONS_NAME).is_file():
+            continue  # done in an earlier run
+        ct = read_ct(case.baseline_ct)
+        point = case.tumour_point or label_centroid(read_image(case.tumour_mask))
+        result = pipeline.run(ct, case.clinical, point, options,
+                              task.sub(index / len(mine), (index + 1) / len(mine)).callback(),
+                              cancel)
+        write_case(result, folder, case.patient_id, overwrite=True)
+    task.report(1.0, "cohort done")
+    if world > 1:
+        from .train.distributed import init_world
+
+        init_world()
+        import torch.distributed as dist
+
+        dist.barrier()
+        if rank != 0:
+            return output / "predictions.csv"
+    return write_predictions_csv(output, [c.patient_id for c in cases])
+
+
+def write_predictions_csv(output: Path, patient_ids: list[str]) -> Path:
+    """Collect the finished cases' predictions.json into predictions.csv (in manifest order)."""
+    rows = []
+    for pid in patient_ids:
+        path = output / pid / PREDICTIONS_NAME
+        if path.is_file():
+            data = json.loads(path.read_text())
+            rows.append({k: data.get(k) for k in CSV_COLUMNS})
+    with atomic_output(output / "predictions.csv", overwrite=True, suffix=".csv") as temporary:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    return output / "predictions.csv"
+
+
+DEFAULT_BUNDLE_ENV = "IMMUNODIFF_BUNDLE"
+
+
+def default_bundle() -> Path | None:
+    """``IMMUNODIFF_BUNDLE``, else the demo bundle shipped in Resources/ (if present)."""
+    if os.environ.get(DEFAULT_BUNDLE_ENV):
+        return Path(os.environ[DEFAULT_BUNDLE_ENV])
+    shipped = Path(__file__).resolve().parents[1] / "Resources" / "demo_bundle"
+    return shipped if shipped.is_dir() else None
+
+
+def add_predict_parser(commands) -> None:
+    parser = commands.add_parser("predict", help="synthesize follow-ups and predict response")
+    parser.add_argument("--bundle", type=Path, help="model bundle folder (default: the demo "
+                        f"bundle, or ${DEFAULT_BUNDLE_ENV})")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ct", type=Path, help="one baseline CT (file or DICOM folder)")
+    source.add_argument("--cohort", type=Path, help="cohort manifest (CSV) for batch work")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--point", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                       help="tumour point, LPS mm (Slicer shows RAS: negate X and Y)")
+    where.add_argument("--mask", type=Path, help="tumour mask; its centroid is the point")
+    parser.add_argument("--clinical", type=Path, help="clinical variables as a JSON object")
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="one clinical variable, e.g. --var age=64 --var pdl1=60")
+    parser.add_argument("--id", default="case", help="case name (single CT)")
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--steps", type=int, default=SamplingOptions().steps)
+    parser.add_argument("--samples", type=int, default=SamplingOptions().samples)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--no-bf16", action="store_true", help="full fp32 arithmetic")
+    parser.add_argument("--anatomy", default="auto", help="anatomy backend (auto, classic, ...)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--allow-outside-lungs", action="store_true")
+    parser.add_argument("--overwrite", action="store_true")
+
+
+def _clinical_from_args(args) -> dict:
+    values = json.loads(args.clinical.read_text()) if args.clinical else {}
+    for item in args.var:
+        name, separator, value = item.partition("=")
+        if not separator:
+            from .errors import ClinicalValueError
+
+            raise ClinicalValueError([f"--var {item!r} is not NAME=VALUE (e.g. age=64)."])
+        values[name.strip()] = value.strip()
+    return values
+
+
+def run_predict(args, progress=None) -> dict:
+    from .errors import BundleError
+
+    bundle = args.bundle or default_bundle()
+    if bundle is None:
+        raise BundleError("No model bundle: pass --bundle, set IMMUNODIFF_BUNDLE, or train one "
+                          "(immunodiff train all ... --bundle DIR).")
+    options = SamplingOptions(sampler=args.sampler, steps=args.steps, samples=args.samples,
+                              seed=args.seed, guidance_scale=args.guidance,
+                              bf16=not args.no_bf16)
+    if args.ct:
+        clinical = _clinical_from_args(args)  # checked before the model is loaded
+        from .clinical import parse_clinical
+
+        parse_clinical(clinical)
+    pipeline = ImmunoDiffPipeline(bundle, device=args.device, anatomy_backend=args.anatomy)
+    if args.cohort:
+        return {"predictions": str(predict_cohort(pipeline, args.cohort, args.output, options,
+                                                  progress))}
+    return predict_case(pipeline, args.ct, clinical, args.output, point=args.point,
+                        mask_path=args.mask, case_id=args.id, options=options,
+                        progress=progress, overwrite=args.overwrite,
+                        allow_outside_lungs=args.allow_outside_lungs)

@@ -1,0 +1,79 @@
+"""The per-case PNG report: baseline | synthesized follow-up | difference | uncertainty through
+the tumour, and the predictions beside them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
+from .figures import LUNG_WINDOW  # noqa: E402
+from .outputs import atomic_output  # noqa: E402
+
+DISCLAIMER = "Research use only; model trained on simulated data. Not for clinical decisions."
+
+
+def _axial(image: sitk.Image):
+    values = sitk.GetArrayFromImage(image)
+    (ox, oy, _), (sx, sy, _) = image.GetOrigin(), image.GetSpacing()
+    nz, ny, nx = values.shape
+    extent = (ox - sx / 2, ox + (nx - 0.5) * sx, oy + (ny - 0.5) * sy, oy - sy / 2)
+    return values[nz // 2], extent
+
+
+def save_case_report(result, path: str | os.PathLike, title: str = "",
+                     overwrite: bool = True) -> Path:
+    """``result``: a :class:`~ImmunoDiffLib.pipeline.Result`."""
+    baseline, extent = _axial(result.baseline_crop)
+    followup, _ = _axial(result.followup_crop)
+    spread, _ = _axial(result.uncertainty_crop)
+    figure, axes = plt.subplots(1, 5, figsize=(21, 4.6),
+                                gridspec_kw={"width_ratios": [1, 1, 1, 1, 0.9]})
+    axes[0].imshow(baseline, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], extent=extent)
+    axes[0].set_title("baseline CT")
+    axes[1].imshow(followup, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1],
+                   extent=extent)
+    axes[1].set_title(f"synthesized follow-up (mean of {result.samples})")
+    shown = axes[2].imshow(followup - baseline, cmap="RdBu_r", vmin=-400, vmax=400,
+                           extent=extent)
+    axes[2].set_title("difference (HU, red = denser)")
+    figure.colorbar(shown, ax=axes[2], fraction=0.046)
+    shown = axes[3].imshow(spread, cmap="magma", vmin=0, vmax=max(float(spread.max()), 1.0),
+                           extent=extent)
+    axes[3].set_title("uncertainty (SD over samples, HU)")
+    figure.colorbar(shown, ax=axes[3], fraction=0.046)
+    for axis in axes[:4]:
+        axis.plot(result.tumour_point_lps[0], result.tumour_point_lps[1], "+", color="yellow",
+                  ms=10)
+        axis.set_xlabel("x (mm, patient left ->)")
+    summary = result.summary()
+    change = summary["lesion_volume_change"]
+    lines = [
+        f"Responder probability: {summary['response_probability']:.2f} "
+        f"± {summary['response_probability_sd']:.2f}",
+        f"Prediction: {'responder' if result.predicted_responder else 'non-responder'}",
+        f"Survival risk (log hazard): {summary['survival_risk']:+.2f} "
+        f"± {summary['survival_risk_sd']:.2f}",
+        f"RECIST (synthesized): {result.recist}",
+        f"Lesion: {summary['baseline_lesion_ml']:.1f} -> {summary['followup_lesion_ml']:.1f} ml"
+        + ("" if change is None else f" ({change:+.0%})"),
+        f"Diameter: {summary['baseline_diameter_mm']:.0f} -> "
+        f"{summary['followup_diameter_mm']:.0f} mm",
+        f"Anatomy: {summary['lobes_backend']} lobes"
+        + (" (approximate)" if summary["lobes_approximate"] else ""),
+        f"Time: {summary['timings_s'].get('total', float('nan')):.1f} s",
+    ]
+    axes[4].axis("off")
+    axes[4].text(0.0, 0.95, "\n".join(lines), va="top", fontsize=10, family="monospace")
+    axes[4].text(0.0, 0.02, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
+    figure.suptitle(title or "ImmunoDiff prediction")
+    figure.tight_layout()
+    with atomic_output(path, overwrite, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=90, format="png")
+    plt.close(figure)
+    return Path(path)

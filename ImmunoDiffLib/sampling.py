@@ -1,0 +1,106 @@
+"""Sampling the synthesized follow-up with MONAI's schedulers (DDPM for fidelity to the
+paper, DDIM for speed), several samples in one batch, with progress and cancel.
+
+Conditions are encoded once per case and repeated for the samples; every step is one
+(ControlNet + U-Net) evaluation, or two with classifier-free guidance on the clinical
+variables (guidance_scale != 1: ε = ε_uncond + w · (ε_cond − ε_uncond)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
+from .models.immunodiff import Conditions, ImmunoDiffModel
+from .progress import CancelFlag, ProgressCallback, Task
+
+SAMPLERS = ("ddim", "ddpm")
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    sampler: str = "ddim"
+    steps: int = 25  # DDIM steps (DDPM always uses all training timesteps)
+    samples: int = 4  # in one batch: the spread gives the uncertainty map
+    seed: int = 0
+    guidance_scale: float = 1.0
+    bf16: bool = True  # bfloat16 autocast on the CPU / GPU
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
+        if self.steps < 1 or self.samples < 1:
+            raise ValueError("steps and samples must be at least 1.")
+
+
+def make_sampling_scheduler(model: ImmunoDiffModel, options: SamplingOptions):
+    config = model.config
+    if options.sampler == "ddpm":
+        scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
+                                  schedule=config.schedule)
+        scheduler.set_timesteps(config.num_train_timesteps)
+    else:
+        scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps,
+                                  schedule=config.schedule)
+        scheduler.set_timesteps(min(options.steps, config.num_train_timesteps))
+    return scheduler
+
+
+def repeat_conditions(conditions: Conditions, times: int) -> Conditions:
+    def repeat(tensor):
+        return None if tensor is None else tensor.repeat_interleave(times, dim=0)
+
+    return Conditions(repeat(conditions.context), repeat(conditions.control))
+
+
+def _autocast(options: SamplingOptions, device: torch.device):
+    if options.bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...],
+           options: SamplingOptions = SamplingOptions(),
+           unconditional: Conditions | None = None,
+           progress: ProgressCallback | None = None, cancel: CancelFlag = None) -> torch.Tensor:
+    """Draw ``options.samples`` samples of x_0 for ONE case.
+
+    conditions: that case's encoded conditions (batch 1); shape: (1, X, Y, Z) of one sample.
+    Returns (samples, 1, X, Y, Z) float32 in [-1, 1] (the model's target: follow-up or change).
+    """
+    task = Task(progress, cancel)
+    device = next(model.parameters()).device
+    scheduler = make_sampling_scheduler(model, options)
+    n = options.samples
+    guided = options.guidance_scale != 1.0 and unconditional is not None
+    both = repeat_conditions(conditions, n)
+    if guided:
+        uncond = repeat_conditions(unconditional, n)
+        both = Conditions(None if both.context is None else torch.cat([both.context,
+                                                                         uncond.context]),
+                          None if both.control is None else torch.cat([both.control,
+                                                                         uncond.control]))
+    generator = torch.Generator().manual_seed(options.seed)
+    x = torch.randn((n, *shape), generator=generator).to(device)
+    timesteps = scheduler.timesteps
+    with _autocast(options, device):
+        for index, t in enumerate(timesteps):
+            task.report(index / len(timesteps), f"denoising step {index + 1}/{len(timesteps)}")
+            batch_t = torch.full((x.shape[0] * (2 if guided else 1),), int(t), device=device)
+            model_input = torch.cat([x, x]) if guided else x
+            eps = model.predict_noise(model_input, batch_t, both).float()
+            if guided:
+                conditional, plain = eps.chunk(2)
+                eps = plain + options.guidance_scale * (conditional - plain)
+            step_generator = torch.Generator(device=device).manual_seed(
+                options.seed * 7919 + index)
+            if isinstance(scheduler, DDPMScheduler):
+                x, _ = scheduler.step(eps, t, x, generator=step_generator)
+            else:
+                x, _ = scheduler.step(eps, t, x)
+    task.report(1.0, "sampling done")
+    return x.float().clamp(-1.0, 1.0)

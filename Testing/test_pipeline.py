@@ -1,0 +1,158 @@
+"""Inference: determinism, geometry of the pasted follow-up, cancel, resumable cohort runs,
+and the bad inputs that reach this layer."""
+
+import json
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from ImmunoDiffLib.bundle import BundleInfo, save_bundle
+from ImmunoDiffLib.errors import ClinicalValueError, ImageError, OutputPathError, TumourPointError
+from ImmunoDiffLib.imaging import CropSpec
+from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.predict import predict_case, predict_cohort
+from ImmunoDiffLib.progress import Cancelled
+from ImmunoDiffLib.sampling import SamplingOptions
+
+CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 3.2, "anc": 4.5, "alc": 1.5,
+            "aec": 0.2, "amc": 0.5, "pdl1": 60}
+FAST = SamplingOptions(steps=3, samples=2)
+SPEC = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))
+
+
+def _bundle(folder, dropout=0.1):
+    torch.manual_seed(0)
+    config = replace(TINY, condition_dropout=dropout)
+    model = ImmunoDiffModel(config)
+    with torch.no_grad():  # a non-zero output layer, so samples depend on the conditions
+        for parameter in model.unet.out.parameters():
+            parameter.normal_(0, 0.05)
+    return save_bundle(folder, model, BundleInfo(model=config, crop=SPEC))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    return ImmunoDiffPipeline(_bundle(tmp_path_factory.mktemp("b") / "bundle"),
+                              anatomy_backend="classic")
+
+
+def test_same_seed_same_output_and_other_seed_differs(pipeline, lung2, lung2_tumour_point):
+    first = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST)
+    again = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST)
+    other = pipeline.run(lung2, CLINICAL, lung2_tumour_point, replace(FAST, seed=1))
+    a, b, c = (sitk.GetArrayFromImage(r.followup_crop) for r in (first, again, other))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert first.summary()["response_probability"] == again.summary()["response_probability"]
+    assert 0.0 <= first.response_probability <= 1.0
+    assert first.recist in ("CR", "PR", "SD", "PD", "NE")
+    assert sitk.GetArrayFromImage(first.uncertainty_crop).max() > 0  # 2 samples differ
+
+
+def test_followup_keeps_the_baseline_outside_the_crop_and_its_geometry(pipeline, lung2,
+                                                                      lung2_tumour_point):
+    result = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST)
+    for getter in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection", "GetPixelID"):
+        assert getattr(result.followup_ct, getter)() == getattr(lung2, getter)()
+    before, after = sitk.GetArrayFromImage(lung2), sitk.GetArrayFromImage(result.followup_ct)
+    changed = np.argwhere(before != after)
+    assert len(changed) > 0
+    points = np.array([lung2.TransformIndexToPhysicalPoint(tuple(int(v) for v in i[::-1]))
+                       for i in changed[::50]])
+    half = np.array(SPEC.extent_mm) / 2
+    assert np.all(np.abs(points - np.array(lung2_tumour_point)) <= half + 1e-6)
+
+
+def test_cancel_leaves_no_output(pipeline, sample_paths, lung2_tumour_point, tmp_path):
+    stop = threading.Event()
+    with pytest.raises(Cancelled):
+        predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "case",
+                     point=lung2_tumour_point, options=FAST, cancel=stop,
+                     progress=lambda f, m: stop.set() if "denoising" in m else None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_single_case_outputs(pipeline, sample_paths, lung2_tumour_point, tmp_path):
+    summary = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "case",
+                           point=lung2_tumour_point, options=FAST, case_id="lung2")
+    files = sorted(p.name for p in (tmp_path / "case").iterdir())
+    assert files == ["followup_crop.nii.gz", "followup_ct.nii.gz", "lobes.nii.gz",
+                     "predictions.json", "report.png", "uncertainty_crop.nii.gz",
+                     "vessels.nii.gz"]
+    saved = json.loads((tmp_path / "case" / "predictions.json").read_text())
+    assert saved["patient_id"] == "lung2" and saved == json.loads(json.dumps(summary))
+    assert sitk.ReadImage(str(tmp_path / "case" / "report.png")).GetSize()[0] > 1500
+    with pytest.raises(OutputPathError, match="exists already"):
+        predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "case",
+                     point=lung2_tumour_point, options=FAST)
+
+
+def test_cohort_run_resumes_without_redoing_finished_cases(pipeline, small_cohort, tmp_path):
+    calls, interrupt = [], [True]
+    original = pipeline.run
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        if interrupt[0] and len(calls) == 3:
+            raise Cancelled("killed half-way")
+        return original(*args, **kwargs)
+
+    pipeline.run = counting
+    try:
+        with pytest.raises(Cancelled):
+            predict_cohort(pipeline, small_cohort, tmp_path, FAST)
+        assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+        calls.clear()
+        interrupt[0] = False
+        csv_path = predict_cohort(pipeline, small_cohort, tmp_path, FAST)
+    finally:
+        pipeline.run = original
+    assert len(calls) == 4  # the 4 unfinished of 6
+    rows = csv_path.read_text().strip().splitlines()
+    assert len(rows) == 1 + 6 and rows[0].startswith("patient_id,response_probability")
+
+
+def test_point_outside_the_lungs_is_refused_unless_allowed(pipeline, lung2):
+    outside = lung2.TransformIndexToPhysicalPoint((256, 60, 30))  # anterior chest wall
+    with pytest.raises(TumourPointError, match="more than 10 mm from the lungs"):
+        pipeline.run(lung2, CLINICAL, outside, FAST)
+    result = pipeline.run(lung2, CLINICAL, outside, FAST, allow_outside_lungs=True)
+    assert any("continued as asked" in w for w in result.warnings)
+
+
+def test_point_outside_the_image(pipeline, lung2):
+    with pytest.raises(TumourPointError, match="outside the CT"):
+        pipeline.run(lung2, CLINICAL, (900.0, 0.0, 0.0), FAST)
+
+
+def test_missing_clinical_values(tmp_path, lung2, lung2_tumour_point):
+    partial = {k: v for k, v in CLINICAL.items() if k not in ("cea", "aec")}
+    strict = ImmunoDiffPipeline(_bundle(tmp_path / "strict", dropout=0.0),
+                                anatomy_backend="classic")
+    with pytest.raises(ClinicalValueError, match="CEA \\(cea\\) is missing.*trained without"):
+        strict.run(lung2, partial, lung2_tumour_point, FAST)
+    tolerant = ImmunoDiffPipeline(_bundle(tmp_path / "tolerant", dropout=0.2),
+                                  anatomy_backend="classic")
+    result = tolerant.run(lung2, partial, lung2_tumour_point, FAST)
+    assert any("Missing clinical variables (cea, aec)" in w for w in result.warnings)
+
+
+def test_bad_ct_is_refused_before_any_work(pipeline, lung2_tumour_point):
+    values = np.full((20, 64, 64), -1000.0, np.float32)
+    values[5, 5, 5] = np.nan
+    values[10:, :, :] = 40.0
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        pipeline.run(sitk.GetImageFromArray(values), CLINICAL, lung2_tumour_point, FAST)
+
+
+def test_cli_checks_clinical_values_before_loading_the_model(tmp_path, capsys, sample_paths):
+    from ImmunoDiffLib.cli import main
+
+    code = main(["predict", "--bundle", str(tmp_path / "no-bundle"), "--ct",
+                 str(sample_paths["lung2_image"]), "--point", "52", "-95", "-256",
+                 "--var", "anc=4500", "-o", str(tmp_path / "out")])
+    assert code == 2 and "ANC (anc) = 4500" in capsys.readouterr().err
