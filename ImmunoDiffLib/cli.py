@@ -115,74 +115,6 @@ def _simulate_command(args) -> dict:
             "montage": str(Path(args.output) / "montage.png")}
 
 
-def run_demo(output: Path, case_name: str = "lung2") -> dict:
-    """The demo on the embedded sample CTs: crop around the tumour (crop, label and PNG), and
-    lobes + vessels of every sample CT as PNG overlays (offline backends unless weights are
-    installed)."""
-    import SimpleITK as sitk
-
-    from .anatomy import segment_anatomy
-    from .figures import save_anatomy_overview, save_crop_overview
-    from .imaging import (
-        CropSpec,
-        crop_around_point,
-        label_centroid,
-        read_ct,
-        read_image,
-        write_image,
-    )
-    from .sample_data import SAMPLE_CASES, sample_case_paths
-
-    progress = TerminalProgress("ImmunoDiff demo")
-    try:
-        progress(0.0, "sample data")
-        case, image_path, label_path = sample_case_paths(case_name)
-        ct = read_ct(image_path)
-        label = read_image(label_path) if label_path else None
-        point = (label_centroid(label, source=str(label_path)) if label is not None
-                 else case.tumour_point_lps)
-        spec = CropSpec()
-        progress(0.1, "cropping")
-        crop = crop_around_point(ct, point, spec, source=f"sample CT '{case.name}'")
-        output.mkdir(parents=True, exist_ok=True)
-        files = {"crop": write_image(crop.image, output / f"{case.name}_crop.nii.gz", True)}
-        summary = {"case": case.name, "centre_lps": [round(v, 2) for v in point],
-                   "crop_size": list(spec.size), "crop_spacing_mm": list(spec.spacing),
-                   "padded_fraction": round(crop.padded_fraction, 4), "warnings": crop.warnings}
-        label_crop = None
-        if label is not None:
-            label_crop = crop_around_point(label, point, spec, is_label=True).image
-            files["tumour_crop"] = write_image(
-                sitk.Cast(label_crop, sitk.sitkUInt8), output / f"{case.name}_crop_tumour.nii.gz",
-                True)
-            summary["tumour_voxels_in_crop"] = int((sitk.GetArrayFromImage(label_crop) > 0).sum())
-            summary["tumour_voxels_in_ct"] = int((sitk.GetArrayViewFromImage(label) > 0).sum())
-        files["crop_png"] = save_crop_overview(
-            ct, crop.image, point, output / f"{case.name}_crop.png", label_crop, spec,
-            title=f"ImmunoDiff demo: sample CT '{case.name}', crop "
-                  f"{spec.size[0]}x{spec.size[1]}x{spec.size[2]} @ "
-                  f"{spec.spacing[0]}x{spec.spacing[1]}x{spec.spacing[2]} mm (research use only)")
-        others = [name for name in SAMPLE_CASES if name != case.name]
-        summary["anatomy"] = {}
-        for step, name in enumerate([case.name, *others]):
-            share = 0.2 + 0.8 * step / (1 + len(others))
-            progress(share, f"lobes and vessels of '{name}'")
-            this_case, this_path, _ = sample_case_paths(name)
-            this_ct = ct if name == case.name else read_ct(this_path)
-            this_point = point if name == case.name else this_case.tumour_point_lps
-            anatomy = segment_anatomy(this_ct, "auto")
-            files[f"{name}_anatomy_png"] = save_anatomy_overview(
-                this_ct, anatomy, output / f"{name}_anatomy.png", this_point)
-            summary["anatomy"][name] = {"lobes_backend": anatomy.lobes_backend,
-                                        "vessels_backend": anatomy.vessels_backend,
-                                        "lobes_approximate": anatomy.lobes_approximate}
-        summary["files"] = {k: str(v) for k, v in files.items()}
-        progress(1.0, "done")
-    finally:
-        progress.close()
-    return summary
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="immunodiff",
@@ -278,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 progress.close()
         else:
-            result = run_demo(args.output, args.case)
+            from .demo import run_demo
+
+            result = run_demo(args.output, args.case, TerminalProgress)
     except ImmunoDiffError as error:
         print(f"immunodiff: error: {error}", file=sys.stderr)
         return 2

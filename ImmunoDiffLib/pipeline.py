@@ -146,10 +146,10 @@ class ImmunoDiffPipeline:
 
     @torch.inference_mode()
     def _heads(self, batch, conditions, options: SamplingOptions):
-        """Response probabilities and log-risks for ``options.samples`` noise draws."""
+        """Response probabilities and log-risks for ``options.prediction_draws`` noise draws."""
         model = self.model
         scheduler = make_sampling_scheduler(model, SamplingOptions(sampler="ddpm"))
-        n = options.samples
+        n = options.prediction_draws
         generator = torch.Generator().manual_seed(options.seed + 1)
         noise = torch.randn((n, *batch["baseline"].shape[1:]), generator=generator)
         t = torch.full((n,), model.config.feature_timestep)

@@ -148,7 +148,8 @@ def add_predict_parser(commands) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     parser.add_argument("--steps", type=int, default=SamplingOptions().steps)
-    parser.add_argument("--samples", type=int, default=SamplingOptions().samples)
+    parser.add_argument("--samples", type=int, default=SamplingOptions().samples,
+                        help="generated follow-ups (2+ give the uncertainty map)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, default=1.0)
     parser.add_argument("--no-bf16", action="store_true", help="full fp32 arithmetic")

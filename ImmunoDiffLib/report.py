@@ -45,7 +45,8 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
     figure.colorbar(shown, ax=axes[2], fraction=0.046)
     shown = axes[3].imshow(spread, cmap="magma", vmin=0, vmax=max(float(spread.max()), 1.0),
                            extent=extent)
-    axes[3].set_title("uncertainty (SD over samples, HU)")
+    axes[3].set_title("uncertainty (SD over samples, HU)" if result.samples > 1 else
+                      "uncertainty: needs 2+ samples (--samples)")
     figure.colorbar(shown, ax=axes[3], fraction=0.046)
     for axis in axes[:4]:
         axis.plot(result.tumour_point_lps[0], result.tumour_point_lps[1], "+", color="yellow",

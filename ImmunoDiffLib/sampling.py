@@ -24,7 +24,11 @@ SAMPLERS = ("ddim", "ddpm")
 class SamplingOptions:
     sampler: str = "ddim"
     steps: int = 25  # DDIM steps (DDPM always uses all training timesteps)
-    samples: int = 4  # in one batch: the spread gives the uncertainty map
+    # Generated follow-ups, in one batch; >= 2 gives the voxel-wise uncertainty map. One by
+    # default: DDIM-25 of one sample takes 11.5 s at the default model size on a 2-core CPU,
+    # two take 27 s (benchmarks/inference_speed.py).
+    samples: int = 1
+    prediction_draws: int = 8  # noise draws for the predictions' spread (one forward each)
     seed: int = 0
     guidance_scale: float = 1.0
     bf16: bool = True  # bfloat16 autocast on the CPU / GPU
@@ -32,8 +36,8 @@ class SamplingOptions:
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
-        if self.steps < 1 or self.samples < 1:
-            raise ValueError("steps and samples must be at least 1.")
+        if self.steps < 1 or self.samples < 1 or self.prediction_draws < 1:
+            raise ValueError("steps, samples and prediction_draws must be at least 1.")
 
 
 def make_sampling_scheduler(model: ImmunoDiffModel, options: SamplingOptions):

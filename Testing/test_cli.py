@@ -8,7 +8,19 @@ import SimpleITK as sitk
 from ImmunoDiffLib.cli import main
 
 
-def test_demo_writes_a_crop_centred_on_the_real_tumour(tmp_path, capsys, lung2_tumour_point):
+def test_demo_writes_a_crop_centred_on_the_real_tumour(tmp_path, capsys, lung2_tumour_point,
+                                                       monkeypatch):
+    import torch
+
+    from ImmunoDiffLib.bundle import BundleInfo, save_bundle
+    from ImmunoDiffLib.imaging import CropSpec
+    from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+
+    torch.manual_seed(0)
+    bundle = save_bundle(tmp_path / "bundle", ImmunoDiffModel(TINY), BundleInfo(
+        model=TINY, crop=CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))))
+    monkeypatch.setenv("IMMUNODIFF_BUNDLE", str(bundle))
+    tmp_path = tmp_path / "demo"
     assert main(["demo", "--output", str(tmp_path)]) == 0
     summary = json.loads(capsys.readouterr().out)
     crop = sitk.ReadImage(str(tmp_path / "lung2_crop.nii.gz"))
@@ -22,6 +34,12 @@ def test_demo_writes_a_crop_centred_on_the_real_tumour(tmp_path, capsys, lung2_t
     assert set(summary["anatomy"]) == {"lung2", "totalseg_chest"}
     for name in ("lung2_anatomy.png", "totalseg_chest_anatomy.png"):
         assert sitk.ReadImage(str(tmp_path / name)).GetSize()[0] > 1000
+    prediction = summary["prediction"]
+    assert prediction["quick_untrained_bundle"] is False and prediction["bundle"] == str(bundle)
+    assert 0.0 <= prediction["response_probability"] <= 1.0
+    followup = sitk.ReadImage(str(tmp_path / "lung2_prediction" / "followup_ct.nii.gz"))
+    assert followup.GetSize() == (512, 512, 61)
+    assert (tmp_path / "lung2_prediction" / "report.png").stat().st_size > 50_000
     picture = sitk.ReadImage(str(tmp_path / "lung2_crop.png"))
     assert picture.GetSize()[0] > 1000 and picture.GetNumberOfComponentsPerPixel() >= 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files

@@ -21,7 +21,7 @@ from ImmunoDiffLib.sampling import SamplingOptions
 
 CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 3.2, "anc": 4.5, "alc": 1.5,
             "aec": 0.2, "amc": 0.5, "pdl1": 60}
-FAST = SamplingOptions(steps=3, samples=2)
+FAST = SamplingOptions(steps=3, samples=2, prediction_draws=3)
 SPEC = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))
 
 
@@ -156,3 +156,14 @@ def test_cli_checks_clinical_values_before_loading_the_model(tmp_path, capsys, s
                  str(sample_paths["lung2_image"]), "--point", "52", "-95", "-256",
                  "--var", "anc=4500", "-o", str(tmp_path / "out")])
     assert code == 2 and "ANC (anc) = 4500" in capsys.readouterr().err
+
+
+def test_quick_demo_bundle_is_labelled_and_loads(small_cohort, tmp_path):
+    from ImmunoDiffLib.bundle import load_bundle
+    from ImmunoDiffLib.demo import train_quick_bundle
+
+    path = train_quick_bundle(tmp_path / "quick", cohort=small_cohort, steps=2)
+    model, info = load_bundle(path)
+    assert "UNTRAINED QUALITY" in info.notes
+    assert info.crop.size == (48, 48, 8) and info.training["steps"] == 2
+    assert model.config.use_flash_attention
