@@ -157,8 +157,11 @@ class ImmunoDiffPipeline:
                                   noise.to(self.device), t.to(self.device))
         from .sampling import repeat_conditions
 
-        features = model.up_block_features(x_t, t.to(self.device),
-                                           repeat_conditions(conditions, n)).float()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  enabled=options.bf16)
+        with autocast:
+            features = model.up_block_features(x_t, t.to(self.device),
+                                               repeat_conditions(conditions, n)).float()
         probability = torch.sigmoid(model.response_head(features))
         risk = model.survival_head(features)
         return probability.cpu().numpy(), risk.cpu().numpy()

@@ -1,0 +1,50 @@
+"""The whole prediction on the real lung2 CT at the default model size: classic anatomy (not
+cached) + conditions + generate (DDIM-25, 1 sample, bf16 + flash) + predictions + paste-back.
+
+A bundle of the default configuration with random weights is made in a temporary folder
+(speed does not depend on the weights). Usage: python benchmarks/full_run.py [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ImmunoDiffLib.bundle import BundleInfo, save_bundle
+from ImmunoDiffLib.imaging import label_centroid, read_ct, read_image
+from ImmunoDiffLib.models import ImmunoDiffModel, ModelConfig
+from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.sample_data import fetch_sample_data
+
+CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 6.1, "anc": 4.6, "alc": 1.4,
+            "aec": 0.21, "amc": 0.55, "pdl1": 70}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    paths = fetch_sample_data()
+    ct = read_ct(paths["lung2_image"])
+    point = label_centroid(read_image(paths["lung2_tumour"]))
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        config = ModelConfig(use_flash_attention=True)
+        bundle = save_bundle(Path(scratch) / "b", ImmunoDiffModel(config),
+                             BundleInfo(model=config))
+        pipeline = ImmunoDiffPipeline(bundle, anatomy_backend="classic", anatomy_cache=False)
+        print(f"{'run':<5} {'anatomy':>8} {'conditions':>11} {'generate':>9} {'predict':>8} "
+              f"{'total s':>8}")
+        for run in range(args.repeats):
+            t = pipeline.run(ct, CLINICAL, point).timings
+            print(f"{run + 1:<5} {t['anatomy']:>8.1f} {t['conditions']:>11.2f} "
+                  f"{t['generate']:>9.1f} {t['predict']:>8.1f} {t['total']:>8.1f}")
+    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
