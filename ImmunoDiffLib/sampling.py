@@ -24,14 +24,17 @@ SAMPLERS = ("ddim", "ddpm")
 class SamplingOptions:
     sampler: str = "ddim"
     steps: int = 25  # DDIM steps (DDPM always uses all training timesteps)
-    # Generated follow-ups, in one batch; >= 2 gives the voxel-wise uncertainty map. One by
-    # default: DDIM-25 of one sample takes 11.5 s at the default model size on a 2-core CPU,
-    # two take 27 s (benchmarks/inference_speed.py).
-    samples: int = 1
+    # Generated follow-ups, in one batch; >= 2 gives the voxel-wise uncertainty map. Two by
+    # default: DDIM-25 of two samples takes 13.3 s at the default model size on a 2-core CPU
+    # with bf16, flash attention and channels-last (benchmarks/inference_speed.py).
+    samples: int = 2
     prediction_draws: int = 8  # noise draws for the predictions' spread (one forward each)
     seed: int = 0
     guidance_scale: float = 1.0
     bf16: bool = True  # bfloat16 autocast on the CPU / GPU
+    # channels-last 3-D tensors: oneDNN's fast path for bf16 convolutions (1.7x per step on
+    # the development CPU); the model should be converted too (see ImmunoDiffPipeline).
+    channels_last: bool = True
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -82,6 +85,9 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
     n = options.samples
     guided = options.guidance_scale != 1.0 and unconditional is not None
     both = repeat_conditions(conditions, n)
+    layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
+    if both.control is not None:
+        both = Conditions(both.context, both.control.contiguous(memory_format=layout))
     if guided:
         uncond = repeat_conditions(unconditional, n)
         both = Conditions(None if both.context is None else torch.cat([both.context,
@@ -90,12 +96,13 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
                                                                          uncond.control]))
     generator = torch.Generator().manual_seed(options.seed)
     x = torch.randn((n, *shape), generator=generator).to(device)
+    x = x.contiguous(memory_format=layout)
     timesteps = scheduler.timesteps
     with _autocast(options, device):
         for index, t in enumerate(timesteps):
             task.report(index / len(timesteps), f"denoising step {index + 1}/{len(timesteps)}")
             batch_t = torch.full((x.shape[0] * (2 if guided else 1),), int(t), device=device)
-            model_input = torch.cat([x, x]) if guided else x
+            model_input = (torch.cat([x, x]) if guided else x).contiguous(memory_format=layout)
             eps = model.predict_noise(model_input, batch_t, both).float()
             if guided:
                 conditional, plain = eps.chunk(2)
