@@ -19,6 +19,16 @@ from .outputs import atomic_output  # noqa: E402
 LUNG_WINDOW = (-1350.0, 150.0)  # HU shown black..white (level -600, width 1500)
 
 
+def save_figure(figure, path: str | os.PathLike, overwrite: bool = True, dpi: int = 100,
+                rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    """Lay out (within ``rect``), write atomically as PNG, and close a matplotlib figure."""
+    figure.tight_layout(rect=rect)
+    with atomic_output(path, overwrite, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=dpi, format="png")
+    plt.close(figure)
+    return Path(path)
+
+
 def axial_slice_through(image: sitk.Image, point_lps, in_plane_mm: float | None = None):
     """The axial (LPS-aligned) plane of ``image`` through ``point_lps``, resampled in physical
     space so any direction matrix displays correctly. Returns (array (y, x), extent for imshow)."""
@@ -35,7 +45,7 @@ def axial_slice_through(image: sitk.Image, point_lps, in_plane_mm: float | None 
     return values, extent
 
 
-def _crop_views(crop: sitk.Image):
+def crop_views(crop: sitk.Image):
     """Middle axial, coronal and sagittal planes of a crop with imshow extents in mm."""
     values = sitk.GetArrayFromImage(crop)  # (z, y, x)
     (ox, oy, oz), (sx, sy, sz) = crop.GetOrigin(), crop.GetSpacing()
@@ -74,8 +84,8 @@ def save_crop_overview(
     axes[0].set_title(f"CT axial at z = {centre_lps[2]:.1f} mm, crop box")
     axes[0].set_xlabel("x (mm, L)")
     axes[0].set_ylabel("y (mm, P)")
-    label_views = _crop_views(tumour_crop) if tumour_crop is not None else [None] * 3
-    for axis, view, label_view in zip(axes[1:], _crop_views(crop), label_views, strict=True):
+    label_views = crop_views(tumour_crop) if tumour_crop is not None else [None] * 3
+    for axis, view, label_view in zip(axes[1:], crop_views(crop), label_views, strict=True):
         name, values, view_extent, xlabel, ylabel = view
         width = abs(view_extent[1] - view_extent[0])
         height = abs(view_extent[3] - view_extent[2])
@@ -90,11 +100,7 @@ def save_crop_overview(
         axis.set_xlabel(xlabel)
         axis.set_ylabel(ylabel)
     figure.suptitle(title or "ImmunoDiff crop (research use only)")
-    figure.tight_layout()
-    with atomic_output(path, overwrite, suffix=".png") as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path, overwrite, dpi=110)
 
 
 def _plane(image: sitk.Image, axis: str, point_lps, reference_step: float,
@@ -167,8 +173,4 @@ def save_anatomy_overview(ct: sitk.Image, anatomy, path: str | os.PathLike,
         anatomy, "lobes_approximate", False) else ""
     figure.suptitle(title or f"Lobes: {anatomy.lobes_backend}, vessels: "
                              f"{anatomy.vessels_backend}{approximate}")
-    figure.tight_layout()
-    with atomic_output(path, overwrite, suffix=".png") as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path, overwrite)

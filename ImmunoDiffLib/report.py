@@ -12,18 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from .figures import LUNG_WINDOW  # noqa: E402
-from .outputs import atomic_output  # noqa: E402
+from .figures import LUNG_WINDOW, crop_views, save_figure  # noqa: E402
 
 DISCLAIMER = "Research use only; model trained on simulated data. Not for clinical decisions."
 
 
 def _axial(image: sitk.Image):
-    values = sitk.GetArrayFromImage(image)
-    (ox, oy, _), (sx, sy, _) = image.GetOrigin(), image.GetSpacing()
-    nz, ny, nx = values.shape
-    extent = (ox - sx / 2, ox + (nx - 0.5) * sx, oy + (ny - 0.5) * sy, oy - sy / 2)
-    return values[nz // 2], extent
+    """The middle axial plane of a crop and its imshow extent (mm)."""
+    _, values, extent, _, _ = crop_views(image)[0]
+    return values, extent
 
 
 def save_case_report(result, path: str | os.PathLike, title: str = "",
@@ -73,8 +70,4 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
     axes[4].text(0.0, 0.95, "\n".join(lines), va="top", fontsize=10, family="monospace")
     axes[4].text(0.0, 0.02, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
     figure.suptitle(title or "ImmunoDiff prediction")
-    figure.tight_layout()
-    with atomic_output(path, overwrite, suffix=".png") as temporary:
-        figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path, overwrite, dpi=90)

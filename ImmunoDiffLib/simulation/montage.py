@@ -10,9 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from ..figures import LUNG_WINDOW  # noqa: E402
+from ..figures import LUNG_WINDOW, save_figure  # noqa: E402
 from ..imaging import CropSpec, crop_around_point  # noqa: E402
-from ..outputs import atomic_output  # noqa: E402
 
 FIELD_MM = 90.0
 
@@ -52,8 +51,5 @@ def save_montage(folder: Path, rows: list[dict], path: Path, per_group: int = 4)
         left.set_ylabel(f"{status}\nRECIST {row['recist']}", fontsize=9)
     figure.suptitle(f"Simulated cohort (synthetic follow-ups; {FIELD_MM:.0f} mm fields)",
                     fontsize=10)
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3 * len(chosen))))
-    with atomic_output(path, overwrite=True, suffix=".png") as temporary:
-        figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, overwrite=True, dpi=90,
+                       rect=(0, 0, 1, 1 - 0.5 / (3 * len(chosen))))
