@@ -63,3 +63,129 @@ def volume_node_to_image(node) -> sitk.Image:
     image.SetDirection((ijk_to_lps / spacing).ravel().tolist())
     image.SetOrigin((LPS_TO_RAS @ ijk_to_ras[:3, 3]).tolist())
     return image
+
+
+# --- anatomy -> segmentation node ---------------------------------------------------------
+APPROXIMATE_TAG = "ImmunoDiff.Approximate"
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def terminology_entry(structure) -> str:
+    """Slicer's terminology string for a :class:`~ImmunoDiffLib.anatomy.Structure`:
+    context~category~type~type modifier~anatomic context~region~region modifier."""
+    from .anatomy.labels import LATERALITY_CODES
+
+    category = "SCT^123037004^Anatomical Structure"
+    kind = f"SCT^{structure.snomed_code}^{structure.snomed_meaning}"
+    modifier = "^^"
+    if structure.laterality:
+        code, meaning = LATERALITY_CODES[structure.laterality]
+        modifier = f"SCT^{code}^{meaning}"
+    return f"{TERMINOLOGY_CONTEXT}~{category}~{kind}~{modifier}~{ANATOMIC_CONTEXT}~^^~^^"
+
+
+def _structures(anatomy):
+    """(structure, binary mask image, display name) for every segment to show."""
+    from .anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
+
+    suffix = " (approximate)" if anatomy.lobes_approximate else ""
+    lobes = sitk.GetArrayViewFromImage(anatomy.lobes)
+    out = []
+    for structure in LOBES:
+        mask = sitk.GetImageFromArray((lobes == structure.value).astype(np.uint8))
+        mask.CopyInformation(anatomy.lobes)
+        out.append((structure, mask, structure.name + suffix))
+    if anatomy.arteries is not None and anatomy.veins is not None:
+        out += [(ARTERIES, anatomy.arteries, ARTERIES.name), (VEINS, anatomy.veins, VEINS.name)]
+    else:
+        out.append((VESSELS, anatomy.vessels, VESSELS.name))
+    return out
+
+
+def anatomy_to_segmentation_node(anatomy, scene, name: str = "Lung anatomy", node=None):
+    """Lobes and vessels as one segmentation node: one segment each, with names, colours and
+    SNOMED CT terminology; classic (geometric) lobes are named and tagged as approximate."""
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    node.CreateDefaultDisplayNodes()
+    segmentation = node.GetSegmentation()
+    for structure, mask, label in _structures(anatomy):
+        if not sitk.GetArrayViewFromImage(mask).any():
+            continue
+        labelmap = image_to_volume_node(mask, scene, f"{label} labelmap",
+                                        node_class="vtkMRMLLabelMapVolumeNode")
+        before = set(segmentation.GetSegmentIDs())
+        logic.ImportLabelmapToSegmentationNode(labelmap, node)
+        scene.RemoveNode(labelmap)
+        (segment_id,) = set(segmentation.GetSegmentIDs()) - before
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetName(label)
+        segment.SetColor(*structure.colour)
+        segment.SetTag(segment.GetTerminologyEntryTagName(), terminology_entry(structure))
+        is_lobe = structure.key in ("lul", "lll", "rul", "rml", "rll")
+        segment.SetTag(APPROXIMATE_TAG, "true" if is_lobe and anatomy.lobes_approximate
+                       else "false")
+    return node
+
+
+def segment_mask(node, segment_name: str, reference_volume) -> np.ndarray:
+    """A segment's voxels as a (z, y, x) uint8 array on ``reference_volume``'s grid."""
+    scene = node.GetScene()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(scene)
+    segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(segment_name)
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segment_id)
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    logic.ExportSegmentsToLabelmapNode(node, ids, labelmap, reference_volume)
+    values = np.array(slicer.util.arrayFromVolume(labelmap), copy=True)
+    scene.RemoveNode(labelmap)
+    return (values > 0).astype(np.uint8)
+
+
+# --- predictions -> table node ------------------------------------------------------------
+TABLE_ROWS = (
+    ("response_probability", "Responder probability"),
+    ("response_probability_sd", "Responder probability SD"),
+    ("predicted_responder", "Predicted responder"),
+    ("survival_risk", "Survival risk (log hazard)"),
+    ("survival_risk_sd", "Survival risk SD"),
+    ("recist", "RECIST category (synthesized)"),
+    ("baseline_lesion_ml", "Tumour volume, baseline (ml)"),
+    ("followup_lesion_ml", "Tumour volume, synthesized (ml)"),
+    ("lesion_volume_change", "Tumour volume change"),
+    ("baseline_diameter_mm", "Longest diameter, baseline (mm)"),
+    ("followup_diameter_mm", "Longest diameter, synthesized (mm)"),
+    ("lobes_backend", "Lobes from"),
+    ("lobes_approximate", "Lobes approximate"),
+)
+
+
+def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff predictions",
+                              node=None):
+    """A two-column table node (Measure, Value) of a prediction summary."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    table.Initialize()
+    measures, values = vtk.vtkStringArray(), vtk.vtkStringArray()
+    measures.SetName("Measure")
+    values.SetName("Value")
+    for key, label in TABLE_ROWS:
+        value = summary.get(key)
+        measures.InsertNextValue(label)
+        values.InsertNextValue("" if value is None else
+                               f"{value:.3f}" if isinstance(value, float) else str(value))
+    table.AddColumn(measures)
+    table.AddColumn(values)
+    node.Modified()
+    return node
+
+
+def segment_tag(segment, key: str) -> str | None:
+    """A segment's tag value (VTK returns it through an out-parameter), or None."""
+    value = vtk.reference("")
+    return str(value) if segment.GetTag(key, value) else None

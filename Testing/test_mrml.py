@@ -34,3 +34,107 @@ def test_ijk_to_ras_is_lps_with_x_and_y_negated(lung2):
     lps = lung2.TransformIndexToPhysicalPoint(ijk)
     np.testing.assert_allclose(ras, mrml.lps_to_ras(lps), atol=1e-6)
     assert mrml.ras_to_lps(mrml.lps_to_ras(lps)) == pytest.approx(lps)
+
+
+@pytest.fixture(scope="module")
+def cip_anatomy(cip_dir):
+    from ImmunoDiffLib.anatomy import segment_anatomy
+
+    ct = sitk.ReadImage(str(cip_dir / "ct-64.nrrd"))
+    return ct, segment_anatomy(ct, "classic", cache=False)
+
+
+def test_anatomy_segmentation_round_trips_through_seg_nrrd(cip_anatomy, tmp_path):
+    ct, anatomy = cip_anatomy
+    scene = slicer.vtkMRMLScene()
+    volume = mrml.image_to_volume_node(ct, scene, "ct")
+    node = mrml.anatomy_to_segmentation_node(anatomy, scene)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(tmp_path / "anatomy.seg.nrrd"))
+    assert storage.WriteData(node)
+
+    other = slicer.vtkMRMLScene()
+    logic = slicer.vtkSlicerSegmentationsModuleLogic()
+    logic.SetMRMLScene(other)
+    read = other.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    reader = other.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    reader.SetFileName(str(tmp_path / "anatomy.seg.nrrd"))
+    assert reader.ReadData(read)
+    reference = mrml.image_to_volume_node(ct, other, "ct")
+    segmentation = read.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName()
+             for i in range(segmentation.GetNumberOfSegments())]
+    assert names == ["left upper lobe (approximate)", "left lower lobe (approximate)",
+                     "right upper lobe (approximate)", "right middle lobe (approximate)",
+                     "right lower lobe (approximate)", "pulmonary vessels"]
+    lobes = sitk.GetArrayFromImage(anatomy.lobes)
+    for value, name in enumerate(names[:5], start=1):
+        assert np.array_equal(mrml.segment_mask(read, name, reference), lobes == value)
+    assert np.array_equal(mrml.segment_mask(read, "pulmonary vessels", reference),
+                          sitk.GetArrayFromImage(anatomy.vessels) > 0)
+    upper_left = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(names[0]))
+    terminology = mrml.segment_tag(upper_left, upper_left.GetTerminologyEntryTagName())
+    assert "SCT^45653009^Upper lobe of lung~SCT^7771000^Left" in terminology
+    assert mrml.segment_tag(upper_left, mrml.APPROXIMATE_TAG) == "true"
+    assert upper_left.GetColor() == pytest.approx((0.50, 0.68, 0.50))
+    assert volume.GetScene() is scene
+
+
+def test_result_nodes_are_new_and_the_input_node_is_untouched(lung2, lung2_tumour_point,
+                                                              tmp_path):
+    import hashlib
+
+    import torch
+    import vtk
+
+    from ImmunoDiffLib.bundle import BundleInfo, save_bundle
+    from ImmunoDiffLib.imaging import CropSpec
+    from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+    from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.sampling import SamplingOptions
+
+    torch.manual_seed(0)
+    bundle = save_bundle(tmp_path / "b", ImmunoDiffModel(TINY), BundleInfo(
+        model=TINY, crop=CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))))
+    scene = slicer.vtkMRMLScene()
+    baseline = mrml.image_to_volume_node(lung2, scene, "baseline")
+
+    def fingerprint(node):
+        matrix = vtk.vtkMatrix4x4()
+        node.GetIJKToRASMatrix(matrix)
+        values = slicer.util.arrayFromVolume(node)
+        return (hashlib.sha256(values.tobytes()).hexdigest(),
+                tuple(matrix.GetElement(r, c) for r in range(4) for c in range(4)))
+
+    before = fingerprint(baseline)
+    nodes_before = scene.GetNumberOfNodes()
+    result = ImmunoDiffPipeline(bundle, anatomy_backend="classic").run(
+        mrml.volume_node_to_image(baseline), {"age": 64, "pdl1": 60}, lung2_tumour_point,
+        SamplingOptions(steps=2, samples=2, prediction_draws=2))
+    followup = mrml.image_to_volume_node(result.followup_ct, scene, "synthesized follow-up")
+    segmentation = mrml.anatomy_to_segmentation_node(result.anatomy, scene)
+    table = mrml.predictions_to_table_node(result.summary(), scene)
+    assert fingerprint(baseline) == before
+    assert fingerprint(followup)[1] == before[1]  # same geometry as the baseline
+    assert scene.GetNumberOfNodes() > nodes_before
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 6
+    rows = {table.GetCellText(r, 0): table.GetCellText(r, 1)
+            for r in range(table.GetNumberOfRows())}
+    assert rows["RECIST category (synthesized)"] == result.recist
+    assert float(rows["Responder probability"]) == pytest.approx(result.response_probability,
+                                                                 abs=1e-3)
+
+
+def test_parameter_node_survives_scene_save_and_load(tmp_path):
+    scene = slicer.vtkMRMLScene()
+    parameters = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "ImmunoDiff")
+    parameters.SetParameter("age", "64")
+    parameters.SetParameter("anatomyBackend", "classic")
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    scene.Commit()
+    loaded = slicer.vtkMRMLScene()
+    loaded.SetURL(str(tmp_path / "scene.mrml"))
+    loaded.Connect()
+    node = loaded.GetFirstNodeByName("ImmunoDiff")
+    assert node.GetParameter("age") == "64"
+    assert node.GetParameter("anatomyBackend") == "classic"
