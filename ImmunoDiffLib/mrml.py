@@ -189,3 +189,46 @@ def segment_tag(segment, key: str) -> str | None:
     """A segment's tag value (VTK returns it through an out-parameter), or None."""
     value = vtk.reference("")
     return str(value) if segment.GetTag(key, value) else None
+
+
+# --- one case, scene in, nodes out -------------------------------------------------------
+def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None,
+                 progress=None, cancel=None, allow_outside_lungs: bool = False,
+                 name_prefix: str | None = None) -> dict:
+    """Run ``pipeline`` (an :class:`~ImmunoDiffLib.pipeline.ImmunoDiffPipeline`) on a volume
+    node and put the results into ``scene`` as NEW nodes (the input is never modified):
+    ``followup`` (full geometry), ``difference`` and ``uncertainty`` (crop grid, HU),
+    ``segmentation`` (lobes + vessels) and ``table`` (predictions). Returns them with the
+    :class:`~ImmunoDiffLib.pipeline.Result` under ``result``."""
+    prefix = name_prefix or volume_node.GetName()
+    image = volume_node_to_image(volume_node)
+    result = pipeline.run(image, clinical, ras_to_lps(point_ras), options, progress, cancel,
+                          allow_outside_lungs)
+    difference = sitk.Subtract(sitk.Cast(result.followup_crop, sitk.sitkFloat32),
+                               sitk.Cast(result.baseline_crop, sitk.sitkFloat32))
+    nodes = {
+        "followup": image_to_volume_node(result.followup_ct, scene,
+                                         f"{prefix} synthesized follow-up"),
+        "difference": image_to_volume_node(difference, scene, f"{prefix} difference"),
+        "uncertainty": image_to_volume_node(result.uncertainty_crop, scene,
+                                            f"{prefix} uncertainty"),
+        "segmentation": anatomy_to_segmentation_node(result.anatomy, scene,
+                                                     f"{prefix} lung anatomy"),
+        "table": predictions_to_table_node(result.summary(), scene,
+                                           f"{prefix} ImmunoDiff predictions"),
+    }
+    for key in ("followup", "difference", "uncertainty"):
+        nodes[key].CreateDefaultDisplayNodes()
+    window, level = _window_level(volume_node)
+    if window is not None:
+        nodes["followup"].GetDisplayNode().SetAutoWindowLevel(False)
+        nodes["followup"].GetDisplayNode().SetWindowLevel(window, level)
+    nodes["result"] = result
+    return nodes
+
+
+def _window_level(node):
+    display = node.GetDisplayNode()
+    if display is None:
+        return None, None
+    return display.GetWindow(), display.GetLevel()

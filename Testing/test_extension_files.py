@@ -98,9 +98,48 @@ def test_icons_are_128_pixel_pngs():
         assert sitk.ReadImage(str(path)).GetSize() == (128, 128)
 
 
-def test_ui_file_names_the_widgets_the_module_uses():
+INPUT_CLASSES = {"QDoubleSpinBox", "QSpinBox", "QComboBox", "QCheckBox", "QLineEdit",
+                 "ctkPathLineEdit", "qMRMLNodeComboBox", "qSlicerSimpleMarkupsWidget",
+                 "qMRMLSegmentSelectorWidget"}
+
+
+def _module_maps():
+    import ast
+
+    tree = ast.parse((REPO / "ImmunoDiff/ImmunoDiff.py").read_text())
+    maps = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id in ("CLINICAL_WIDGETS",
+                                                                   "OPTION_WIDGETS"):
+            maps[node.targets[0].id] = ast.literal_eval(node.value)
+    return maps
+
+
+def _ui_widgets():
     ui = (REPO / "ImmunoDiff/Resources/UI/ImmunoDiff.ui").read_text()
-    code = (REPO / "ImmunoDiff/ImmunoDiff.py").read_text()
-    used = set(re.findall(r"self\.ui\.(\w+)", code))
-    declared = set(re.findall(r'<widget class="\w+" name="(\w+)"', ui))
-    assert used and used <= declared
+    return dict((name, cls) for cls, name in re.findall(r'<widget class="(\w+)" name="(\w+)"',
+                                                         ui))
+
+
+def test_widgets_the_module_reads_exist_in_the_ui_with_their_class():
+    declared = _ui_widgets()
+    maps = _module_maps()
+    read = {name: cls for m in maps.values() for name, cls in m.values()}
+    for name, cls in read.items():
+        assert declared.get(name) == cls, f"{name}: code expects {cls}, .ui: {declared.get(name)}"
+    used = set(re.findall(r"self\.ui\.(\w+)", (REPO / "ImmunoDiff/ImmunoDiff.py").read_text()))
+    assert used - set(declared) == set()
+
+
+def test_every_input_widget_of_the_ui_is_read_by_the_module():
+    read = {name for m in _module_maps().values() for name, _ in m.values()}
+    inputs = {name for name, cls in _ui_widgets().items() if cls in INPUT_CLASSES}
+    assert inputs - read == set(), "widgets in the .ui that the code never reads"
+
+
+def test_panel_has_a_field_for_every_clinical_variable():
+    from ImmunoDiffLib.clinical import NAMES
+
+    clinical = _module_maps()["CLINICAL_WIDGETS"]
+    assert set(NAMES) - set(clinical) == {"nlr"}  # NLR is computed from ANC/ALC and shown
+    assert "nlrValueLabel" in _ui_widgets()

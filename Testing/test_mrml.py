@@ -138,3 +138,33 @@ def test_parameter_node_survives_scene_save_and_load(tmp_path):
     node = loaded.GetFirstNodeByName("ImmunoDiff")
     assert node.GetParameter("age") == "64"
     assert node.GetParameter("anatomyBackend") == "classic"
+
+
+def test_process_case_puts_every_result_in_the_scene(lung2, lung2_tumour_point, tmp_path):
+    import torch
+
+    from ImmunoDiffLib.bundle import BundleInfo, save_bundle
+    from ImmunoDiffLib.imaging import CropSpec
+    from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+    from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.sampling import SamplingOptions
+
+    torch.manual_seed(0)
+    spec = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))
+    bundle = save_bundle(tmp_path / "b", ImmunoDiffModel(TINY), BundleInfo(model=TINY,
+                                                                           crop=spec))
+    scene = slicer.vtkMRMLScene()
+    volume = mrml.image_to_volume_node(lung2, scene, "lung2")
+    volume.CreateDefaultDisplayNodes()
+    volume.GetDisplayNode().SetAutoWindowLevel(False)
+    volume.GetDisplayNode().SetWindowLevel(1500, -600)
+    nodes = mrml.process_case(scene, volume, {"age": 64, "pdl1": 60},
+                              mrml.lps_to_ras(lung2_tumour_point),
+                              ImmunoDiffPipeline(bundle, anatomy_backend="classic"),
+                              SamplingOptions(steps=2, samples=2, prediction_draws=2))
+    assert nodes["followup"].GetName() == "lung2 synthesized follow-up"
+    assert nodes["followup"].GetDisplayNode().GetWindow() == 1500  # same window/level
+    assert slicer.util.arrayFromVolume(nodes["difference"]).shape == (8, 32, 32)
+    assert slicer.util.arrayFromVolume(nodes["uncertainty"]).max() > 0
+    assert nodes["table"].GetNumberOfRows() == len(mrml.TABLE_ROWS)
+    np.testing.assert_allclose(nodes["result"].tumour_point_lps, lung2_tumour_point, atol=1e-6)
