@@ -90,8 +90,9 @@ def _crops(ct: sitk.Image, point, config: PreprocessConfig, labels: dict[str, si
               "padded_fraction": np.float32(crop.padded_fraction)}
     if labels.get("lobes") is None or labels.get("vessels") is None:
         anatomy = segment_anatomy(ct, config.anatomy_backend)
-        labels = {**labels, "lobes": labels.get("lobes") or anatomy.lobes,
-                  "vessels": labels.get("vessels") or anatomy.vessels}
+        for name in ("lobes", "vessels"):
+            if labels.get(name) is None:
+                labels = {**labels, name: getattr(anatomy, name)}
     for name, image in labels.items():
         if image is not None:
             arrays[name] = _xyz(crop_around_point(image, point, config.crop,

@@ -65,3 +65,20 @@ def test_pretraining_crops_random_lung_points_deterministically(sample_paths, tm
     assert torch.equal(a["baseline"], b["baseline"]) and not torch.equal(a["baseline"],
                                                                         c["baseline"])
     assert a["lobes"][0, 48, 48, 8] > 0  # the centre is lung
+
+
+def test_missing_vessel_masks_come_from_the_anatomy_backend(small_cohort, tmp_path):
+    import csv
+
+    with open(small_cohort, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    manifest = small_cohort.parent / "no_vessels.csv"
+    columns = [c for c in rows[0] if c != "vessels_mask"]
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows[:1])
+    given = CohortDataset(load_cohort(small_cohort), cache_dir=tmp_path / "a")[0]
+    derived = CohortDataset(load_cohort(manifest), cache_dir=tmp_path / "b")[0]
+    assert torch.equal(given["lobes"], derived["lobes"])  # the file's lobes are kept
+    assert derived["vessels"].sum() > 0  # vessels segmented from the CT instead
