@@ -67,7 +67,7 @@ def save_bundle(path: str | os.PathLike, model: torch.nn.Module, info: BundleInf
                                 "sd": dict(info.standardisation.sd)},
             "training": info.training, "metrics": info.metrics, "notes": info.notes,
         }
-        (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2))
+        (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2), encoding="utf-8")
     return path
 
 
@@ -79,7 +79,7 @@ def read_bundle_info(path: str | os.PathLike) -> tuple[BundleInfo, dict]:
         raise BundleError(f"Model bundle '{path}' has no {DESCRIPTION_NAME} (is this a bundle "
                           "folder?).")
     try:
-        description = json.loads(description_path.read_text())
+        description = json.loads(description_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise BundleError(f"'{description_path}' is not valid JSON: {error}") from error
     version = description.get("format_version")

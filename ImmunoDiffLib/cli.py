@@ -26,7 +26,7 @@ class TerminalProgress:
     def __init__(self, description: str):
         from tqdm import tqdm
 
-        self._bar = tqdm(total=1000, desc=description, unit="‰", leave=True, file=sys.stderr,
+        self._bar = tqdm(total=1000, desc=description, unit="permille", leave=True, file=sys.stderr,
                          bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
     def __call__(self, fraction: float, message: str = "") -> None:
@@ -108,7 +108,7 @@ def _simulate_command(args) -> dict:
         manifest = simulate_cohort(args.output, config, progress, overwrite=args.overwrite)
     finally:
         progress.close()
-    with open(manifest, newline="") as handle:
+    with open(manifest, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return {"manifest": str(manifest), "patients": len(rows),
             "responders": sum(r["response"] == "1" for r in rows),
@@ -176,7 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerate_plain_terminals() -> None:
+    """Print characters such as ± and µ as escapes on terminals that only take ASCII."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _tolerate_plain_terminals()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "data":

@@ -115,7 +115,7 @@ def _predict_demo(ct, point, output: Path, name: str, progress) -> dict:
     if quick:
         label += " - QUICK DEMO BUNDLE, UNTRAINED QUALITY"
     write_case(result, folder, label, overwrite=True)
-    summary = json.loads((folder / "predictions.json").read_text())
+    summary = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
     summary["bundle"] = str(bundle)
     summary["quick_untrained_bundle"] = quick
     return summary

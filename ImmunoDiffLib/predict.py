@@ -42,7 +42,7 @@ def write_case(result: Result, folder: str | os.PathLike, case_id: str,
         write_image(result.anatomy.vessels, staging / "vessels.nii.gz")
         save_case_report(result, staging / "report.png", title=f"ImmunoDiff: {case_id}")
         (staging / PREDICTIONS_NAME).write_text(json.dumps(
-            {"patient_id": case_id, **result.summary()}, indent=2))
+            {"patient_id": case_id, **result.summary()}, indent=2), encoding="utf-8")
     return folder
 
 
@@ -109,10 +109,10 @@ def write_predictions_csv(output: Path, patient_ids: list[str]) -> Path:
     for pid in patient_ids:
         path = output / pid / PREDICTIONS_NAME
         if path.is_file():
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             rows.append({k: data.get(k) for k in CSV_COLUMNS})
     with atomic_output(output / "predictions.csv", overwrite=True, suffix=".csv") as temporary:
-        with open(temporary, "w", newline="") as handle:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -160,7 +160,7 @@ def add_predict_parser(commands) -> None:
 
 
 def _clinical_from_args(args) -> dict:
-    values = json.loads(args.clinical.read_text()) if args.clinical else {}
+    values = json.loads(args.clinical.read_text(encoding="utf-8")) if args.clinical else {}
     for item in args.var:
         name, separator, value = item.partition("=")
         if not separator:

@@ -165,7 +165,7 @@ def test_totalsegmentator_usage_statistics_are_switched_off(totalseg_home):
 
     config_path = totalseg_backend.disable_usage_statistics()
     assert config_path == totalseg_home / "home" / "config.json"
-    assert json.loads(config_path.read_text())["send_usage_stats"] is False
+    assert json.loads(config_path.read_text(encoding="utf-8"))["send_usage_stats"] is False
     assert get_config()["send_usage_stats"] is False
 
 

@@ -55,9 +55,9 @@ def test_truncated_weights_are_refused(bundle):
 ])
 def test_incompatible_descriptions_are_refused(bundle, field, value, message):
     path, _ = bundle
-    description = json.loads((path / "bundle.json").read_text())
+    description = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
     description[field] = value
-    (path / "bundle.json").write_text(json.dumps(description))
+    (path / "bundle.json").write_text(json.dumps(description), encoding="utf-8")
     with pytest.raises(BundleError, match=message):
         load_bundle(path)
 
@@ -74,8 +74,8 @@ def test_weights_that_do_not_fit_the_configuration_are_refused(bundle, tmp_path)
     from dataclasses import replace
 
     path, model = bundle
-    description = json.loads((path / "bundle.json").read_text())
+    description = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
     description["model"] = replace(TINY, context_dim=32).to_dict()
-    (path / "bundle.json").write_text(json.dumps(description))
+    (path / "bundle.json").write_text(json.dumps(description), encoding="utf-8")
     with pytest.raises(BundleError, match="does not match its configuration|size mismatch"):
         load_bundle(path)

@@ -21,7 +21,7 @@ GOOD = {"patient_id": "P1", "baseline_ct": "ct.nrrd", "followup_ct": "ct.nrrd",
 def _write(folder, rows, columns=None):
     (folder / "ct.nrrd").write_bytes(b"placeholder")  # existence is what the loader checks
     path = folder / "cohort.csv"
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns or list(GOOD))
         writer.writeheader()
         writer.writerows(rows)
@@ -101,11 +101,12 @@ def test_pretraining_manifest_with_rtstruct_and_random_rows(series_with_rtstruct
     series, rtstruct, _ = series_with_rtstruct
     path = tmp_path / "public.csv"
     path.write_text(f"ct,rtstruct,roi_name\n{series},{rtstruct},GTV-1\n{series},,\n"
-                    f"{tmp_path / 'nope'},{rtstruct},\n")
+                    f"{tmp_path / 'nope'},{rtstruct},\n", encoding="utf-8")
     with pytest.raises(CohortError) as error:
         load_pretraining_manifest(path)
     assert "row 4: ct" in str(error.value) and "row 4: rtstruct given without roi_name" in str(
         error.value)
-    path.write_text(f"ct,rtstruct,roi_name\n{series},{rtstruct},GTV-1\n{series},,\n")
+    path.write_text(f"ct,rtstruct,roi_name\n{series},{rtstruct},GTV-1\n{series},,\n",
+                    encoding="utf-8")
     cases = load_pretraining_manifest(path)
     assert cases[0].roi_name == "GTV-1" and cases[1].rtstruct is None

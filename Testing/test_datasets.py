@@ -70,11 +70,11 @@ def test_pretraining_crops_random_lung_points_deterministically(sample_paths, tm
 def test_missing_vessel_masks_come_from_the_anatomy_backend(small_cohort, tmp_path):
     import csv
 
-    with open(small_cohort, newline="") as handle:
+    with open(small_cohort, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     manifest = small_cohort.parent / "no_vessels.csv"
     columns = [c for c in rows[0] if c != "vessels_mask"]
-    with open(manifest, "w", newline="") as handle:
+    with open(manifest, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows[:1])

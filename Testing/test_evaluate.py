@@ -79,8 +79,8 @@ def test_tables_are_well_formed_markdown_and_csv(tmp_path):
             {"method": "ResNet-50", "balanced accuracy": mean_sd([0.5, 0.6]), "AUC": 0.05}]
     markdown, table = write_table(rows, ["method", "balanced accuracy", "AUC"],
                                   tmp_path / "table1", "Table 1")
-    lines = markdown.read_text().splitlines()
+    lines = markdown.read_text(encoding="utf-8").splitlines()
     assert lines[2] == "| method | balanced accuracy | AUC |"
     assert lines[4] == "| ImmunoDiff | 0.75 ± 0.07 | 0.75 |"
     assert all(line.count("|") == 4 for line in lines[2:])
-    assert table.read_text().splitlines()[2] == "ResNet-50,0.55 ± 0.07,0.0500"
+    assert table.read_text(encoding="utf-8").splitlines()[2] == "ResNet-50,0.55 ± 0.07,0.0500"

@@ -17,7 +17,7 @@ S4EXT_FIELDS = ("scm", "scmurl", "scmrevision", "depends", "build_subdirectory",
 
 def _s4ext() -> dict[str, str]:
     fields = {}
-    for line in (REPO / "ImmunoDiff.s4ext").read_text().splitlines():
+    for line in (REPO / "ImmunoDiff.s4ext").read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition(" ")
             fields[key] = value.strip()
@@ -46,11 +46,11 @@ def configured(tmp_path_factory):
     done = _configure(REPO, build)
     assert done.returncode == 0, done.stdout + done.stderr
     listed: dict[tuple[str, str], set[Path]] = {}
-    for line in (build / "listed_files.txt").read_text().splitlines():
+    for line in (build / "listed_files.txt").read_text(encoding="utf-8").splitlines():
         target, kind, path = line.split(" ", 2)
         listed.setdefault((target, kind), set()).add(Path(path).resolve())
     metadata = dict(line.split(" ", 1) for line in
-                    (build / "extension_metadata.txt").read_text().splitlines())
+                    (build / "extension_metadata.txt").read_text(encoding="utf-8").splitlines())
     return listed, metadata
 
 
@@ -106,7 +106,7 @@ INPUT_CLASSES = {"QDoubleSpinBox", "QSpinBox", "QComboBox", "QCheckBox", "QLineE
 def _module_maps():
     import ast
 
-    tree = ast.parse((REPO / "ImmunoDiff/ImmunoDiff.py").read_text())
+    tree = ast.parse((REPO / "ImmunoDiff/ImmunoDiff.py").read_text(encoding="utf-8"))
     maps = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and node.targets[0].id in ("CLINICAL_WIDGETS",
@@ -116,7 +116,7 @@ def _module_maps():
 
 
 def _ui_widgets():
-    ui = (REPO / "ImmunoDiff/Resources/UI/ImmunoDiff.ui").read_text()
+    ui = (REPO / "ImmunoDiff/Resources/UI/ImmunoDiff.ui").read_text(encoding="utf-8")
     return dict((name, cls) for cls, name in re.findall(r'<widget class="(\w+)" name="(\w+)"',
                                                          ui))
 
@@ -127,7 +127,8 @@ def test_widgets_the_module_reads_exist_in_the_ui_with_their_class():
     read = {name: cls for m in maps.values() for name, cls in m.values()}
     for name, cls in read.items():
         assert declared.get(name) == cls, f"{name}: code expects {cls}, .ui: {declared.get(name)}"
-    used = set(re.findall(r"self\.ui\.(\w+)", (REPO / "ImmunoDiff/ImmunoDiff.py").read_text()))
+    code = (REPO / "ImmunoDiff/ImmunoDiff.py").read_text(encoding="utf-8")
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
     assert used - set(declared) == set()
 
 

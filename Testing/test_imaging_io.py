@@ -50,7 +50,7 @@ def test_failed_write_leaves_no_file(tmp_path):
 
 def test_not_an_image_names_the_file(tmp_path):
     bogus = tmp_path / "notes.nii.gz"
-    bogus.write_text("this is not a CT")
+    bogus.write_text("this is not a CT", encoding="utf-8")
     with pytest.raises(ImageError, match="notes.nii.gz.*could not be read"):
         read_ct(bogus)
 

@@ -83,7 +83,7 @@ def test_single_case_outputs(pipeline, sample_paths, lung2_tumour_point, tmp_pat
     assert files == ["followup_crop.nii.gz", "followup_ct.nii.gz", "lobes.nii.gz",
                      "predictions.json", "report.png", "uncertainty_crop.nii.gz",
                      "vessels.nii.gz"]
-    saved = json.loads((tmp_path / "case" / "predictions.json").read_text())
+    saved = json.loads((tmp_path / "case" / "predictions.json").read_text(encoding="utf-8"))
     assert saved["patient_id"] == "lung2" and saved == json.loads(json.dumps(summary))
     assert sitk.ReadImage(str(tmp_path / "case" / "report.png")).GetSize()[0] > 1500
     with pytest.raises(OutputPathError, match="exists already"):
@@ -112,7 +112,7 @@ def test_cohort_run_resumes_without_redoing_finished_cases(pipeline, small_cohor
     finally:
         pipeline.run = original
     assert len(calls) == 4  # the 4 unfinished of 6
-    rows = csv_path.read_text().strip().splitlines()
+    rows = csv_path.read_text(encoding="utf-8").strip().splitlines()
     assert len(rows) == 1 + 6 and rows[0].startswith("patient_id,response_probability")
 
 

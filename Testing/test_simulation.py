@@ -22,7 +22,7 @@ from ImmunoDiffLib.simulation.clinical_model import (
 
 
 def _rows(manifest):
-    with open(manifest, newline="") as handle:
+    with open(manifest, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -34,7 +34,7 @@ def _volume_ml(path):
 def test_cohort_is_a_valid_manifest_with_truth_and_montage(small_cohort):
     cases = load_cohort(small_cohort, require_followup=True, require_outcomes=True)
     assert len(cases) == 6
-    truth = json.loads((small_cohort.parent / "simulation.json").read_text())
+    truth = json.loads((small_cohort.parent / "simulation.json").read_text(encoding="utf-8"))
     assert len(truth["patients"]) == 6 and truth["config"]["seed"] == 11
     assert (small_cohort.parent / "montage.png").stat().st_size > 20_000
     baseline = sitk.ReadImage(str(cases[0].baseline_ct))

@@ -55,7 +55,7 @@ def test_each_stage_lowers_its_loss(stage, dataset, tmp_path):
                                             checkpoint_every=12), tmp_path / stage)
     after = _eval_loss(model, stage, dataset)
     assert after < before, (before, after)
-    state = json.loads((tmp_path / stage / "checkpoint" / "state.json").read_text())
+    state = json.loads((tmp_path / stage / "checkpoint" / "state.json").read_text(encoding="utf-8"))
     assert state["stage"] == stage and state["step"] == 12
 
 
@@ -93,8 +93,8 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(dataset, tmp_path):
     result = train_stage(resumed, dataset, config, tmp_path / "resumed")
     assert weights_digest(resumed) == weights_digest(straight)
     assert len(result.losses) == 6
-    assert (tmp_path / "resumed" / "losses.csv").read_text() == (
-        tmp_path / "straight" / "losses.csv").read_text()
+    assert (tmp_path / "resumed" / "losses.csv").read_text(encoding="utf-8") == (
+        tmp_path / "straight" / "losses.csv").read_text(encoding="utf-8")
 
 
 def _train_command(cohort, output, steps=8):
@@ -112,19 +112,19 @@ def test_killed_run_resumes_to_the_same_weights(small_cohort, tmp_path):
     state = tmp_path / "killed" / "checkpoint" / "state.json"
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
-        if state.is_file() and json.loads(state.read_text())["step"] >= 4:
+        if state.is_file() and json.loads(state.read_text(encoding="utf-8"))["step"] >= 4:
             break
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = json.loads(state.read_text(encoding="utf-8"))["step"]
     assert 4 <= killed_at < 40
     subprocess.run(_train_command(small_cohort, tmp_path / "killed"), env=env, check=True,
                    capture_output=True)
     # steps 1-8 of the killed run (same seed) must equal the uninterrupted 8-step run
     if killed_at <= 8:
-        straight = json.loads((tmp_path / "straight" / "training.json").read_text())
-        resumed = json.loads((tmp_path / "killed" / "training.json").read_text())
+        straight = json.loads((tmp_path / "straight" / "training.json").read_text(encoding="utf-8"))
+        resumed = json.loads((tmp_path / "killed" / "training.json").read_text(encoding="utf-8"))
         assert resumed["rank_weight_digests"] == straight["rank_weight_digests"]
     else:
         pytest.fail(f"the run passed step 8 (reached {killed_at}) before it could be killed")
@@ -139,7 +139,7 @@ def test_torchrun_two_processes_hold_identical_weights(small_cohort, tmp_path):
                           timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((tmp_path / "ddp" / "training.json").read_text())
+    summary = json.loads((tmp_path / "ddp" / "training.json").read_text(encoding="utf-8"))
     assert summary["world_size"] == 2
     digests = summary["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]

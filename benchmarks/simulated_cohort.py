@@ -27,11 +27,11 @@ def _volume_ml(path: Path) -> float:
 
 
 def summarise(manifest: Path) -> None:
-    with open(manifest, newline="") as handle:
+    with open(manifest, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     folder = manifest.parent
     truth = {p["patient_id"]: p for p in
-             json.loads((folder / "simulation.json").read_text())["patients"]}
+             json.loads((folder / "simulation.json").read_text(encoding="utf-8"))["patients"]}
     print(f"{'group':<15} {'n':>3} {'diam change median [min, max]':>32} "
           f"{'vol ratio median [min, max]':>30} {'vol below baseline':>19}  RECIST (measured)")
     for label, name in (("1", "responders"), ("0", "non-responders")):

@@ -37,7 +37,7 @@ class AnatomyCache:
         meta_path = entry / "meta.json"
         if not meta_path.is_file():
             return None
-        meta = json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         maps = {name: sitk.ReadImage(str(entry / f"{name}.nrrd")) for name in meta["maps"]}
         return maps, meta
 
@@ -46,4 +46,4 @@ class AnatomyCache:
             for name, image in maps.items():
                 sitk.WriteImage(image, str(staging / f"{name}.nrrd"), useCompression=True)
             (staging / "meta.json").write_text(json.dumps({**meta, "maps": list(maps)},
-                                                          indent=2))
+                                                          indent=2), encoding="utf-8")

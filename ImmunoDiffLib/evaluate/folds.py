@@ -30,9 +30,9 @@ def make_folds(patient_ids: list[str], labels, n_folds: int = 5, seed: int = 0) 
 
 def save_folds(folds: list[dict], path: str | os.PathLike) -> Path:
     with atomic_output(path, overwrite=True, suffix=".json") as temporary:
-        Path(temporary).write_text(json.dumps(folds, indent=2))
+        Path(temporary).write_text(json.dumps(folds, indent=2), encoding="utf-8")
     return Path(path)
 
 
 def load_folds(path: str | os.PathLike) -> list[dict]:
-    return json.loads(Path(path).read_text())
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -28,10 +28,10 @@ def write_table(rows: list[dict], columns: list[str], stem: str | os.PathLike,
         lines.append("| " + " | ".join(format_cell(row.get(c, "")) for c in columns) + " |")
     markdown = stem.with_suffix(".md")
     with atomic_output(markdown, overwrite=True, suffix=".md") as temporary:
-        Path(temporary).write_text("\n".join(lines) + "\n")
+        Path(temporary).write_text("\n".join(lines) + "\n", encoding="utf-8")
     table = stem.with_suffix(".csv")
     with atomic_output(table, overwrite=True, suffix=".csv") as temporary:
-        with open(temporary, "w", newline="") as handle:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
             for row in rows:

@@ -61,7 +61,7 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 TINY = ModelConfig(channels=(8, 16, 16), num_head_channels=(0, 0, 8), norm_num_groups=8,

@@ -255,13 +255,14 @@ def simulate_cohort(output: str | os.PathLike, config: SimulationConfig | None =
                        followup_diameter_mm=round(patient["diameters"][1], 1))
             rows.append(row)
             truths.append({"patient_id": pid, **patient["truth"]})
-        with open(staging / MANIFEST_NAME, "w", newline="") as handle:
+        with open(staging / MANIFEST_NAME, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
         truth = {"library_version": __version__, "config": config.as_dict(),
                  "response_intercept": intercept, "patients": truths}
-        (staging / TRUTH_NAME).write_text(json.dumps(truth, indent=2, default=str))
+        (staging / TRUTH_NAME).write_text(json.dumps(truth, indent=2, default=str),
+                                          encoding="utf-8")
         from .montage import save_montage
 
         save_montage(staging, rows, staging / "montage.png")

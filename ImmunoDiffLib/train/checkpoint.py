@@ -36,7 +36,7 @@ def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module,
                     tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu()
             save_file(tensors, str(staging / OPTIMIZER_NAME))
             record["optimizer_param_groups"] = packed["param_groups"]
-        (staging / STATE_NAME).write_text(json.dumps(record, indent=2))
+        (staging / STATE_NAME).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return folder
 
 
@@ -55,7 +55,7 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None) -> dict:
     """Restore model and optimizer from ``folder``; return the saved state."""
     folder = recover_folder(folder)
-    state = json.loads((folder / STATE_NAME).read_text())
+    state = json.loads((folder / STATE_NAME).read_text(encoding="utf-8"))
     load_model_weights(folder, model)
     if optimizer is not None and (folder / OPTIMIZER_NAME).is_file():
         tensors = load_file(str(folder / OPTIMIZER_NAME))

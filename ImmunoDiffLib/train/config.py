@@ -38,4 +38,4 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | Path, **overrides) -> TrainConfig:
-        return cls.from_dict({**json.loads(Path(path).read_text()), **overrides})
+        return cls.from_dict({**json.loads(Path(path).read_text(encoding="utf-8")), **overrides})

@@ -74,5 +74,6 @@ def train_heads(model, dataset, config: TrainConfig, output: Path, task: Task, w
     digest = weights_digest(model)
     (output / SUMMARY_NAME).write_text(json.dumps(
         {"stage": "heads", "steps": config.steps, "final_loss": losses[-1],
-         "features": list(features.shape), "rank_weight_digests": [digest]}, indent=2))
+         "features": list(features.shape), "rank_weight_digests": [digest]}, indent=2),
+        encoding="utf-8")
     return TrainResult("heads", config.steps, losses, output, [digest])

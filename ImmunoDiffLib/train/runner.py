@@ -137,14 +137,14 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
         (output / SUMMARY_NAME).write_text(json.dumps(
             {"stage": config.stage, "steps": config.steps, "world_size": world.size,
              "final_loss": losses[-1] if losses else None, "rank_weight_digests": digests,
-             "config": config.to_dict()}, indent=2))
+             "config": config.to_dict()}, indent=2), encoding="utf-8")
     model.eval()
     return TrainResult(config.stage, config.steps, losses, output, digests)
 
 
 def _write_losses(path: Path, losses: list[float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["step", "loss"])
         writer.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))
