@@ -6,6 +6,7 @@
     immunodiff simulate [--n 40] [--seed 0] [-o DIR]
     immunodiff train STAGE --cohort CSV -o DIR   (STAGE: 1A, 1B, 1C, 2, heads, all)
     immunodiff predict --ct CT --point X Y Z --var age=64 ... -o DIR  (or --cohort CSV)
+    immunodiff evaluate --cohort CSV -o DIR  (5-fold CV: the paper's Tables 1-3)
     immunodiff demo [--output DIR]
 """
 
@@ -164,11 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("-o", "--output", type=Path, default=Path("simulated_cohort"))
     simulate.add_argument("--overwrite", action="store_true")
 
+    from .evaluate.command import add_evaluate_parser
     from .predict import add_predict_parser
     from .train.command import add_train_parser
 
     add_train_parser(commands)
     add_predict_parser(commands)
+    add_evaluate_parser(commands)
 
     demo = commands.add_parser("demo", help="run the demo on the sample chest CT")
     demo.add_argument("--output", type=Path, default=Path("demo_output"))
@@ -215,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
             progress = TerminalProgress(f"Training {args.stage}")
             try:
                 result = run_train(args, progress)
+            finally:
+                progress.close()
+        elif args.command == "evaluate":
+            from .evaluate.command import run_evaluate
+
+            progress = TerminalProgress("Evaluating")
+            try:
+                result = run_evaluate(args, progress)
             finally:
                 progress.close()
         else:

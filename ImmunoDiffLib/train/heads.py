@@ -21,14 +21,15 @@ from .stages import make_scheduler
 
 
 @torch.no_grad()
-def case_features(model, items: list[dict], seed: int = 0) -> torch.Tensor:
-    """(N, F) up-block features of ``items`` (dataset items), deterministic for ``seed``."""
+def case_features(model, items: list[dict], seed: int = 0, stage: str = "2") -> torch.Tensor:
+    """(N, F) up-block features of ``items`` (dataset items), deterministic for ``seed``, under
+    the conditions of ``stage`` ("1B": none, the plain DDPM; "1C": anatomy; "2": all)."""
     scheduler = make_scheduler(model)
     rows = []
     for index, item in enumerate(items):
         batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.uint8
                      else v) for k, v in default_collate([item]).items()}
-        conditions = model.encode_conditions(batch, "2")
+        conditions = model.encode_conditions(batch, stage)
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
         noise = torch.randn(batch["baseline"].shape, generator=generator)
         t = torch.tensor([model.config.feature_timestep])
@@ -37,20 +38,13 @@ def case_features(model, items: list[dict], seed: int = 0) -> torch.Tensor:
     return torch.cat(rows)
 
 
-def train_heads(model, dataset, config: TrainConfig, output: Path, task: Task, world):
+def fit_heads(model, features: torch.Tensor, response: torch.Tensor, time: torch.Tensor,
+              event: torch.Tensor, config: TrainConfig, task: Task | None = None) -> list[float]:
+    """Fit ``model.response_head`` and ``model.survival_head`` full-batch on features (N, F);
+    response/time/event (N,) with NaN where unknown. Returns the losses per step."""
     from .cox_loss import heads_loss
-    from .runner import LOSSES_NAME, SUMMARY_NAME, TrainResult, _write_losses, weights_digest
 
-    model.eval()
-    items = []
-    for index in range(len(dataset)):
-        task.report(0.5 * index / len(dataset), f"features of case {index + 1}/{len(dataset)}")
-        items.append(dataset[index])
-    features = case_features(model, items, config.seed)
-    response = torch.stack([item["response"] for item in items]).float()
-    time = torch.stack([item["survival_months"] for item in items]).float()
-    event = torch.stack([item["event"] for item in items]).float()
-    parameters = model.set_trainable("heads")
+    parameters = [*model.response_head.parameters(), *model.survival_head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.heads_learning_rate,
                                   weight_decay=config.heads_weight_decay)
     torch.manual_seed(config.seed)
@@ -63,8 +57,27 @@ def train_heads(model, dataset, config: TrainConfig, output: Path, task: Task, w
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
-        if (step + 1) % max(1, config.steps // 20) == 0:
-            task.report(0.5 + 0.5 * (step + 1) / config.steps, f"heads step {step + 1}")
+        if task is not None and (step + 1) % max(1, config.steps // 20) == 0:
+            task.report((step + 1) / config.steps, f"heads step {step + 1}")
+    model.response_head.eval()
+    model.survival_head.eval()
+    return losses
+
+
+def train_heads(model, dataset, config: TrainConfig, output: Path, task: Task, world):
+    from .runner import LOSSES_NAME, SUMMARY_NAME, TrainResult, _write_losses, weights_digest
+
+    model.eval()
+    items = []
+    for index in range(len(dataset)):
+        task.report(0.5 * index / len(dataset), f"features of case {index + 1}/{len(dataset)}")
+        items.append(dataset[index])
+    features = case_features(model, items, config.seed)
+    response = torch.stack([item["response"] for item in items]).float()
+    time = torch.stack([item["survival_months"] for item in items]).float()
+    event = torch.stack([item["event"] for item in items]).float()
+    model.set_trainable("heads")
+    losses = fit_heads(model, features, response, time, event, config, task.sub(0.5, 1.0))
     model.eval()
     output.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output / "checkpoint", model, None,
