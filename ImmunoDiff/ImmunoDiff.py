@@ -10,7 +10,6 @@ scene side). ImmunoDiffLogic is also the entry point from Slicer's Python consol
 """
 
 import json
-import logging
 import threading
 
 import slicer
@@ -262,13 +261,10 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
             tumourPoint.GetNthControlPointPositionWorld(0, pointRAS)
         else:
             pointRAS = list(tumourPoint)
-        if existingSegmentation is not None:
-            logging.info("Existing segmentation given; lobes/vessels are taken from the "
-                         "selected backend in this version.")
         options = SamplingOptions(steps=steps, samples=samples, seed=seed)
         nodes = mrml.process_case(slicer.mrmlScene, volumeNode, clinical, pointRAS,
                                   self.pipeline(bundlePath, anatomyBackend, device), options,
-                                  progress, cancel)
+                                  progress, cancel, existing_segmentation=existingSegmentation)
         if showResults and hasattr(slicer, "app"):
             self.showSideBySide(volumeNode, nodes)
         return nodes

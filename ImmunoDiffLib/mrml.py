@@ -146,6 +146,56 @@ def segment_mask(node, segment_name: str, reference_volume) -> np.ndarray:
     return (values > 0).astype(np.uint8)
 
 
+def segmentation_to_anatomy(node, reference_volume):
+    """An :class:`~ImmunoDiffLib.anatomy.Anatomy` from a segmentation node the user already has
+    (ours, or one whose segments carry the same names: the five lobes, and 'pulmonary vessels'
+    or 'pulmonary arteries' + 'pulmonary veins'), on ``reference_volume``'s grid. Lobes named
+    "... (approximate)" or tagged approximate stay marked as approximate."""
+    from .anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
+    from .anatomy.segment import Anatomy
+
+    segmentation = node.GetSegmentation()
+    names = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
+             for i in range(segmentation.GetNumberOfSegments())}
+
+    def find(structure):
+        for name in (structure.name, structure.name + " (approximate)"):
+            if name in names:
+                return name
+        return None
+
+    lobe_names = {s.value: find(s) for s in LOBES}
+    vessel_names = [find(VESSELS)] if find(VESSELS) else [n for n in (find(ARTERIES),
+                                                                      find(VEINS)) if n]
+    missing = [s.name for s in LOBES if lobe_names[s.value] is None]
+    if missing or not vessel_names:
+        missing += [] if vessel_names else [f"{VESSELS.name} (or {ARTERIES.name} and "
+                                            f"{VEINS.name})"]
+        raise ValueError(f"Segmentation '{node.GetName()}' lacks the segment(s) "
+                         f"{', '.join(missing)}; it has {', '.join(sorted(names)) or 'none'}.")
+    reference = volume_node_to_image(reference_volume)
+    lobes = np.zeros(sitk.GetArrayViewFromImage(reference).shape, np.uint8)
+    for value, name in lobe_names.items():
+        lobes[segment_mask(node, name, reference_volume) > 0] = value
+    vessels = np.zeros_like(lobes)
+    for name in vessel_names:
+        vessels |= segment_mask(node, name, reference_volume)
+    approximate = any(name.endswith("(approximate)") or segment_tag(
+        segmentation.GetSegment(names[name]), APPROXIMATE_TAG) == "true"
+        for name in lobe_names.values())
+
+    def image(values):
+        result = sitk.GetImageFromArray(values)
+        result.CopyInformation(reference)
+        return result
+
+    source = f"segmentation '{node.GetName()}'"
+    return Anatomy(lungs=image((lobes > 0).astype(np.uint8)), lobes=image(lobes),
+                   vessels=image(vessels),
+                   lobes_backend="classic" if approximate else source, vessels_backend=source,
+                   warnings=[f"Lobes and vessels taken from the existing {source}."])
+
+
 # --- predictions -> table node ------------------------------------------------------------
 TABLE_ROWS = (
     ("response_probability", "Responder probability"),
@@ -194,16 +244,19 @@ def segment_tag(segment, key: str) -> str | None:
 # --- one case, scene in, nodes out -------------------------------------------------------
 def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None,
                  progress=None, cancel=None, allow_outside_lungs: bool = False,
-                 name_prefix: str | None = None) -> dict:
+                 name_prefix: str | None = None, existing_segmentation=None) -> dict:
     """Run ``pipeline`` (an :class:`~ImmunoDiffLib.pipeline.ImmunoDiffPipeline`) on a volume
     node and put the results into ``scene`` as NEW nodes (the input is never modified):
     ``followup`` (full geometry), ``difference`` and ``uncertainty`` (crop grid, HU),
     ``segmentation`` (lobes + vessels) and ``table`` (predictions). Returns them with the
-    :class:`~ImmunoDiffLib.pipeline.Result` under ``result``."""
+    :class:`~ImmunoDiffLib.pipeline.Result` under ``result``. ``existing_segmentation``: a
+    segmentation node whose lobes and vessels are used instead of segmenting again."""
     prefix = name_prefix or volume_node.GetName()
     image = volume_node_to_image(volume_node)
+    anatomy = (segmentation_to_anatomy(existing_segmentation, volume_node)
+               if existing_segmentation is not None else None)
     result = pipeline.run(image, clinical, ras_to_lps(point_ras), options, progress, cancel,
-                          allow_outside_lungs)
+                          allow_outside_lungs, anatomy=anatomy)
     difference = sitk.Subtract(sitk.Cast(result.followup_crop, sitk.sitkFloat32),
                                sitk.Cast(result.baseline_crop, sitk.sitkFloat32))
     nodes = {

@@ -91,6 +91,18 @@ class Result:
         }
 
 
+def _check_same_grid(anatomy: Anatomy, ct: sitk.Image) -> None:
+    for name, image in (("lobes", anatomy.lobes), ("vessels", anatomy.vessels)):
+        same = (image.GetSize() == ct.GetSize()
+                and np.allclose(image.GetSpacing(), ct.GetSpacing(), atol=1e-4)
+                and np.allclose(image.GetOrigin(), ct.GetOrigin(), atol=1e-3)
+                and np.allclose(image.GetDirection(), ct.GetDirection(), atol=1e-5))
+        if not same:
+            raise ValueError(f"The given {name} map is not on the CT's grid (size "
+                             f"{image.GetSize()} vs {ct.GetSize()}); resample it to the CT "
+                             "first.")
+
+
 def _crop_image(values_xyz: np.ndarray, point, spec) -> sitk.Image:
     image = sitk.GetImageFromArray(np.ascontiguousarray(values_xyz.transpose(2, 1, 0),
                                                         np.float32))
@@ -170,7 +182,9 @@ class ImmunoDiffPipeline:
 
     def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
             progress: ProgressCallback | None = None, cancel: CancelFlag = None,
-            allow_outside_lungs: bool = False) -> Result:
+            allow_outside_lungs: bool = False, anatomy: Anatomy | None = None) -> Result:
+        """``anatomy``: lobes and vessels already at hand (on ``ct``'s grid), used instead of
+        segmenting ``ct``."""
         options = options or SamplingOptions()
         task, timings, warnings = Task(progress, cancel), {}, []
         started = time.perf_counter()
@@ -182,8 +196,11 @@ class ImmunoDiffPipeline:
         warnings += crop.warnings
         task.report(0.0, "anatomy")
         clock = time.perf_counter()
-        anatomy = segment_anatomy(ct, self.anatomy_backend, cache=self.anatomy_cache,
-                                  progress=task.sub(0.0, 0.25).callback(), cancel=cancel)
+        if anatomy is None:
+            anatomy = segment_anatomy(ct, self.anatomy_backend, cache=self.anatomy_cache,
+                                      progress=task.sub(0.0, 0.25).callback(), cancel=cancel)
+        else:
+            _check_same_grid(anatomy, ct)
         timings["anatomy"] = time.perf_counter() - clock
         warnings += anatomy.warnings
         self._check_in_lungs(anatomy, point, allow_outside_lungs, warnings)

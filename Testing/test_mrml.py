@@ -168,3 +168,66 @@ def test_process_case_puts_every_result_in_the_scene(lung2, lung2_tumour_point, 
     assert slicer.util.arrayFromVolume(nodes["uncertainty"]).max() > 0
     assert nodes["table"].GetNumberOfRows() == len(mrml.TABLE_ROWS)
     np.testing.assert_allclose(nodes["result"].tumour_point_lps, lung2_tumour_point, atol=1e-6)
+
+
+def test_an_existing_segmentation_becomes_the_anatomy_used(cip_anatomy):
+    ct, anatomy = cip_anatomy
+    scene = slicer.vtkMRMLScene()
+    volume = mrml.image_to_volume_node(ct, scene, "ct")
+    node = mrml.anatomy_to_segmentation_node(anatomy, scene)
+    back = mrml.segmentation_to_anatomy(node, volume)
+    assert np.array_equal(sitk.GetArrayViewFromImage(back.lobes),
+                          sitk.GetArrayViewFromImage(anatomy.lobes))
+    assert np.array_equal(sitk.GetArrayViewFromImage(back.vessels),
+                          sitk.GetArrayViewFromImage(anatomy.vessels))
+    assert back.lobes_approximate  # classic lobes keep their "approximate" mark
+    assert back.lobes.GetSize() == ct.GetSize()
+
+
+def test_an_existing_segmentation_without_lobes_is_refused_by_name(cip_anatomy):
+    ct, anatomy = cip_anatomy
+    scene = slicer.vtkMRMLScene()
+    volume = mrml.image_to_volume_node(ct, scene, "ct")
+    node = mrml.anatomy_to_segmentation_node(anatomy, scene)
+    segmentation = node.GetSegmentation()
+    segmentation.RemoveSegment(segmentation.GetSegmentIdBySegmentName(
+        "right middle lobe (approximate)"))
+    with pytest.raises(ValueError, match="lacks the segment.*right middle lobe"):
+        mrml.segmentation_to_anatomy(node, volume)
+
+
+def test_process_case_uses_the_existing_segmentation_instead_of_segmenting(
+        lung2, lung2_tumour_point, tmp_path):
+    import torch
+
+    from ImmunoDiffLib.anatomy import segment_anatomy
+    from ImmunoDiffLib.bundle import BundleInfo, save_bundle
+    from ImmunoDiffLib.imaging import CropSpec
+    from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+    from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.sampling import SamplingOptions
+
+    torch.manual_seed(0)
+    spec = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))
+    bundle = save_bundle(tmp_path / "b", ImmunoDiffModel(TINY), BundleInfo(model=TINY,
+                                                                           crop=spec))
+    anatomy = segment_anatomy(lung2, "classic")
+    lobes = sitk.GetArrayFromImage(anatomy.lobes)
+    original = lobes.copy()
+    bottom = lobes[:12]
+    bottom[bottom == 5] = 0  # an edited segmentation: the lower slices' right lower lobe erased
+    assert set(np.unique(lobes)) == {0, 1, 2, 3, 4, 5} and not np.array_equal(lobes, original)
+    scene = slicer.vtkMRMLScene()
+    volume = mrml.image_to_volume_node(lung2, scene, "lung2")
+    edited = type(anatomy)(anatomy.lungs, sitk.GetImageFromArray(lobes), anatomy.vessels,
+                           "user", "user")
+    edited.lobes.CopyInformation(lung2)
+    existing = mrml.anatomy_to_segmentation_node(edited, scene, "edited")
+    # a pipeline whose own backend would fail: proves it is not called
+    pipeline = ImmunoDiffPipeline(bundle, anatomy_backend="lungmask")
+    nodes = mrml.process_case(scene, volume, {"age": 64}, mrml.lps_to_ras(lung2_tumour_point),
+                              pipeline, SamplingOptions(steps=1, samples=1, prediction_draws=1),
+                              existing_segmentation=existing)
+    used = sitk.GetArrayViewFromImage(nodes["result"].anatomy.lobes)
+    assert np.array_equal(used, lobes)
+    assert any("existing segmentation 'edited'" in w for w in nodes["result"].warnings)
