@@ -106,3 +106,29 @@ def test_configuration_errors_name_the_setting():
     scaled = DEMO.scaled(0.1)
     assert scaled.stage_steps["1B"] == 30 and scaled.baseline_steps == 6
     assert DEMO.scaled(0.0001).stage_steps["1A"] == 1
+
+
+def test_fresh_heads_recover_a_known_hazard_and_response():
+    from ImmunoDiffLib.evaluate.immunodiff_runs import FreshHeads
+    from ImmunoDiffLib.evaluate.metrics import c_index, classification_metrics
+    from ImmunoDiffLib.train.config import TrainConfig
+    from ImmunoDiffLib.train.heads import fit_heads
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(300, 10)).astype(np.float32)
+    time = rng.exponential(1 / np.exp(features[:, 0]))  # log-hazard = feature 0
+    response = (features[:, 1] > 0).astype(np.float32)
+
+    def tensor(values):
+        return torch.tensor(values, dtype=torch.float32)
+
+    torch.manual_seed(0)
+    heads = FreshHeads(10)
+    fit_heads(heads, tensor(features[:200]), tensor(response[:200]), tensor(time[:200]),
+              tensor(np.ones(200)), TrainConfig(stage="heads", steps=300))
+    with torch.no_grad():
+        risk = heads.survival_head(tensor(features[200:])).numpy()
+        probability = torch.sigmoid(heads.response_head(tensor(features[200:]))).numpy()
+    truth = c_index(time[200:], np.ones(100), features[200:, 0])
+    assert c_index(time[200:], np.ones(100), risk) > truth - 0.08 > 0.55
+    assert classification_metrics(response[200:].astype(int), probability)["auc"] > 0.9

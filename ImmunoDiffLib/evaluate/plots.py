@@ -19,11 +19,12 @@ def save_roc_curves(labels: np.ndarray, probabilities: dict[str, np.ndarray],
                     path: str | os.PathLike, title: str) -> Path:
     """One ROC curve per method (name -> P(responder) aligned with ``labels``)."""
     figure, axis = plt.subplots(figsize=(6.4, 6.0))
-    for name, scores in probabilities.items():
+    for index, (name, scores) in enumerate(probabilities.items()):
         if len(np.unique(labels)) < 2:
             break
         fpr, tpr, _ = roc_curve(labels, scores)
-        axis.plot(fpr, tpr, lw=1.6 if name == "ImmunoDiff" else 1.0,
+        axis.plot(fpr, tpr, lw=2.2 if name == "ImmunoDiff" else 1.0,
+                  color=plt.cm.tab20(index % 20), ls=("-", "--", "-.")[index // 20 % 3],
                   label=f"{name} (AUC {roc_auc_score(labels, scores):.2f})")
     axis.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
     axis.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1),
