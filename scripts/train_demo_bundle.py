@@ -101,6 +101,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=REPO / ".demo_bundle_work")
     parser.add_argument("-o", "--output", type=Path, default=REPO / "Resources" / "demo_bundle")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the step counts")
+    parser.add_argument("--steps", nargs="*", default=[], metavar="STAGE=N",
+                        help="step count of a stage after scaling, e.g. 2=600")
     args = parser.parse_args()
 
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
@@ -115,6 +117,11 @@ def main() -> int:
 
     started = time.perf_counter()
     steps = {k: max(1, round(v * args.scale)) for k, v in STEPS.items()}
+    for item in args.steps:
+        stage, _, count = item.partition("=")
+        if stage not in steps or not count.isdigit():
+            parser.error(f"--steps takes STAGE=N with STAGE in {list(steps)}, got {item!r}")
+        steps[stage] = int(count)
     config = replace(DEMO, stage_steps=steps, sampling_steps=25)
     train_manifest = _cohort(args.work / "train_cohort", TRAIN_COHORT)
     held_manifest = _cohort(args.work / "held_out_cohort", HELD_OUT_COHORT)
