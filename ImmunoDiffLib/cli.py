@@ -100,10 +100,11 @@ def _segment_command(args) -> dict:
 def _simulate_command(args) -> dict:
     import csv
 
-    from .simulation import SimulationConfig, simulate_cohort
+    from .simulation import ClinicalModel, ResponseModel, SimulationConfig, simulate_cohort
 
     config = SimulationConfig(n_patients=args.n, seed=args.seed,
-                              responder_rate=args.responder_rate)
+                              responder_rate=args.responder_rate,
+                              clinical=ClinicalModel(ResponseModel(signal=args.response_signal)))
     progress = TerminalProgress("Simulating cohort")
     try:
         manifest = simulate_cohort(args.output, config, progress, overwrite=args.overwrite)
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--n", type=int, default=40, help="number of patients")
     simulate.add_argument("--seed", type=int, default=0)
     simulate.add_argument("--responder-rate", type=float, default=0.25)
+    simulate.add_argument("--response-signal", type=float, default=1.0,
+                          help="multiply the response model's coefficients (1: published-like, "
+                               "weakly predictable; 4: learnable, for demos)")
     simulate.add_argument("-o", "--output", type=Path, default=Path("simulated_cohort"))
     simulate.add_argument("--overwrite", action="store_true")
 

@@ -285,3 +285,114 @@ def _window_level(node):
     if display is None:
         return None, None
     return display.GetWindow(), display.GetLevel()
+
+
+# --- the side-by-side review, rendered offscreen ----------------------------------------------
+
+# Own slice views, so that rendering never changes the application's Left/Right views.
+REVIEW_VIEWS = ("ImmunoDiffReviewLeft", "ImmunoDiffReviewRight")
+DIFFERENCE_WINDOW_HU = (400.0, 0.0)  # window, level of the difference overlay: -200..+200 HU
+
+
+def ensure_display_defaults(scene) -> None:
+    """Slicer's default colour tables (Grey, GenericAnatomyColors, ...) and slice orientation
+    presets (Axial, Sagittal, Coronal; patient right on screen left). The application adds
+    them to its scene; a scene made outside Slicer needs them before slices can be shown."""
+    if scene.GetNodeByID("vtkMRMLColorTableNodeGrey") is None:
+        logic = slicer.vtkMRMLColorLogic()
+        logic.SetMRMLScene(scene)
+        logic.SetMRMLScene(None)
+    default = scene.GetDefaultNodeByClass("vtkMRMLSliceNode")
+    if default is None or not default.HasSliceOrientationPreset("Axial"):
+        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+
+
+def segmentation_to_labelmap_node(segmentation_node, reference_volume, scene):
+    """The visible segments as one new label map node on ``reference_volume``'s grid, with a
+    colour table of the segments' colours (for the slice views' label layer)."""
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode",
+                                       f"{segmentation_node.GetName()} label map")
+    if not slicer.vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(
+            segmentation_node, labelmap, reference_volume):
+        raise RuntimeError(f"Could not export '{segmentation_node.GetName()}' to a label map.")
+    return labelmap
+
+
+def render_slice_view(scene, view_name: str, background, point_ras, field_of_view_mm: float,
+                      size_px: int = 320, orientation: str = "Axial", foreground=None,
+                      foreground_opacity: float = 0.0, label=None,
+                      label_opacity: float = 0.4) -> np.ndarray:
+    """What the slice view ``view_name`` shows, rendered offscreen by Slicer's own
+    ``vtkMRMLSliceLogic`` (reslicing, each layer's window/level and colour table, blending):
+    centred on ``point_ras``, ``field_of_view_mm`` wide. Returns (size_px, size_px, 3) uint8,
+    row 0 at the top of the view."""
+    ensure_display_defaults(scene)
+    logic = slicer.vtkMRMLSliceLogic()
+    logic.SetMRMLScene(scene)
+    slice_node = logic.AddSliceNode(view_name)
+    slice_node.SetOrientation(orientation)
+    slice_node.SetDimensions(size_px, size_px, 1)
+    composite = logic.GetSliceCompositeNode()
+    composite.SetBackgroundVolumeID(background.GetID())
+    composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+    composite.SetForegroundOpacity(foreground_opacity)
+    composite.SetLabelVolumeID(label.GetID() if label is not None else None)
+    composite.SetLabelOpacity(label_opacity)
+    logic.FitSliceToAll()
+    slice_node.SetFieldOfView(field_of_view_mm, field_of_view_mm,
+                              slice_node.GetFieldOfView()[2])
+    slice_node.JumpSliceByCentering(*point_ras)
+    producer = logic.GetImageDataConnection().GetProducer()
+    producer.Update()
+    image = producer.GetOutputDataObject(0)
+    columns, rows, _ = image.GetDimensions()
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    rgba = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1).copy()
+    helpers = (logic.GetSliceModelNode(), logic.GetSliceModelDisplayNode(),
+               logic.GetSliceModelTransformNode(), composite, slice_node)
+    logic.SetMRMLScene(None)
+    for node in helpers:  # the slice plane model etc.: leave the scene as it was
+        if node is not None and scene.IsNodePresent(node):
+            scene.RemoveNode(node)
+    return np.ascontiguousarray(rgba[::-1, :, :3])
+
+
+def render_review(scene, baseline_node, nodes: dict, point_ras, field_of_view_mm: float = 100.0,
+                  size_px: int = 320, orientations=("Axial", "Coronal")) -> dict:
+    """The review the panel sets up (:meth:`ImmunoDiffLogic.showSideBySide`), rendered
+    offscreen from the scene: for each orientation, ``baseline`` (with lobes and vessels as a
+    label overlay), ``synthesized`` (same window/level) and ``difference`` (synthesized minus
+    baseline, -200..+200 HU) through ``point_ras``. ``nodes``: what :func:`process_case`
+    returned. Returns {(orientation, panel): (H, W, 3) uint8}."""
+    ensure_display_defaults(scene)
+    before = _node_ids(scene)
+    labelmap = segmentation_to_labelmap_node(nodes["segmentation"], baseline_node, scene)
+    difference = nodes["difference"]
+    difference.CreateDefaultDisplayNodes()
+    display = difference.GetDisplayNode()
+    display.SetAutoWindowLevel(False)
+    display.SetWindowLevel(*DIFFERENCE_WINDOW_HU)
+    panels = {}
+    try:
+        for orientation in orientations:
+            common = {"point_ras": point_ras, "field_of_view_mm": field_of_view_mm,
+                      "size_px": size_px, "orientation": orientation}
+            panels[(orientation, "baseline")] = render_slice_view(
+                scene, REVIEW_VIEWS[0], baseline_node, label=labelmap, **common)
+            panels[(orientation, "synthesized")] = render_slice_view(
+                scene, REVIEW_VIEWS[1], nodes["followup"], **common)
+            panels[(orientation, "difference")] = render_slice_view(
+                scene, REVIEW_VIEWS[1], difference, **common)
+    finally:  # the label map, its display and colour table nodes: leave the scene as it was
+        for node in _nodes_added_since(scene, before):
+            scene.RemoveNode(node)
+    return panels
+
+
+def _node_ids(scene) -> set:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def _nodes_added_since(scene, before: set) -> list:
+    return [scene.GetNodeByID(i) for i in _node_ids(scene) - before]

@@ -49,15 +49,24 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
         axis.plot(result.tumour_point_lps[0], result.tumour_point_lps[1], "+", color="yellow",
                   ms=10)
         axis.set_xlabel("x (mm, patient left ->)")
-    summary = result.summary()
+    lines = prediction_lines(result.summary())
+    axes[4].axis("off")
+    axes[4].text(0.0, 0.95, "\n".join(lines), va="top", fontsize=10, family="monospace")
+    axes[4].text(0.0, 0.02, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
+    figure.suptitle(title or "ImmunoDiff prediction")
+    return save_figure(figure, path, overwrite, dpi=90)
+
+
+def prediction_lines(summary: dict) -> list[str]:
+    """The predictions of :meth:`Result.summary` as lines of text for a figure."""
     change = summary["lesion_volume_change"]
-    lines = [
+    return [
         f"Responder probability: {summary['response_probability']:.2f} "
         f"± {summary['response_probability_sd']:.2f}",
-        f"Prediction: {'responder' if result.predicted_responder else 'non-responder'}",
+        f"Prediction: {'responder' if summary['predicted_responder'] else 'non-responder'}",
         f"Survival risk (log hazard): {summary['survival_risk']:+.2f} "
         f"± {summary['survival_risk_sd']:.2f}",
-        f"RECIST (synthesized): {result.recist}",
+        f"RECIST (synthesized): {summary['recist']}",
         f"Lesion: {summary['baseline_lesion_ml']:.1f} -> {summary['followup_lesion_ml']:.1f} ml"
         + ("" if change is None else f" ({change:+.0%})"),
         f"Diameter: {summary['baseline_diameter_mm']:.0f} -> "
@@ -66,8 +75,34 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
         + (" (approximate)" if summary["lobes_approximate"] else ""),
         f"Time: {summary['timings_s'].get('total', float('nan')):.1f} s",
     ]
-    axes[4].axis("off")
-    axes[4].text(0.0, 0.95, "\n".join(lines), va="top", fontsize=10, family="monospace")
-    axes[4].text(0.0, 0.02, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
-    figure.suptitle(title or "ImmunoDiff prediction")
-    return save_figure(figure, path, overwrite, dpi=90)
+
+
+REVIEW_TITLES = {"baseline": "baseline + lobes/vessels", "synthesized": "synthesized follow-up",
+                 "difference": "difference (-200..+200 HU)"}
+
+
+def save_review_figure(panels: dict, summary: dict, path: str | os.PathLike,
+                       title: str = "", caption: str = "", overwrite: bool = True) -> Path:
+    """The side-by-side review as one PNG: a row per orientation of the rendered slice views
+    (``panels``: {(orientation, panel): (H, W, 3) uint8}, as
+    :func:`ImmunoDiffLib.mrml.render_review` returns), and the predictions beside them."""
+    orientations = list(dict.fromkeys(o for o, _ in panels))
+    kinds = [k for k in REVIEW_TITLES if any((o, k) in panels for o in orientations)]
+    figure, axes = plt.subplots(len(orientations), len(kinds) + 1, squeeze=False,
+                                figsize=(4.2 * len(kinds) + 4.4, 4.4 * len(orientations)))
+    for row, orientation in enumerate(orientations):
+        for column, kind in enumerate(kinds):
+            axis = axes[row][column]
+            axis.imshow(panels[(orientation, kind)], interpolation="nearest")
+            axis.set_title(f"{REVIEW_TITLES[kind]} ({orientation.lower()})", fontsize=10)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axes[row][-1].axis("off")
+    axes[0][-1].text(0.0, 0.95, "\n".join(prediction_lines(summary)), va="top", fontsize=9,
+                     family="monospace")
+    axes[-1][-1].text(0.0, 0.02, DISCLAIMER, va="bottom", fontsize=7, wrap=True,
+                      color="firebrick")
+    figure.suptitle(title or "ImmunoDiff side-by-side review")
+    if caption:
+        figure.text(0.01, 0.005, caption, fontsize=8, color="dimgray")
+    return save_figure(figure, path, overwrite, dpi=90, rect=(0, 0.03 if caption else 0, 1, 1))

@@ -140,7 +140,9 @@ def test_parameter_node_survives_scene_save_and_load(tmp_path):
     assert node.GetParameter("anatomyBackend") == "classic"
 
 
-def test_process_case_puts_every_result_in_the_scene(lung2, lung2_tumour_point, tmp_path):
+@pytest.fixture(scope="module")
+def processed_lung2(lung2, lung2_tumour_point, tmp_path_factory):
+    """lung2 through process_case on a real scene with an untrained tiny bundle."""
     import torch
 
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
@@ -151,8 +153,8 @@ def test_process_case_puts_every_result_in_the_scene(lung2, lung2_tumour_point, 
 
     torch.manual_seed(0)
     spec = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))
-    bundle = save_bundle(tmp_path / "b", ImmunoDiffModel(TINY), BundleInfo(model=TINY,
-                                                                           crop=spec))
+    bundle = save_bundle(tmp_path_factory.mktemp("bundle") / "b", ImmunoDiffModel(TINY),
+                         BundleInfo(model=TINY, crop=spec))
     scene = slicer.vtkMRMLScene()
     volume = mrml.image_to_volume_node(lung2, scene, "lung2")
     volume.CreateDefaultDisplayNodes()
@@ -162,12 +164,74 @@ def test_process_case_puts_every_result_in_the_scene(lung2, lung2_tumour_point, 
                               mrml.lps_to_ras(lung2_tumour_point),
                               ImmunoDiffPipeline(bundle, anatomy_backend="classic"),
                               SamplingOptions(steps=2, samples=2, prediction_draws=2))
+    return scene, volume, nodes
+
+
+def test_process_case_puts_every_result_in_the_scene(processed_lung2, lung2_tumour_point):
+    _, _, nodes = processed_lung2
     assert nodes["followup"].GetName() == "lung2 synthesized follow-up"
     assert nodes["followup"].GetDisplayNode().GetWindow() == 1500  # same window/level
     assert slicer.util.arrayFromVolume(nodes["difference"]).shape == (8, 32, 32)
     assert slicer.util.arrayFromVolume(nodes["uncertainty"]).max() > 0
     assert nodes["table"].GetNumberOfRows() == len(mrml.TABLE_ROWS)
     np.testing.assert_allclose(nodes["result"].tumour_point_lps, lung2_tumour_point, atol=1e-6)
+
+
+def _expected_axial_view(image, point_lps, field_of_view_mm, size_px, window, level):
+    """The axial view computed independently: an LPS-aligned grid (screen right = patient
+    left, top = anterior) resampled with SimpleITK, then window/level to 0..255."""
+    step = field_of_view_mm / size_px
+    grid = sitk.Image(size_px, size_px, 1, sitk.sitkFloat32)
+    grid.SetSpacing((step, step, 1.0))
+    grid.SetOrigin((point_lps[0] - (size_px / 2 - 0.5) * step,
+                    point_lps[1] - (size_px / 2 - 0.5) * step, point_lps[2]))
+    values = sitk.GetArrayFromImage(sitk.Resample(sitk.Cast(image, sitk.sitkFloat32), grid,
+                                                  sitk.Transform(), sitk.sitkLinear, -1024.0))
+    return np.clip((values[0] - (level - window / 2)) / window * 255.0, 0, 255)
+
+
+def test_the_review_rendered_offscreen_shows_the_scene_at_the_right_place(
+        processed_lung2, lung2, lung2_tumour_point, tmp_path):
+    scene, volume, nodes = processed_lung2
+    mrml.ensure_display_defaults(scene)  # what Slicer's own scene already has
+    before = scene.GetNumberOfNodes()
+    panels = mrml.render_review(scene, volume, nodes, mrml.lps_to_ras(lung2_tumour_point),
+                                field_of_view_mm=160.0, size_px=160)
+    assert scene.GetNumberOfNodes() == before  # nothing left behind in the user's scene
+    assert set(panels) == {(o, k) for o in ("Axial", "Coronal")
+                           for k in ("baseline", "synthesized", "difference")}
+    assert all(p.shape == (160, 160, 3) and p.dtype == np.uint8 for p in panels.values())
+    expected = _expected_axial_view(lung2, lung2_tumour_point, 160.0, 160, 1500, -600)
+    axial = mrml.render_slice_view(scene, "Test", volume, mrml.lps_to_ras(lung2_tumour_point),
+                                   160.0, 160, "Axial").astype(float)
+    assert np.array_equal(axial[..., 0], axial[..., 2])  # grey: no overlay
+    assert np.corrcoef(axial[..., 0].ravel(), expected.ravel())[0, 1] > 0.95
+    assert np.median(np.abs(axial[..., 0] - expected)) < 8
+    # coronal: the synthesized follow-up equals the baseline outside the crop's 16 mm slab
+    # (1 mm per pixel, the slab about the tumour at row 80, give or take the CT's 2.5 mm
+    # slices and the crop grid) and differs within it
+    coronal = mrml.render_slice_view(scene, "Test", volume, mrml.lps_to_ras(lung2_tumour_point),
+                                     160.0, 160, "Coronal").astype(int)
+    synthesized = panels[("Coronal", "synthesized")].astype(int)
+    rows = np.abs(synthesized - coronal).max(axis=(1, 2))
+    assert rows[:62].max() <= 1 and rows[96:].max() <= 1 and rows[72:86].min() > 20
+    baseline = panels[("Axial", "baseline")].astype(int)
+    tinted = np.abs(baseline[..., 0] - baseline[..., 2]) > 10  # lobes drawn in colour
+    assert 0.05 < tinted.mean() < 0.9
+    difference = panels[("Coronal", "difference")].astype(int)
+    assert difference[:62].std() == 0 and difference[72:86].std() > 5  # only the crop
+    from ImmunoDiffLib.report import save_review_figure
+
+    path = save_review_figure(panels, nodes["result"].summary(), tmp_path / "review.png",
+                              caption="rendered offscreen by vtkMRMLSliceLogic")
+    picture = plt_image(path)
+    assert picture.shape[0] > 2 * 160 and picture.shape[1] > 3 * 160
+
+
+def plt_image(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(str(path))
 
 
 def test_an_existing_segmentation_becomes_the_anatomy_used(cip_anatomy):

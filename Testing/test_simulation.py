@@ -15,6 +15,7 @@ from ImmunoDiffLib.imaging.recist import longest_axial_diameter_mm, recist_categ
 from ImmunoDiffLib.simulation import SimulationConfig, simulate_cohort
 from ImmunoDiffLib.simulation.clinical_model import (
     ResponseModel,
+    bayes_accuracy,
     calibrate_intercept,
     draw_variables,
     response_probability,
@@ -36,6 +37,8 @@ def test_cohort_is_a_valid_manifest_with_truth_and_montage(small_cohort):
     assert len(cases) == 6
     truth = json.loads((small_cohort.parent / "simulation.json").read_text(encoding="utf-8"))
     assert len(truth["patients"]) == 6 and truth["config"]["seed"] == 11
+    assert truth["bayes_accuracy"] == pytest.approx(bayes_accuracy(
+        [p["response_probability"] for p in truth["patients"]]))
     assert (small_cohort.parent / "montage.png").stat().st_size > 20_000
     baseline = sitk.ReadImage(str(cases[0].baseline_ct))
     follow = sitk.ReadImage(str(cases[0].followup_ct))
@@ -104,6 +107,23 @@ def test_calibrated_intercept_gives_the_responder_rate_and_odds_follow_pd_l1():
     low = response_probability(model, intercept, base, 20)
     high = response_probability(model, intercept, {**base, "pdl1": 80.0}, 20)
     assert high > low
+
+
+def test_response_signal_raises_the_best_possible_accuracy_at_the_same_responder_rate():
+    def ceiling(signal):
+        model = ResponseModel(signal=signal)
+        intercept = calibrate_intercept(model, 0.5, (10.0, 40.0), seed=1)
+        rng = np.random.default_rng(3)
+        p = [response_probability(model, intercept, draw_variables(rng), rng.uniform(10, 40))
+             for _ in range(3000)]
+        return np.mean(p), bayes_accuracy(p)
+
+    (rate_1, ceiling_1), (rate_4, ceiling_4) = ceiling(1.0), ceiling(4.0)
+    assert rate_1 == pytest.approx(0.5, abs=0.02) and rate_4 == pytest.approx(0.5, abs=0.02)
+    assert 0.6 < ceiling_1 < 0.72 and ceiling_4 > 0.83
+    assert bayes_accuracy([0.9, 0.2, 0.5]) == pytest.approx((0.9 + 0.8 + 0.5) / 3)
+    with pytest.raises(ValueError, match="signal"):
+        ResponseModel(signal=0.0)
 
 
 def _digests(folder):

@@ -29,7 +29,13 @@ from ..outputs import atomic_folder
 from ..progress import CancelFlag, ProgressCallback, Task
 from . import lesions
 from .backgrounds import Background, prepare_backgrounds
-from .clinical_model import calibrate_intercept, draw_survival, draw_variables, response_probability
+from .clinical_model import (
+    bayes_accuracy,
+    calibrate_intercept,
+    draw_survival,
+    draw_variables,
+    response_probability,
+)
 from .config import SimulationConfig
 
 MANIFEST_NAME = "cohort.csv"
@@ -260,7 +266,9 @@ def simulate_cohort(output: str | os.PathLike, config: SimulationConfig | None =
             writer.writeheader()
             writer.writerows(rows)
         truth = {"library_version": __version__, "config": config.as_dict(),
-                 "response_intercept": intercept, "patients": truths}
+                 "response_intercept": intercept,
+                 "bayes_accuracy": bayes_accuracy([t["response_probability"] for t in truths]),
+                 "patients": truths}
         (staging / TRUTH_NAME).write_text(json.dumps(truth, indent=2, default=str),
                                           encoding="utf-8")
         from .montage import save_montage
