@@ -279,6 +279,20 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         return predict_cohort(self.pipeline(bundlePath, anatomyBackend), csvPath, outputDir,
                               SamplingOptions(steps=steps, samples=samples), progress, cancel)
 
+    def saveReviewPicture(self, baselineNode, nodes, path, fieldOfViewMm=110.0):
+        """The side-by-side review (axial and coronal through the tumour, with the predictions)
+        as a PNG, rendered offscreen from the scene: works without views, e.g. in batch."""
+        from ImmunoDiffLib import mrml
+        from ImmunoDiffLib.report import save_review_figure
+
+        result = nodes["result"]
+        pointRAS = mrml.lps_to_ras(result.tumour_point_lps)
+        panels = mrml.render_review(slicer.mrmlScene, baselineNode, nodes, pointRAS,
+                                    field_of_view_mm=fieldOfViewMm, size_px=360)
+        return save_review_figure(panels, result.summary(), path,
+                                  title=f"{baselineNode.GetName()}: baseline vs synthesized "
+                                        "follow-up")
+
     def showSideBySide(self, baselineNode, nodes):
         """Baseline and synthesized follow-up side by side, linked, same window/level;
         difference as a foreground overlay; segmentation and table shown."""
@@ -327,4 +341,7 @@ class ImmunoDiffTest(ScriptedLoadableModuleTest):
         slicer.util.forceRenderAllViews()
         screenshot = slicer.app.temporaryPath + "/ImmunoDiff-review.png"
         slicer.util.mainWindow().grab().save(screenshot)
-        self.delayDisplay(f"Test passed; screenshot {screenshot}")
+        picture = ImmunoDiffLogic().saveReviewPicture(
+            volume, nodes, slicer.app.temporaryPath + "/ImmunoDiff-review-offscreen.png")
+        self.assertGreater(picture.stat().st_size, 50_000)
+        self.delayDisplay(f"Test passed; screenshot {screenshot}, offscreen review {picture}")

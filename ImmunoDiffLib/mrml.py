@@ -321,7 +321,7 @@ def segmentation_to_labelmap_node(segmentation_node, reference_volume, scene):
 def render_slice_view(scene, view_name: str, background, point_ras, field_of_view_mm: float,
                       size_px: int = 320, orientation: str = "Axial", foreground=None,
                       foreground_opacity: float = 0.0, label=None,
-                      label_opacity: float = 0.4) -> np.ndarray:
+                      label_opacity: float = 0.25) -> np.ndarray:
     """What the slice view ``view_name`` shows, rendered offscreen by Slicer's own
     ``vtkMRMLSliceLogic`` (reslicing, each layer's window/level and colour table, blending):
     centred on ``point_ras``, ``field_of_view_mm`` wide. Returns (size_px, size_px, 3) uint8,

@@ -89,7 +89,8 @@ def save_review_figure(panels: dict, summary: dict, path: str | os.PathLike,
     orientations = list(dict.fromkeys(o for o, _ in panels))
     kinds = [k for k in REVIEW_TITLES if any((o, k) in panels for o in orientations)]
     figure, axes = plt.subplots(len(orientations), len(kinds) + 1, squeeze=False,
-                                figsize=(4.2 * len(kinds) + 4.4, 4.4 * len(orientations)))
+                                figsize=(4.2 * len(kinds) + 3.4, 4.4 * len(orientations)),
+                                gridspec_kw={"width_ratios": [1] * len(kinds) + [0.8]})
     for row, orientation in enumerate(orientations):
         for column, kind in enumerate(kinds):
             axis = axes[row][column]

@@ -79,3 +79,23 @@ def test_weights_that_do_not_fit_the_configuration_are_refused(bundle, tmp_path)
     (path / "bundle.json").write_text(json.dumps(description), encoding="utf-8")
     with pytest.raises(BundleError, match="does not match its configuration|size mismatch"):
         load_bundle(path)
+
+
+def test_the_shipped_demo_bundle_is_small_verified_and_labelled_as_simulated():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "Resources" / "demo_bundle"
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 25 * 2**20
+    model, info = load_bundle(folder)  # checksum, format and library version verified
+    assert "SIMULATED DATA ONLY" in info.notes and "NOT FOR CLINICAL USE" in info.notes
+    training = info.training
+    assert training["train_cohort"]["seed"] != 0  # not the cohort the README evaluates
+    assert training["held_out_cohort"]["seed"] != training["train_cohort"]["seed"]
+    assert len(training["commit"]) == 40 and len(training["data_hash"]) == 16
+    assert set(training["steps"]) == {"1A", "1B", "1C", "2", "heads"}
+    metrics = info.metrics
+    for key in ("synthesized_shrink_correct", "true_followup_shrink_correct",
+                "held_out_bayes_accuracy", "c_index"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert 0.0 <= metrics["response"]["auc"] <= 1.0
+    assert model.config == info.model and model.config.target == "change"

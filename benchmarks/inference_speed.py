@@ -7,11 +7,12 @@ measured fp32 / bf16 matmul rate, whole generate time, peak RSS; and MONAI's sto
 ControlNetDiffusionInferer.sample with a 1000-step DDPMScheduler in fp32 on the same model —
 timed over a few steps in the same process and extrapolated to 1000 (said so in the table).
 
-Part B (quality): a small model trained briefly on a simulated cohort (as in
-conditioning_experiments.py); SSIM (MONAI SSIMMetric) and MAE (HU) of DDIM-k and of
-1000-step DDPM against the true follow-up, on held-out cases.
+Part B (quality): a trained bundle (default: the demo bundle) on simulated cases it was not
+trained on; SSIM (MONAI SSIMMetric) and MAE (HU) of DDIM-k and of 1000-step DDPM against the
+true follow-up, beside the trivial "unchanged" prediction (the baseline itself).
 
-Usage: python benchmarks/inference_speed.py [--cohort DIR/cohort.csv] [--threads 2]
+Usage: python benchmarks/inference_speed.py [--cohort HELD_OUT/cohort.csv] [--bundle DIR]
+       [--cases 8] [--threads 2] [--skip-speed]
 """
 
 from __future__ import annotations
@@ -116,66 +117,66 @@ def part_a(threads: int) -> None:
     print(f"peak RSS of this process: {peak_rss:.0f} MB")
 
 
-def part_b(cohort: Path, threads: int) -> None:
-    import tempfile
-
+def part_b(cohort: Path, bundle: Path, threads: int, cases: int) -> None:
     from monai.metrics import SSIMMetric
     from torch.utils.data import default_collate
 
+    from ImmunoDiffLib.bundle import load_bundle
     from ImmunoDiffLib.cohort import load_cohort
     from ImmunoDiffLib.datasets import CohortDataset, PreprocessConfig
-    from ImmunoDiffLib.imaging import CropSpec
-    from ImmunoDiffLib.train import TrainConfig, train_stage
 
     torch.set_num_threads(threads)
-    small = ModelConfig(channels=(16, 32, 32), num_head_channels=(0, 0, 16), norm_num_groups=8,
-                        context_dim=32, control_channels=8, vl_widths=(8, 16), vl_embed_dim=32,
-                        vl_projection_dim=16, adapter_dim=32, adapter_heads=2)
-    preprocess = PreprocessConfig(crop=CropSpec(size=(48, 48, 8), spacing=(6.0, 6.0, 2.0)))
-    cases = load_cohort(cohort)
-    train_set = CohortDataset(cases[:-4], preprocess)
-    held_out = [CohortDataset(cases[-4:], preprocess)[i] for i in range(4)]
-    torch.manual_seed(0)
-    model = ImmunoDiffModel(small)
-    with tempfile.TemporaryDirectory() as scratch:
-        for stage in ("1A", "1B", "1C", "2"):
-            train_stage(model, train_set, TrainConfig(stage=stage, steps=300, learning_rate=1e-3,
-                                                      checkpoint_every=300),
-                        Path(scratch) / stage)
+    model, info = load_bundle(bundle)
     model.eval()
+    dataset = CohortDataset(load_cohort(cohort, require_followup=True)[:cases],
+                            PreprocessConfig(crop=info.crop),
+                            standardisation=info.standardisation)
+    shape = (1, *info.crop.size)
     ssim = SSIMMetric(spatial_dims=3, data_range=2.0, win_size=3)
-    print(f"\nquality on {len(held_out)} held-out simulated cases (small model, 300 steps per "
-          "stage, crop 48x48x8 @ 6x6x2 mm):")
-    print(f"{'sampler':<12} {'SSIM':>6} {'MAE HU':>7} {'s/case':>7}")
+    print(f"\nquality on {len(dataset)} simulated cases not used in training (bundle {bundle}, "
+          f"crop {info.crop.size} @ {info.crop.spacing} mm, fp32):")
+    print(f"{'sampler':<12} {'SSIM':>6} {'MAE HU':>7} {'s/case':>7}  vs the true follow-up; "
+          "'unchanged' = the baseline itself")
+    items = [{k: (v.float() if torch.is_tensor(v) and v.dtype == torch.uint8 else v)
+              for k, v in default_collate([dataset[i]]).items()} for i in range(len(dataset))]
+
+    def scores(followups):
+        pairs = list(zip(followups, [i["followup"] for i in items], strict=True))
+        return (sum(float(ssim(f, t).mean()) for f, t in pairs) / len(pairs),
+                sum(float((f - t).abs().mean()) * 1024 for f, t in pairs) / len(pairs))
+
+    similarity, error = scores([i["baseline"] for i in items])
+    print(f"{'unchanged':<12} {similarity:>6.3f} {error:>7.1f} {0.0:>7.1f}")
     for sampler, steps in (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 1000)):
-        scores, errors, seconds = [], [], []
-        for item in held_out:
-            batch = {k: (v.float() if torch.is_tensor(v) and v.dtype == torch.uint8 else v)
-                     for k, v in default_collate([item]).items()}
+        followups, seconds = [], 0.0
+        for item in items:
             with torch.inference_mode():
-                conditions = model.encode_conditions(batch, "2")
+                conditions = model.encode_conditions(item, "2")
             start = time.perf_counter()
-            x0 = sample(model, conditions, (1, 48, 48, 8),
+            x0 = sample(model, conditions, shape,
                         SamplingOptions(sampler=sampler, steps=steps, samples=1, bf16=False))
-            seconds.append(time.perf_counter() - start)
-            followup = model.followup_from(x0, batch["baseline"])
-            scores.append(float(ssim(followup, batch["followup"]).mean()))
-            errors.append(float((followup - batch["followup"]).abs().mean()) * 1024)
-        name = f"{sampler.upper()}-{steps}"
-        print(f"{name:<12} {sum(scores) / 4:>6.3f} {sum(errors) / 4:>7.1f} "
-              f"{sum(seconds) / 4:>7.1f}")
+            seconds += time.perf_counter() - start
+            followups.append(model.followup_from(x0, item["baseline"]))
+        similarity, error = scores(followups)
+        print(f"{sampler.upper() + '-' + str(steps):<12} {similarity:>6.3f} {error:>7.1f} "
+              f"{seconds / len(items):>7.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cohort", type=Path, help="simulated cohort for the quality part")
+    parser.add_argument("--cohort", type=Path, help="simulated cohort for the quality part "
+                        "(one the bundle was not trained on, e.g. the demo bundle's held-out "
+                        "cohort)")
+    parser.add_argument("--bundle", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "Resources" / "demo_bundle")
+    parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     if not args.skip_speed:
         part_a(args.threads)
     if args.cohort:
-        part_b(args.cohort, args.threads)
+        part_b(args.cohort, args.bundle, args.threads, args.cases)
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ RESPONSE_SIGNAL = 4.0
 TRAIN_COHORT = {"n_patients": 60, "seed": 101, "responder_rate": 0.4}
 HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5}
 NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A small model "
-         "trained on a CPU on 40 simulated patients built on two real chest CTs; it "
-         "demonstrates the workflow and is measured on simulated held-out patients only.")
+         f"trained on a CPU on {TRAIN_COHORT['n_patients']} simulated patients built on two "
+         "real chest CTs; it demonstrates the workflow and is measured on simulated held-out "
+         "patients only.")
 TIMINGS_NAME = "seconds_per_stage.json"
 
 
