@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
+from vtk.util.numpy_support import vtk_to_numpy
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -346,8 +347,6 @@ def render_slice_view(scene, view_name: str, background, point_ras, field_of_vie
     producer.Update()
     image = producer.GetOutputDataObject(0)
     columns, rows, _ = image.GetDimensions()
-    from vtk.util.numpy_support import vtk_to_numpy
-
     rgba = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1).copy()
     helpers = (logic.GetSliceModelNode(), logic.GetSliceModelDisplayNode(),
                logic.GetSliceModelTransformNode(), composite, slice_node)
@@ -363,8 +362,9 @@ def render_review(scene, baseline_node, nodes: dict, point_ras, field_of_view_mm
     """The review the panel sets up (:meth:`ImmunoDiffLogic.showSideBySide`), rendered
     offscreen from the scene: for each orientation, ``baseline`` (with lobes and vessels as a
     label overlay), ``synthesized`` (same window/level) and ``difference`` (synthesized minus
-    baseline, -200..+200 HU) through ``point_ras``. ``nodes``: what :func:`process_case`
-    returned. Returns {(orientation, panel): (H, W, 3) uint8}."""
+    baseline, -200..+200 HU: the difference node's window/level is set so) through
+    ``point_ras``. ``nodes``: what :func:`process_case` returned. Nodes the rendering needs are
+    removed again. Returns {(orientation, panel): (H, W, 3) uint8}."""
     ensure_display_defaults(scene)
     before = _node_ids(scene)
     labelmap = segmentation_to_labelmap_node(nodes["segmentation"], baseline_node, scene)
