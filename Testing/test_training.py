@@ -59,6 +59,44 @@ def test_each_stage_lowers_its_loss(stage, dataset, tmp_path):
     assert state["stage"] == stage and state["step"] == 12
 
 
+def test_lesion_weighted_loss_weights_exactly_the_dilated_tumour_region(dataset):
+    batch = torch.utils.data.default_collate([dataset[0], dataset[1]])
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(TINY)
+    plain, weighted = StageLoss(model, "2"), StageLoss(model, "2", lesion_weight=5.0)
+    captured = {}
+
+    def record(x_t, steps, conditions):  # the real noise prediction, kept for the check
+        captured["prediction"] = ImmunoDiffModel.predict_noise(model, x_t, steps, conditions)
+        return captured["prediction"]
+
+    model.predict_noise = record
+    with torch.no_grad():
+        value = float(weighted(batch, step_generator(5, 0, 0)))
+        generator = step_generator(5, 0, 0)
+        model.encode_conditions(batch, "2", dropout_generator=generator,
+                                dropout_rate=model.config.condition_dropout)
+        noise = torch.randn(batch["baseline"].shape, generator=generator)
+        unweighted = float(plain(batch, step_generator(5, 0, 0)))
+    tumour = (batch["tumour"] > 0) | (batch["followup_tumour"] > 0)
+    region = torch.zeros_like(tumour)
+    assert tumour.any(), "the simulated cases have a tumour in the crop"
+    for b, i, j, k in torch.nonzero(tumour[:, 0]).tolist():  # one-voxel dilation, by hand
+        region[b, 0, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2, max(k - 1, 0):k + 2] = True
+    weights = 1.0 + 4.0 * region.float()
+    error = (captured["prediction"] - noise) ** 2
+    expected = float((weights * error).sum() / weights.sum())
+    assert value == pytest.approx(expected, rel=1e-5)
+    assert unweighted == pytest.approx(float(error.mean()), rel=1e-5)
+    assert abs(value - unweighted) > 1e-6
+    assert 0.001 < float(region.float().mean()) < 0.5
+    without_masks = {k: v for k, v in batch.items() if k not in ("tumour", "followup_tumour")}
+    with pytest.raises(ValueError, match="tumour masks"):
+        weighted(without_masks, step_generator(5, 0, 0))
+    with pytest.raises(ValueError, match="lesion_loss_weight"):
+        TrainConfig(stage="2", lesion_loss_weight=0.5)
+
+
 def test_only_the_stage_parts_change(dataset, tmp_path):
     torch.manual_seed(0)
     model = ImmunoDiffModel(TINY)

@@ -45,6 +45,7 @@ NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A 
          "real chest CTs; it demonstrates the workflow and is measured on simulated held-out "
          "patients only.")
 TIMINGS_NAME = "seconds_per_stage.json"
+LESION_LOSS_WEIGHT = 20.0
 
 
 def _commit() -> str:
@@ -124,6 +125,8 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the step counts")
     parser.add_argument("--steps", nargs="*", default=[], metavar="STAGE=N",
                         help="step count of a stage after scaling, e.g. 2=600")
+    parser.add_argument("--lesion-loss-weight", type=float, default=LESION_LOSS_WEIGHT,
+                        help="stage 2: weight of the voxels near the lesion (1 = plain loss)")
     args = parser.parse_args()
 
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
@@ -164,7 +167,9 @@ def main() -> int:
                                                 batch_size=config.batch_size,
                                                 learning_rate=config.learning_rate,
                                                 seed=config.seed,
-                                                checkpoint_every=max(1, steps[stage] // 10)),
+                                                checkpoint_every=max(1, steps[stage] // 10),
+                                                lesion_loss_weight=(args.lesion_loss_weight
+                                                                    if stage == "2" else 1.0)),
                     runs / stage, _progress(f"stage {stage}"))
         timings[stage] = round(resumed + time.perf_counter() - clock, 1)
         timings_file.write_text(json.dumps(timings), encoding="utf-8")
@@ -177,6 +182,7 @@ def main() -> int:
     numbers = {**held_out_numbers(model, held, config), "held_out_bayes_accuracy": held_ceiling}
     training = {"stages": list(steps), "steps": steps, "seed": config.seed,
                 "batch_size": config.batch_size, "learning_rate": config.learning_rate,
+                "lesion_loss_weight": args.lesion_loss_weight,
                 "commit": _commit(), "data_hash": data_hash([train_manifest]),
                 "train_cohort": {**TRAIN_COHORT, "response_signal": RESPONSE_SIGNAL},
                 "held_out_cohort": {**HELD_OUT_COHORT, "response_signal": RESPONSE_SIGNAL},

@@ -19,10 +19,14 @@ class TrainConfig:
     checkpoint_every: int = 100
     heads_learning_rate: float = 1e-3  # the heads are small and trained full-batch
     heads_weight_decay: float = 1e-3
+    lesion_loss_weight: float = 1.0  # stage 2: weight of voxels near the lesion (1 = paper)
 
     def __post_init__(self):
         if self.stage not in STAGES:
             raise ValueError(f"Unknown training stage {self.stage!r}; choose one of {STAGES}.")
+        if not self.lesion_loss_weight >= 1.0:
+            raise ValueError(f"lesion_loss_weight must be at least 1, got "
+                             f"{self.lesion_loss_weight}.")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch_size and checkpoint_every must be at least 1.")
 

@@ -100,7 +100,7 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
         last_saved = start
     elif config.stage == "1C":
         model.init_controlnet_from_unet()
-    loss_module = StageLoss(model, config.stage)
+    loss_module = StageLoss(model, config.stage, config.lesion_loss_weight)
     runner = loss_module
     if world.size > 1:
         runner = DistributedDataParallel(loss_module, find_unused_parameters=True)
