@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
+from .memory_reuse import reuse_freed_memory
 from .models.immunodiff import Conditions, ImmunoDiffModel
 from .progress import CancelFlag, ProgressCallback, Task
 
@@ -35,6 +36,9 @@ class SamplingOptions:
     # channels-last 3-D tensors: oneDNN's fast path for bf16 convolutions (1.7x per step on
     # the development CPU); the model should be converted too (see ImmunoDiffPipeline).
     channels_last: bool = True
+    # keep freed activation buffers in the process for the next step (glibc; see
+    # memory_reuse.py): about 10 % less time per step on the CPU, same peak memory
+    reuse_freed_memory: bool = True
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -81,6 +85,8 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
     """
     task = Task(progress, cancel)
     device = next(model.parameters()).device
+    if options.reuse_freed_memory and device.type == "cpu":
+        reuse_freed_memory()
     scheduler = make_sampling_scheduler(model, options)
     n = options.samples
     guided = options.guidance_scale != 1.0 and unconditional is not None

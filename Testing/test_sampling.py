@@ -1,6 +1,9 @@
 """The sampling loop over MONAI's schedulers, checked with an oracle noise predictor: for a
 known x_0 the exact ε of every x_t is known, so a correct sampler must land on x_0."""
 
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -8,6 +11,8 @@ import torch
 
 from ImmunoDiffLib.models.immunodiff import Conditions
 from ImmunoDiffLib.sampling import SamplingOptions, make_sampling_scheduler, sample
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class OracleModel(torch.nn.Module):
@@ -50,3 +55,36 @@ def test_sampling_options_are_checked():
         SamplingOptions(sampler="euler")
     with pytest.raises(ValueError, match="at least 1"):
         SamplingOptions(samples=0)
+
+
+RETAINED_AFTER_FREE = """
+import os, sys, torch
+from ImmunoDiffLib.memory_reuse import reuse_freed_memory
+applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+before = rss_mb()
+buffer = torch.ones(64 * 2**20 // 4)  # 64 MB, written
+del buffer
+print(applied, round(rss_mb() - before))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_reused_memory_stays_in_the_process_and_sampling_is_unchanged():
+    results = {}
+    for mode in ("reuse", "default"):
+        out = subprocess.run([sys.executable, "-c", RETAINED_AFTER_FREE, mode], check=True,
+                             capture_output=True, text=True, cwd=REPO).stdout.split()
+        results[mode] = (out[0] == "True", int(out[1]))
+    assert results["reuse"][0] is True
+    assert results["reuse"][1] >= 60, results  # the freed 64 MB are kept for the next step
+    assert results["default"][1] <= 8, results  # glibc's default gives them back at once
+    target = torch.linspace(-0.5, 0.5, 8 * 8 * 4).view(1, 1, 8, 8, 4)
+    model = OracleModel(target)
+    draws = [sample(model, Conditions(None, None), (1, 8, 8, 4),
+                    SamplingOptions(steps=5, samples=2, seed=3, bf16=False,
+                                    reuse_freed_memory=reuse))
+             for reuse in (False, True)]
+    assert torch.equal(draws[0], draws[1])

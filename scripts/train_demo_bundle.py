@@ -127,6 +127,8 @@ def main() -> int:
                         help="step count of a stage after scaling, e.g. 2=600")
     parser.add_argument("--lesion-loss-weight", type=float, default=LESION_LOSS_WEIGHT,
                         help="stage 2: weight of the voxels near the lesion (1 = plain loss)")
+    parser.add_argument("--clinical-weight", type=float, default=None,
+                        help="lambda in c = Z_I + lambda * sum Z_i (default: the paper's 0.05)")
     args = parser.parse_args()
 
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
@@ -147,7 +149,10 @@ def main() -> int:
             parser.error(f"--steps takes STAGE=N with STAGE in {list(steps)}, got {item!r}")
         steps[stage] = int(count)
     config = replace(DEMO, stage_steps=steps, sampling_steps=25,
-                     model=replace(DEMO.model, target="change"))
+                     model=replace(DEMO.model, target="change",
+                                   clinical_weight=(DEMO.model.clinical_weight
+                                                    if args.clinical_weight is None
+                                                    else args.clinical_weight)))
     train_manifest, _ = _cohort(args.work / "train_cohort", TRAIN_COHORT)
     held_manifest, held_ceiling = _cohort(args.work / "held_out_cohort", HELD_OUT_COHORT)
     train_cases = load_cohort(train_manifest)
