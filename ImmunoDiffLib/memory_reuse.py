@@ -5,9 +5,10 @@ glibc serves allocations above its mmap threshold (128 KiB to 32 MiB, adaptive) 
 mmap and unmaps them on free; each denoising step allocates and frees hundreds of activation
 buffers of several MB, so every step pays the kernel again to map and zero the same pages.
 Raising the mmap and trim thresholds makes the buffers come from the heap and stay there: the
-per-step time falls by about 10 % at the default model size on the development CPU
-(benchmarks/inference_speed.py), and peak memory is unchanged (the freed buffers are reused,
-not added to). Elsewhere (macOS, Windows, musl) this does nothing.
+per-step time falls by 10-15 % at the default model size on the development CPU
+(benchmarks/inference_speed.py). Buffers above 64 MiB (whole CT volumes) are still unmapped
+on free, which keeps the whole lung2 run at 2.48 GB peak memory (2.43 GB without; 3.7 GB
+with a 1 GiB threshold). Elsewhere (macOS, Windows, musl) this does nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import ctypes.util
 import sys
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-MMAP_THRESHOLD_BYTES = 1 << 30  # buffers up to 1 GiB come from the heap
-TRIM_THRESHOLD_BYTES = (1 << 31) - 1  # never shrink the heap below 2 GiB of free top space
+MMAP_THRESHOLD_BYTES = 64 << 20  # buffers up to 64 MiB come from the heap
+TRIM_THRESHOLD_BYTES = 256 << 20  # free space above 256 MiB at the heap top goes back
 
 _applied: bool | None = None
 

@@ -37,7 +37,7 @@ class SamplingOptions:
     # the development CPU); the model should be converted too (see ImmunoDiffPipeline).
     channels_last: bool = True
     # keep freed activation buffers in the process for the next step (glibc; see
-    # memory_reuse.py): about 10 % less time per step on the CPU, same peak memory
+    # memory_reuse.py): 10-15 % less time per step on the CPU
     reuse_freed_memory: bool = True
 
     def __post_init__(self):

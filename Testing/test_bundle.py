@@ -93,6 +93,7 @@ def test_the_shipped_demo_bundle_is_small_verified_and_labelled_as_simulated():
     assert training["held_out_cohort"]["seed"] != training["train_cohort"]["seed"]
     assert len(training["commit"]) == 40 and len(training["data_hash"]) == 16
     assert set(training["steps"]) == {"1A", "1B", "1C", "2", "heads"}
+    assert training["lesion_loss_weight"] >= 1.0 and training["steps"]["2"] >= 1
     metrics = info.metrics
     for key in ("synthesized_shrink_correct", "true_followup_shrink_correct",
                 "held_out_bayes_accuracy", "c_index"):

@@ -196,3 +196,16 @@ def test_shipped_configurations_load_and_match_the_paper():
     assert (train.learning_rate, train.batch_size) == (2.5e-5, 2)
     with pytest.raises(ValueError, match="Unknown training setting"):
         TrainConfig.from_dict({"stage": "1B", "learning_rat": 1e-3})
+
+
+def test_train_command_passes_the_lesion_loss_weight_and_checks_it():
+    from ImmunoDiffLib.cli import build_parser
+    from ImmunoDiffLib.train.command import _train_config
+
+    parse = build_parser().parse_args
+    args = parse(["train", "2", "--cohort", "c.csv", "-o", "runs", "--lesion-loss-weight", "20"])
+    assert _train_config(args, "2").lesion_loss_weight == 20.0
+    plain = parse(["train", "2", "--cohort", "c.csv", "-o", "runs"])
+    assert _train_config(plain, "2").lesion_loss_weight == 1.0
+    with pytest.raises(ValueError, match="lesion_loss_weight must be at least 1, got 0.5"):
+        _train_config(parse(["train", "2", "-o", "r", "--lesion-loss-weight", "0.5"]), "2")

@@ -19,6 +19,7 @@ from ImmunoDiffLib.imaging import label_centroid, read_ct, read_image
 from ImmunoDiffLib.models import ImmunoDiffModel, ModelConfig
 from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
 from ImmunoDiffLib.sample_data import fetch_sample_data
+from ImmunoDiffLib.sampling import SamplingOptions
 
 CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 6.1, "anc": 4.6, "alc": 1.4,
             "aec": 0.21, "amc": 0.55, "pdl1": 70}
@@ -27,6 +28,8 @@ CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 6.1, "anc": 4.6, "
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--no-memory-reuse", action="store_true",
+                        help="let glibc unmap freed buffers (SamplingOptions.reuse_freed_memory)")
     args = parser.parse_args()
     paths = fetch_sample_data()
     ct = read_ct(paths["lung2_image"])
@@ -40,7 +43,8 @@ def main() -> None:
         print(f"{'run':<5} {'anatomy':>8} {'conditions':>11} {'generate':>9} {'predict':>8} "
               f"{'total s':>8}")
         for run in range(args.repeats):
-            t = pipeline.run(ct, CLINICAL, point).timings
+            options = SamplingOptions(reuse_freed_memory=not args.no_memory_reuse)
+            t = pipeline.run(ct, CLINICAL, point, options).timings
             print(f"{run + 1:<5} {t['anatomy']:>8.1f} {t['conditions']:>11.2f} "
                   f"{t['generate']:>9.1f} {t['predict']:>8.1f} {t['total']:>8.1f}")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

@@ -36,7 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-STEPS = {"1A": 200, "1B": 3000, "1C": 800, "2": 4000, "heads": 500}
+STEPS = {"1A": 200, "1B": 3000, "1C": 800, "2": 6000, "heads": 500}
 RESPONSE_SIGNAL = 4.0
 TRAIN_COHORT = {"n_patients": 60, "seed": 101, "responder_rate": 0.4}
 HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5}
@@ -192,7 +192,7 @@ def main() -> int:
                 "train_cohort": {**TRAIN_COHORT, "response_signal": RESPONSE_SIGNAL},
                 "held_out_cohort": {**HELD_OUT_COHORT, "response_signal": RESPONSE_SIGNAL},
                 "seconds_per_stage": timings, "device": "cpu",
-                "command": "python scripts/train_demo_bundle.py"}
+                "command": " ".join(["python scripts/train_demo_bundle.py", *sys.argv[1:]])}
     info = BundleInfo(model=model.config, crop=config.crop, standardisation=standardisation,
                       training=training, metrics={k: v for k, v in numbers.items()
                                                   if k != "cases"}, notes=NOTES)

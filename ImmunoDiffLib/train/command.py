@@ -34,6 +34,8 @@ def add_train_parser(commands) -> None:
     train.add_argument("--lr", type=float, dest="learning_rate")
     train.add_argument("--seed", type=int)
     train.add_argument("--checkpoint-every", type=int)
+    train.add_argument("--lesion-loss-weight", type=float,
+                       help="stage 2: weight of the voxels near the tumour (default 1, plain)")
     train.add_argument("--crop-size", type=int, nargs=3, metavar=("NX", "NY", "NZ"))
     train.add_argument("--crop-spacing", type=float, nargs=3, metavar=("SX", "SY", "SZ"))
     train.add_argument("--bundle", type=Path, help="after 'heads' or 'all': write a bundle")
@@ -52,7 +54,7 @@ def _model_config(args, init: Path | None) -> ModelConfig:
 
 def _train_config(args, stage: str) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "learning_rate", "seed",
-                                               "checkpoint_every")
+                                               "checkpoint_every", "lesion_loss_weight")
                  if getattr(args, k, None) is not None}
     overrides["stage"] = stage
     if args.config:
