@@ -41,7 +41,7 @@ RESPONSE_SIGNAL = 4.0
 TRAIN_COHORT = {"n_patients": 60, "seed": 101, "responder_rate": 0.4}
 HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5}
 NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A small model "
-         f"trained on a CPU on {TRAIN_COHORT['n_patients']} simulated patients built on two "
+         "trained on a CPU on {n_patients} simulated patients built on two "
          "real chest CTs; it demonstrates the workflow and is measured on simulated held-out "
          "patients only.")
 TIMINGS_NAME = "seconds_per_stage.json"
@@ -127,6 +127,8 @@ def main() -> int:
                         help="step count of a stage after scaling, e.g. 2=600")
     parser.add_argument("--lesion-loss-weight", type=float, default=LESION_LOSS_WEIGHT,
                         help="stage 2: weight of the voxels near the lesion (1 = plain loss)")
+    parser.add_argument("--train-patients", type=int, default=TRAIN_COHORT["n_patients"],
+                        help="size of the simulated training cohort")
     parser.add_argument("--clinical-weight", type=float, default=None,
                         help="lambda in c = Z_I + lambda * sum Z_i (default: the paper's 0.05)")
     args = parser.parse_args()
@@ -153,7 +155,8 @@ def main() -> int:
                                    clinical_weight=(DEMO.model.clinical_weight
                                                     if args.clinical_weight is None
                                                     else args.clinical_weight)))
-    train_manifest, _ = _cohort(args.work / "train_cohort", TRAIN_COHORT)
+    train_cohort = {**TRAIN_COHORT, "n_patients": args.train_patients}
+    train_manifest, _ = _cohort(args.work / "train_cohort", train_cohort)
     held_manifest, held_ceiling = _cohort(args.work / "held_out_cohort", HELD_OUT_COHORT)
     train_cases = load_cohort(train_manifest)
     standardisation = fit_standardisation(c.clinical for c in train_cases)
@@ -189,13 +192,14 @@ def main() -> int:
                 "batch_size": config.batch_size, "learning_rate": config.learning_rate,
                 "lesion_loss_weight": args.lesion_loss_weight,
                 "commit": _commit(), "data_hash": data_hash([train_manifest]),
-                "train_cohort": {**TRAIN_COHORT, "response_signal": RESPONSE_SIGNAL},
+                "train_cohort": {**train_cohort, "response_signal": RESPONSE_SIGNAL},
                 "held_out_cohort": {**HELD_OUT_COHORT, "response_signal": RESPONSE_SIGNAL},
                 "seconds_per_stage": timings, "device": "cpu",
                 "command": " ".join(["python scripts/train_demo_bundle.py", *sys.argv[1:]])}
     info = BundleInfo(model=model.config, crop=config.crop, standardisation=standardisation,
                       training=training, metrics={k: v for k, v in numbers.items()
-                                                  if k != "cases"}, notes=NOTES)
+                                                  if k != "cases"},
+                      notes=NOTES.format(n_patients=args.train_patients))
     save_bundle(args.output, model, info, overwrite=True)
     report = {**info.metrics, "seconds": round(time.perf_counter() - started, 1),
               "bundle": str(args.output)}
