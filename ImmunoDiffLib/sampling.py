@@ -26,7 +26,7 @@ class SamplingOptions:
     sampler: str = "ddim"
     steps: int = 25  # DDIM steps (DDPM always uses all training timesteps)
     # Generated follow-ups, in one batch; >= 2 gives the voxel-wise uncertainty map. Two by
-    # default: DDIM-25 of two samples takes 13.3 s at the default model size on a 2-core CPU
+    # default: DDIM-25 of two samples takes 10.2 s at the default model size on a 2-core CPU
     # with bf16, flash attention and channels-last (benchmarks/inference_speed.py).
     samples: int = 2
     prediction_draws: int = 8  # noise draws for the predictions' spread (one forward each)
