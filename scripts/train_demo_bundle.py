@@ -12,7 +12,8 @@
 2. trains stages 1A, 1B, 1C, 2 and the heads at the evaluation's demo size (EvaluationConfig),
    generating the change follow-up minus baseline (``target="change"``: the small model then
    only has to learn what changes, not redraw the anatomy), with the step counts below
-   (``--scale`` multiplies them);
+   (``--scale`` multiplies them), and stage 2's loss weighted 20 times near the lesion
+   (``--lesion-loss-weight``; 1 is the paper's plain loss);
 3. on the held-out cohort: responder probability (balanced accuracy, AUC), survival c-index,
    and whether each synthesized follow-up shrinks the lesion (volume ratio < 0.343, RECIST
    partial response) exactly for the responders;
