@@ -15,6 +15,7 @@ import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from .memory_reuse import reuse_freed_memory
+from .models.fused_inference import FusedDenoiser
 from .models.immunodiff import Conditions, ImmunoDiffModel
 from .progress import CancelFlag, ProgressCallback, Task
 
@@ -39,6 +40,9 @@ class SamplingOptions:
     # keep freed activation buffers in the process for the next step (glibc; see
     # memory_reuse.py): 10-15 % less time per step on the CPU
     reuse_freed_memory: bool = True
+    # the ControlNet's conditioning embedding once per case, time embeddings folded into conv
+    # biases, residual additions fused into oneDNN convolutions (models/fused_inference.py)
+    fused: bool = True
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -105,11 +109,16 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
     x = x.contiguous(memory_format=layout)
     timesteps = scheduler.timesteps
     with _autocast(options, device):
+        if options.fused and both.control is not None:
+            denoise = FusedDenoiser(model, both.context, both.control)
+        else:
+            def denoise(x_t, batch_t):
+                return model.predict_noise(x_t, batch_t, both)
         for index, t in enumerate(timesteps):
             task.report(index / len(timesteps), f"denoising step {index + 1}/{len(timesteps)}")
             batch_t = torch.full((x.shape[0] * (2 if guided else 1),), int(t), device=device)
             model_input = (torch.cat([x, x]) if guided else x).contiguous(memory_format=layout)
-            eps = model.predict_noise(model_input, batch_t, both).float()
+            eps = denoise(model_input, batch_t).float()
             if guided:
                 conditional, plain = eps.chunk(2)
                 eps = plain + options.guidance_scale * (conditional - plain)

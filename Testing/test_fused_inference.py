@@ -1,0 +1,106 @@
+"""The fused sampling forward computes what ImmunoDiffModel.predict_noise computes, with the
+additions really fused into oneDNN convolutions, and leaves the model as it found it."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
+
+from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
+from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+from ImmunoDiffLib.models.fused_inference import FusedDenoiser
+from ImmunoDiffLib.sampling import SamplingOptions, sample
+
+SHAPE = (1, 16, 16, 8)
+LAST = torch.channels_last_3d
+
+
+@pytest.fixture(scope="module")
+def model_and_conditions():
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(replace(TINY, use_flash_attention=True)).eval()
+    with torch.no_grad():  # MONAI zero-initialises the output and zero convolutions
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model = model.to(memory_format=LAST)
+    clinical = encode_clinical([parse_clinical({"age": 64, "pdl1": 40, "anc": 5.1})])
+    generator = torch.Generator().manual_seed(1)
+    batch = {"baseline": torch.rand((1, *SHAPE), generator=generator) * 2 - 1,
+             "vessels": (torch.rand((1, *SHAPE), generator=generator) > 0.8).float(),
+             "lobes": torch.randint(0, 6, (1, *SHAPE), generator=generator).float(),
+             "clinical": clinical.values, "clinical_mask": clinical.mask}
+    with torch.inference_mode():
+        conditions = model.encode_conditions(batch, "2")
+    return model, conditions
+
+
+def _inputs(timesteps):
+    x = torch.randn((len(timesteps), *SHAPE), generator=torch.Generator().manual_seed(2))
+    return x.contiguous(memory_format=LAST), torch.tensor(timesteps)
+
+
+def _batch_of(conditions, n):
+    return (conditions.context.repeat_interleave(n, 0),
+            conditions.control.repeat_interleave(n, 0).contiguous(memory_format=LAST))
+
+
+@pytest.mark.parametrize("timesteps", [[37], [37, 37], [5, 80]])
+def test_fused_forward_equals_the_monai_forward_in_fp32(model_and_conditions, timesteps):
+    model, conditions = model_and_conditions
+    x, t = _inputs(timesteps)
+    context, control = _batch_of(conditions, len(timesteps))
+    with torch.inference_mode():
+        expected = model.predict_noise(x, t, type(conditions)(context, control))
+        denoiser = FusedDenoiser(model, context, control)
+        fused = denoiser(x, t)
+    assert expected.abs().mean() > 0.05  # a non-trivial output to compare
+    assert fused.shape == expected.shape
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-5)
+    if torch.backends.mkldnn.is_available():
+        # 3 ResNet skips + 6 ControlNet residuals + its input, per network and level
+        assert denoiser.fused_additions >= 10
+
+
+def test_fused_forward_in_bf16_stays_close_to_the_monai_forward(model_and_conditions):
+    model, conditions = model_and_conditions
+    x, t = _inputs([60, 60])
+    context, control = _batch_of(conditions, 2)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model.predict_noise(x, t, type(conditions)(context, control)).float()
+        fused = FusedDenoiser(model, context, control)(x, t).float()
+    relative = (fused - expected).norm() / expected.norm()
+    assert relative < 0.03, relative
+
+
+def test_the_model_is_left_unchanged_even_when_a_step_fails(model_and_conditions):
+    model, conditions = model_and_conditions
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    context, control = _batch_of(conditions, 1)
+    denoiser = FusedDenoiser(model, context, control)
+    with torch.inference_mode(), pytest.raises(RuntimeError):
+        denoiser(torch.randn(1, 3, *SHAPE[1:]), torch.tensor([10]))  # 3 channels, not 1
+    blocks = [m for m in model.modules() if isinstance(m, DiffusionUNetResnetBlock)]
+    assert blocks and all("forward" not in vars(block) for block in blocks)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fused_sampling_matches_the_plain_loop_and_repeats_with_the_seed(model_and_conditions):
+    model, conditions = model_and_conditions
+    options = SamplingOptions(steps=4, samples=2, seed=5, bf16=False)
+    plain = sample(model, conditions, SHAPE, replace(options, fused=False))
+    fused = sample(model, conditions, SHAPE, options)
+    again = sample(model, conditions, SHAPE, options)
+    assert torch.equal(fused, again)
+    torch.testing.assert_close(fused, plain, rtol=1e-3, atol=1e-4)
+    assert (fused[0] - fused[1]).abs().mean() > 0.01  # two different draws
+
+
+def test_class_conditioned_networks_are_refused(model_and_conditions):
+    model, conditions = model_and_conditions
+    model.unet.num_class_embeds = 3
+    try:
+        with pytest.raises(ValueError, match="class-conditioned"):
+            FusedDenoiser(model, *_batch_of(conditions, 1))
+    finally:
+        model.unet.num_class_embeds = None
