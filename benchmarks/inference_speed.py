@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -28,7 +30,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
 from ImmunoDiffLib.models import ImmunoDiffModel, ModelConfig
-from ImmunoDiffLib.sampling import SamplingOptions, sample
+from ImmunoDiffLib.models.fused_inference import FusedDenoiser
+from ImmunoDiffLib.sampling import SamplingOptions, repeat_conditions, sample
 
 
 def matmul_peak(dtype, size=4096, repeats=5, trials=3) -> float:
@@ -44,23 +47,37 @@ def matmul_peak(dtype, size=4096, repeats=5, trials=3) -> float:
     return 2 * size**3 * repeats / best / 1e9
 
 
+def flops_per_step(model, x, t, conditions, bf16: bool) -> float:
+    """GFLOP of one denoising step (torch's FlopCounterMode on MONAI's forward), less the
+    ControlNet's conditioning embedding, which sampling computes once per case."""
+    context = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with torch.inference_mode(), context:
+        with FlopCounterMode(display=False) as step:
+            model.predict_noise(x, t, conditions)
+        with FlopCounterMode(display=False) as once:
+            model.controlnet.controlnet_cond_embedding(conditions.control)
+    return (step.get_total_flops() - once.get_total_flops()) / 1e9
+
+
 def time_breakdown(model, x, t, conditions, peak: float) -> None:
-    """Where one bf16 step's time goes: convolutions (and their GFLOP/s) vs the rest."""
-    with torch.autocast("cpu", dtype=torch.bfloat16), FlopCounterMode(display=False) as counter:
-        model.predict_noise(x, t, conditions)
-    conv_flops = sum(v for k, v in counter.get_flop_counts()["Global"].items()
-                     if "convolution" in str(k)) / 1e9
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.profiler.profile() as profile:
-        model.predict_noise(x, t, conditions)
+    """Where one default (fused, bf16) step's time goes, by operator."""
+    conv_flops = flops_per_step(model, x, t, conditions, True)  # all but ~0.1 % convolutions
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        denoiser = FusedDenoiser(model, conditions.context, conditions.control)
+        denoiser(x, t)
+        with torch.profiler.profile() as profile:
+            denoiser(x, t)
     by_op = {e.key: e.self_cpu_time_total / 1e6 for e in profile.key_averages()}
     total = sum(by_op.values())
     conv = sum(v for k, v in by_op.items() if "convolution" in k)
-    print(f"\none default step, by operator (torch.profiler, {total:.3f} s in all):")
-    print(f"  convolutions: {conv / total:.0%} of the time, {conv_flops:.0f} GFLOP at "
-          f"{conv_flops / conv:.0f} GFLOP/s ({conv_flops / conv / peak:.0%} of the bf16 peak)")
-    for key, seconds in sorted(by_op.items(), key=lambda kv: -kv[1])[:7]:
+    print(f"\none default step (fused, 1 sample), by operator (torch.profiler, {total:.3f} s "
+          "in all):")
+    print(f"  convolutions (plain and fused with an addition): {conv / total:.0%} of the time, "
+          f"{conv_flops:.0f} GFLOP at {conv_flops / conv:.0f} GFLOP/s "
+          f"({conv_flops / conv / peak:.0%} of the bf16 matmul rate)")
+    for key, seconds in sorted(by_op.items(), key=lambda kv: -kv[1])[:8]:
         if "convolution" not in key:
-            print(f"  {key:<50} {seconds / total:>4.0%}")
+            print(f"  {key:<50} {seconds / total:>4.0%}  {seconds * 1e3:5.1f} ms")
 
 
 def default_batch(shape=(1, 1, 96, 96, 16)):
@@ -70,51 +87,71 @@ def default_batch(shape=(1, 1, 96, 96, 16)):
             "clinical_mask": clinical.mask}
 
 
-def part_a(threads: int) -> None:
+@dataclass(frozen=True)
+class Row:
+    name: str
+    samples: int = 1
+    bf16: bool = True
+    flash: bool = True
+    channels_last: bool = True
+    reuse: bool = True
+    fused: bool = True
+
+
+# The first row runs before anything sets the allocator's thresholds (process-wide).
+ROWS = (Row("1 sample, MONAI forward, freed memory unmapped", reuse=False, fused=False),
+        Row("1 sample, MONAI forward", fused=False),
+        Row("1 sample, fused (default settings)"),
+        Row("2 samples, fused (the default)", samples=2),
+        Row("2 samples, MONAI forward", samples=2, fused=False),
+        Row("1 sample, MONAI forward, not channels-last", channels_last=False, fused=False),
+        Row("1 sample, fp32, MONAI forward", bf16=False, channels_last=False, fused=False),
+        Row("1 sample, fp32, no flash, MONAI forward", bf16=False, flash=False,
+            channels_last=False, fused=False))
+
+
+def timed_sampling(model, conditions, row: Row, steps: int) -> tuple[float, float, float]:
+    """(steady per-step s = median of steps 2..n, first step s, whole generate s)."""
+    stamps = []
+    options = SamplingOptions(steps=steps, samples=row.samples, bf16=row.bf16,
+                              channels_last=row.channels_last, reuse_freed_memory=row.reuse,
+                              fused=row.fused)
+    start = time.perf_counter()
+    sample(model, conditions, (1, 96, 96, 16), options,
+           progress=lambda fraction, message: stamps.append(time.perf_counter()))
+    total = time.perf_counter() - start
+    step_ends = stamps[1:]  # a report opens every step, and one closes the loop
+    return (statistics.median([b - a for a, b in pairwise(step_ends)]),
+            step_ends[0] - start, total)
+
+
+def part_a(threads: int, steps: int = 25) -> None:
     torch.set_num_threads(threads)
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak here ({threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16']:.0f} GFLOP/s\n")
-    print(f"{'setting':<48} {'s/step':>7} {'GFLOP/step':>11} {'GFLOP/s':>8} {'% peak':>7} "
-          f"{'steps':>6} {'generate s':>11}")
-    # The first row runs before anything sets the allocator's thresholds (process-wide).
-    rows = [("DDIM-25, 1 sample, default, freed memory unmapped", True, True, 1, 25, True, False),
-            ("DDIM-25, 1 sample, bf16+flash+ch-last (default)", True, True, 1, 25, True, True),
-            ("DDIM-25, 2 samples, bf16+flash+ch-last", True, True, 2, 25, True, True),
-            ("DDIM-25, 1 sample, bf16 + flash", True, True, 1, 25, False, True),
-            ("DDIM-25, 1 sample, fp32 + flash", False, True, 1, 25, False, True),
-            ("DDIM-25, 1 sample, fp32, no flash", False, False, 1, 25, False, True)]
+          f"bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(f"DDIM-{steps}; s/step: median of steps 2..{steps}; GFLOP/step: per step, without "
+          "the once-per-case work\n")
+    print(f"{'setting':<46} {'s/step':>7} {'GFLOP/step':>11} {'GFLOP/s':>8} {'% peak':>7} "
+          f"{'1st step s':>10} {'generate s':>11}")
     batch = default_batch()
     results = {}
-    for name, bf16, flash, samples, steps, channels_last, reuse in rows:
+    for row in ROWS:
         torch.manual_seed(0)
-        model = ImmunoDiffModel(replace(ModelConfig(), use_flash_attention=flash)).eval()
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last_3d)
+        model = ImmunoDiffModel(replace(ModelConfig(), use_flash_attention=row.flash)).eval()
+        layout = torch.channels_last_3d if row.channels_last else torch.contiguous_format
+        model = model.to(memory_format=layout)
         with torch.inference_mode():
             conditions = model.encode_conditions(batch, "2")
-            from ImmunoDiffLib.sampling import repeat_conditions
-
-            layout = torch.channels_last_3d if channels_last else torch.contiguous_format
-            x = torch.randn(samples, 1, 96, 96, 16).contiguous(memory_format=layout)
-            t = torch.full((samples,), 500)
-            cond = repeat_conditions(conditions, samples)
-            context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else \
-                torch.autocast("cpu", enabled=False)
-            with context, FlopCounterMode(display=False) as counter:
-                model.predict_noise(x, t, cond)
-            flops = counter.get_total_flops() / 1e9
-        options = SamplingOptions(steps=steps, samples=samples, bf16=bf16,
-                                  channels_last=channels_last, reuse_freed_memory=reuse)
-        start = time.perf_counter()
-        sample(model, conditions, (1, 96, 96, 16), options)
-        total = time.perf_counter() - start
-        per_step = total / steps
+        x = torch.randn(row.samples, 1, 96, 96, 16).contiguous(memory_format=layout)
+        flops = flops_per_step(model, x, torch.full((row.samples,), 500),
+                               repeat_conditions(conditions, row.samples), row.bf16)
+        per_step, first, total = timed_sampling(model, conditions, row, steps)
         rate = flops / per_step
-        peak = peaks["bf16" if bf16 else "fp32"]
-        results[name] = per_step
-        print(f"{name:<48} {per_step:>7.2f} {flops:>11.1f} {rate:>8.0f} {rate / peak:>6.0%} "
-              f"{steps:>6} {total:>11.1f}")
+        peak = peaks["bf16" if row.bf16 else "fp32"]
+        results[row.name] = per_step
+        print(f"{row.name:<46} {per_step:>7.3f} {flops:>11.1f} {rate:>8.0f} {rate / peak:>6.0%} "
+              f"{first:>10.2f} {total:>11.1f}")
 
     from monai.inferers import ControlNetDiffusionInferer
     from monai.networks.schedulers import DDPMScheduler
@@ -133,17 +170,18 @@ def part_a(threads: int) -> None:
                        conditions.control, scheduler, conditioning=conditions.context,
                        verbose=False)
         stock_step = (time.perf_counter() - start) / measured
-    fast = results["DDIM-25, 1 sample, bf16+flash+ch-last (default)"]
+    fast = results["1 sample, fused (default settings)"]
+    flash = ImmunoDiffModel(replace(ModelConfig(), use_flash_attention=True)).eval()
+    flash = flash.to(memory_format=torch.channels_last_3d)
     with torch.inference_mode():
-        flash = ImmunoDiffModel(replace(ModelConfig(), use_flash_attention=True)).eval()
-        flash = flash.to(memory_format=torch.channels_last_3d)
-        time_breakdown(flash, torch.randn(1, 1, 96, 96, 16).contiguous(
-            memory_format=torch.channels_last_3d), torch.full((1,), 500),
-            flash.encode_conditions(batch, "2"), peaks["bf16"])
-    print(f"{'MONAI stock DDPM-1000 fp32 (extrapolated)':<48} {stock_step:>7.2f} "
-          f"{'':>11} {'':>8} {'':>7} {1000:>6} {stock_step * 1000:>11.0f}")
-    print(f"\nstock DDPM-1000 fp32 / default DDIM-25 (1 sample): "
-          f"{stock_step * 1000 / (fast * 25):.0f}x faster; per step {stock_step / fast:.1f}x")
+        flash_conditions = flash.encode_conditions(batch, "2")
+    time_breakdown(flash, torch.randn(1, 1, 96, 96, 16).contiguous(
+        memory_format=torch.channels_last_3d), torch.full((1,), 500), flash_conditions,
+        peaks["bf16"])
+    print(f"{'MONAI stock DDPM-1000 fp32 (extrapolated)':<46} {stock_step:>7.3f} "
+          f"{'':>11} {'':>8} {'':>7} {'':>10} {stock_step * 1000:>11.0f}")
+    print(f"\nstock DDPM-1000 fp32 / default DDIM-{steps} (1 sample): "
+          f"{stock_step * 1000 / (fast * steps):.0f}x faster; per step {stock_step / fast:.1f}x")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak_rss:.0f} MB")
 
