@@ -104,3 +104,21 @@ def test_class_conditioned_networks_are_refused(model_and_conditions):
             FusedDenoiser(model, *_batch_of(conditions, 1))
     finally:
         model.unet.num_class_embeds = None
+
+
+def test_a_onednn_without_the_fusion_falls_back_to_plain_additions(model_and_conditions,
+                                                                   monkeypatch):
+    model, conditions = model_and_conditions
+    x, t = _inputs([37])
+    context, control = _batch_of(conditions, 1)
+
+    def unsupported(*args):
+        raise RuntimeError("Binary Fusion behavior undefined.")
+
+    monkeypatch.setattr(FusedDenoiser, "convolution_with_addition", staticmethod(unsupported))
+    with torch.inference_mode():
+        expected = model.predict_noise(x, t, type(conditions)(context, control))
+        denoiser = FusedDenoiser(model, context, control)
+        fused = denoiser(x, t)
+    assert denoiser.fused_additions == 0 and not denoiser.fusion_works
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-5)

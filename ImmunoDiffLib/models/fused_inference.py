@@ -46,6 +46,12 @@ def _keeps_shape(conv: nn.Conv3d) -> bool:
                                                              conv.kernel_size, strict=True)))
 
 
+def _onednn_convolution_with_addition(*args) -> torch.Tensor:
+    """(x, other, weight, bias, padding, stride, dilation, groups, "add", alpha, unary,
+    unary scalars, unary algorithm) -> other + conv(x), one oneDNN primitive."""
+    return torch.ops.mkldnn._convolution_pointwise.binary(*args)
+
+
 class FusedDenoiser:
     """ε̂ for one case's conditions, reused at every sampling step.
 
@@ -55,6 +61,8 @@ class FusedDenoiser:
     sampler's autocast, so the cached embedding has the dtype of the steps.
     """
 
+    convolution_with_addition = staticmethod(_onednn_convolution_with_addition)
+
     def __init__(self, model: nn.Module, context: torch.Tensor | None, control: torch.Tensor):
         self.unet, self.controlnet = model.unet, model.controlnet
         if self.unet.num_class_embeds is not None or self.controlnet.num_class_embeds is not None:
@@ -63,22 +71,29 @@ class FusedDenoiser:
         self.control_embedding = self.controlnet.controlnet_cond_embedding(control)
         self._weights: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.fused_additions = 0  # additions fused into a convolution (the last call's)
+        self.fusion_works = True
 
     # --- building blocks ------------------------------------------------------------
     def conv_add(self, conv: nn.Module, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """other + conv(x), in one oneDNN convolution where it can be."""
         conv = _conv3d(conv)
-        fusable = (x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        fusable = (self.fusion_works and x.device.type == "cpu"
+                   and torch.backends.mkldnn.is_available()
                    and x.dtype in FUSABLE_DTYPES and other.dtype == x.dtype
                    and _keeps_shape(conv) and _same_layout(x, other)
                    and other.shape == (x.shape[0], conv.out_channels, *x.shape[2:]))
-        if not fusable:
-            return other + conv(x)
-        weight, bias = self._weights_as(conv, x.dtype)
-        self.fused_additions += 1
-        return torch.ops.mkldnn._convolution_pointwise.binary(
-            x, other, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-            conv.groups, "add", None, None, [], None)
+        if fusable:
+            weight, bias = self._weights_as(conv, x.dtype)
+            try:
+                result = self.convolution_with_addition(
+                    x, other, weight, bias, list(conv.padding), list(conv.stride),
+                    list(conv.dilation), conv.groups, "add", None, None, [], None)
+            except (RuntimeError, AttributeError):  # a torch without it: plain from now on
+                self.fusion_works = False
+            else:
+                self.fused_additions += 1
+                return result
+        return other + conv(x)
 
     def _weights_as(self, conv: nn.Conv3d, dtype: torch.dtype):
         """The convolution's weight and bias in ``dtype``, cast once per case."""
