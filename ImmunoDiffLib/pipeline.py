@@ -31,9 +31,11 @@ from .imaging import (
 from .imaging.labels import label_volume_ml
 from .imaging.lesion import segment_lesion
 from .imaging.recist import longest_axial_diameter_mm, recist_category
+from .models import Conditions
 from .progress import CancelFlag, ProgressCallback, Task
-from .sampling import SamplingOptions, make_sampling_scheduler, sample
+from .sampling import SamplingOptions, make_sampling_scheduler, repeat_conditions, sample
 
+PREDICTION_BATCH = 2  # noise draws per forward pass of the prediction heads' features
 LUNG_MARGIN_MM = 10.0  # a tumour point this close to the lungs counts as in the lungs
 
 
@@ -169,13 +171,22 @@ class ImmunoDiffPipeline:
         t = torch.full((n,), model.config.feature_timestep)
         x_t = scheduler.add_noise(batch["baseline"].expand(n, -1, -1, -1, -1),
                                   noise.to(self.device), t.to(self.device))
-        from .sampling import repeat_conditions
-
+        layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
+        x_t = x_t.contiguous(memory_format=layout)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                   enabled=options.bf16)
-        with autocast:
-            features = model.up_block_features(x_t, t.to(self.device),
-                                               repeat_conditions(conditions, n)).float()
+        features = []
+        for start in range(0, n, PREDICTION_BATCH):  # a few draws at a time: less peak memory
+            count = min(PREDICTION_BATCH, n - start)
+            draws = repeat_conditions(conditions, count)
+            if draws.control is not None:
+                draws = Conditions(draws.context,
+                                   draws.control.contiguous(memory_format=layout))
+            with autocast:
+                features.append(model.up_block_features(
+                    x_t[start:start + count], t[start:start + count].to(self.device), draws,
+                    fused=options.fused).float())
+        features = torch.cat(features)
         probability = torch.sigmoid(model.response_head(features))
         risk = model.survival_head(features)
         return probability.cpu().numpy(), risk.cpu().numpy()

@@ -2,8 +2,9 @@
 paper, DDIM for speed), several samples in one batch, with progress and cancel.
 
 Conditions are encoded once per case and repeated for the samples; every step is one
-(ControlNet + U-Net) evaluation, or two with classifier-free guidance on the clinical
-variables (guidance_scale != 1: ε = ε_uncond + w · (ε_cond − ε_uncond)).
+(ControlNet + U-Net) evaluation (by default the fused one of models/fused_inference.py), or
+two with classifier-free guidance on the clinical variables (guidance_scale != 1:
+ε = ε_uncond + w · (ε_cond − ε_uncond)).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ class SamplingOptions:
     sampler: str = "ddim"
     steps: int = 25  # DDIM steps (DDPM always uses all training timesteps)
     # Generated follow-ups, in one batch; >= 2 gives the voxel-wise uncertainty map. Two by
-    # default: DDIM-25 of two samples takes 10.2 s at the default model size on a 2-core CPU
-    # with bf16, flash attention and channels-last (benchmarks/inference_speed.py).
+    # default: DDIM-25 of two samples takes 8.3 s at the default model size on a 2-core CPU
+    # with bf16, flash attention, channels-last and the fused forward
+    # (benchmarks/inference_speed.py).
     samples: int = 2
     prediction_draws: int = 8  # noise draws for the predictions' spread (one forward each)
     seed: int = 0

@@ -122,3 +122,14 @@ def test_a_onednn_without_the_fusion_falls_back_to_plain_additions(model_and_con
         fused = denoiser(x, t)
     assert denoiser.fused_additions == 0 and not denoiser.fusion_works
     torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_up_block_features_equal_the_plain_ones(model_and_conditions):
+    model, conditions = model_and_conditions
+    x, t = _inputs([20, 20, 20])
+    draws = type(conditions)(*_batch_of(conditions, 3))
+    with torch.inference_mode():
+        plain = model.up_block_features(x, t, draws)
+        fused = model.up_block_features(x, t, draws, fused=True)
+    assert fused.shape == plain.shape == (3, 16 + 16 + 8)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)

@@ -167,3 +167,17 @@ def test_quick_demo_bundle_is_labelled_and_loads(small_cohort, tmp_path):
     assert "UNTRAINED QUALITY" in info.notes
     assert info.crop.size == (48, 48, 8) and info.training["steps"] == 2
     assert model.config.use_flash_attention
+
+
+def test_predictions_do_not_depend_on_the_fused_forward_or_the_draw_batches(
+        pipeline, lung2, lung2_tumour_point, monkeypatch):
+    exact = replace(FAST, bf16=False, prediction_draws=5)
+    fused = pipeline.run(lung2, CLINICAL, lung2_tumour_point, exact)
+    monkeypatch.setattr("ImmunoDiffLib.pipeline.PREDICTION_BATCH", 8)  # all five at once
+    plain = pipeline.run(lung2, CLINICAL, lung2_tumour_point, replace(exact, fused=False))
+    for name in ("response_probability", "response_probability_sd", "survival_risk",
+                 "survival_risk_sd"):
+        assert getattr(fused, name) == pytest.approx(getattr(plain, name), abs=1e-5), name
+    assert fused.response_probability_sd > 0  # five different draws
+    np.testing.assert_allclose(sitk.GetArrayFromImage(fused.followup_crop),
+                               sitk.GetArrayFromImage(plain.followup_crop), atol=2.0)  # HU

@@ -1,5 +1,6 @@
 """The whole prediction on the real lung2 CT at the default model size: classic anatomy (not
-cached) + conditions + generate (DDIM-25, 1 sample, bf16 + flash) + predictions + paste-back.
+cached) + conditions + generate (the default sampling options: DDIM-25, two samples, bf16,
+flash attention, channels-last, the fused forward) + predictions + paste-back.
 
 A bundle of the default configuration with random weights is made in a temporary folder
 (speed does not depend on the weights). Usage: python benchmarks/full_run.py [--repeats 2]
@@ -30,6 +31,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-memory-reuse", action="store_true",
                         help="let glibc unmap freed buffers (SamplingOptions.reuse_freed_memory)")
+    parser.add_argument("--no-fused", action="store_true",
+                        help="MONAI's forward at every step (SamplingOptions.fused)")
     args = parser.parse_args()
     paths = fetch_sample_data()
     ct = read_ct(paths["lung2_image"])
@@ -43,7 +46,8 @@ def main() -> None:
         print(f"{'run':<5} {'anatomy':>8} {'conditions':>11} {'generate':>9} {'predict':>8} "
               f"{'total s':>8}")
         for run in range(args.repeats):
-            options = SamplingOptions(reuse_freed_memory=not args.no_memory_reuse)
+            options = SamplingOptions(reuse_freed_memory=not args.no_memory_reuse,
+                                      fused=not args.no_fused)
             t = pipeline.run(ct, CLINICAL, point, options).timings
             print(f"{run + 1:<5} {t['anatomy']:>8.1f} {t['conditions']:>11.2f} "
                   f"{t['generate']:>9.1f} {t['predict']:>8.1f} {t['total']:>8.1f}")

@@ -22,6 +22,7 @@ from torch import nn
 from ..clinical import feature_layout
 from .cbi_adapter import BaselineImageEmbedding, CbiAdapter, drop_conditions, fuse_condition
 from .config import ModelConfig
+from .fused_inference import FusedDenoiser
 from .heads import ResponseHead, SurvivalHead, capture_up_block_features, up_block_channels
 from .vl_encoder import VLEncoders
 
@@ -128,10 +129,14 @@ class ImmunoDiffModel(nn.Module):
                          mid_block_additional_residual=mid)
 
     def up_block_features(self, x_t: torch.Tensor, timesteps: torch.Tensor,
-                          conditions: Conditions) -> torch.Tensor:
-        """f̂: the up-blocks' pooled outputs while denoising x_t, (B, F)."""
+                          conditions: Conditions, fused: bool = False) -> torch.Tensor:
+        """f̂: the up-blocks' pooled outputs while denoising x_t, (B, F). ``fused``: through
+        the inference-only :class:`FusedDenoiser` (no autograd; same features)."""
         with capture_up_block_features(self.unet) as captured:
-            self.predict_noise(x_t, timesteps, conditions)
+            if fused and conditions.control is not None:
+                FusedDenoiser(self, conditions.context, conditions.control)(x_t, timesteps)
+            else:
+                self.predict_noise(x_t, timesteps, conditions)
         return torch.cat(captured, dim=1)
 
     # --- target parameterisation -------------------------------------------------------
