@@ -133,3 +133,12 @@ def test_fused_up_block_features_equal_the_plain_ones(model_and_conditions):
         fused = model.up_block_features(x, t, draws, fused=True)
     assert fused.shape == plain.shape == (3, 16 + 16 + 8)
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_the_fused_forward_refuses_autograd(model_and_conditions):
+    model, conditions = model_and_conditions
+    x, t = _inputs([37])
+    with torch.inference_mode():
+        denoiser = FusedDenoiser(model, *_batch_of(conditions, 1))
+    with pytest.raises(RuntimeError, match="for inference"):
+        denoiser(x, t)

@@ -115,8 +115,10 @@ class FusedDenoiser:
         temb = block.time_emb_proj(F.silu(emb))  # (B, C)
         conv1 = _conv3d(block.conv1)
         if torch.equal(temb, temb[:1].expand_as(temb)):
-            h = F.conv3d(h, conv1.weight, conv1.bias + temb[0].to(conv1.bias.dtype),
-                         conv1.stride, conv1.padding, conv1.dilation, conv1.groups)
+            shift = temb[0].to(conv1.weight.dtype)
+            bias = shift if conv1.bias is None else conv1.bias + shift
+            h = F.conv3d(h, conv1.weight, bias, conv1.stride, conv1.padding, conv1.dilation,
+                         conv1.groups)
         else:
             h = conv1(h) + temb[:, :, None, None, None]
         h = F.silu(block.norm2(h), inplace=True)
@@ -125,6 +127,9 @@ class FusedDenoiser:
     # --- the two networks -------------------------------------------------------------
     def __call__(self, x_t: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """ε̂: (B, 1, X, Y, Z), timesteps (B,) -> (B, 1, X, Y, Z)."""
+        if torch.is_grad_enabled():
+            raise RuntimeError("FusedDenoiser is for inference (it works in place): call it "
+                               "under torch.inference_mode() or torch.no_grad().")
         self.fused_additions = 0
         x_t = x_t.to(self.control_embedding.dtype)  # bf16 under the sampler's autocast
         blocks = [m for m in (*self.unet.modules(), *self.controlnet.modules())
