@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
-from ImmunoDiffLib.models import ImmunoDiffModel, ModelConfig
+from ImmunoDiffLib.models import Conditions, ImmunoDiffModel, ModelConfig
 from ImmunoDiffLib.models.fused_inference import FusedDenoiser
 from ImmunoDiffLib.sampling import SamplingOptions, repeat_conditions, sample
 
@@ -62,9 +62,9 @@ def flops_per_step(model, x, t, conditions, bf16: bool) -> float:
     return (step.get_total_flops() - once.get_total_flops()) / 1e9
 
 
-def time_breakdown(model, x, t, conditions, peak: float) -> None:
-    """Where one default (fused, bf16) step's time goes, by operator."""
-    conv_flops = flops_per_step(model, x, t, conditions, True)  # all but ~0.1 % convolutions
+def time_breakdown(model, x, t, conditions, conv_flops: float, peak: float) -> None:
+    """Where one default (fused, bf16) step's time goes, by operator; conv_flops: the step's
+    GFLOP (all but ~0.1 % of them in convolutions)."""
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         denoiser = FusedDenoiser(model, conditions.context, conditions.control)
         denoiser(x, t)
@@ -204,12 +204,14 @@ def part_a(threads: int, steps: int = 25) -> None:
     flash = ImmunoDiffModel(replace(ModelConfig(), use_flash_attention=True)).eval()
     flash = flash.to(memory_format=torch.channels_last_3d)
     with torch.inference_mode():
-        flash_conditions = flash.encode_conditions(batch, "2")
+        encoded = flash.encode_conditions(batch, "2")
+    flash_conditions = Conditions(  # the layout sample() gives the control image
+        encoded.context, encoded.control.contiguous(memory_format=torch.channels_last_3d))
     x = torch.randn(1, 1, 96, 96, 16).contiguous(memory_format=torch.channels_last_3d)
     t = torch.full((1,), 500)
-    time_breakdown(flash, x, t, flash_conditions, peaks["bf16"])
-    step_without_normalisation(flash, x, t, flash_conditions,
-                               flops_per_step(flash, x, t, flash_conditions, True), peaks["bf16"])
+    step_flops = flops_per_step(flash, x, t, flash_conditions, True)
+    time_breakdown(flash, x, t, flash_conditions, step_flops, peaks["bf16"])
+    step_without_normalisation(flash, x, t, flash_conditions, step_flops, peaks["bf16"])
     print(f"{'MONAI stock DDPM-1000 fp32 (extrapolated)':<46} {stock_step:>7.3f} "
           f"{'':>11} {'':>8} {'':>7} {'':>10} {stock_step * 1000:>11.0f}")
     print(f"\nstock DDPM-1000 fp32 / default DDIM-{steps} (1 sample): "
