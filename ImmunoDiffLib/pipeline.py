@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import SimpleITK as sitk
@@ -32,6 +32,7 @@ from .imaging.labels import label_volume_ml
 from .imaging.lesion import segment_lesion
 from .imaging.recist import longest_axial_diameter_mm, recist_category
 from .models import Conditions
+from .precision import describe, native_bf16, resolve_channels_last
 from .progress import CancelFlag, ProgressCallback, Task
 from .sampling import SamplingOptions, make_sampling_scheduler, repeat_conditions, sample
 
@@ -63,6 +64,7 @@ class Result:
     samples: int
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    arithmetic: str = ""  # the denoising steps' precision and layout, e.g. "fp32, channels-first"
 
     @property
     def predicted_responder(self) -> bool:
@@ -85,7 +87,8 @@ class Result:
             "lesion_volume_change": None if change is None else round(change, 4),
             "baseline_diameter_mm": round(self.baseline_diameter_mm, 1),
             "followup_diameter_mm": round(self.followup_diameter_mm, 1),
-            "samples": self.samples, "lobes_backend": self.anatomy.lobes_backend,
+            "samples": self.samples, "arithmetic": self.arithmetic,
+            "lobes_backend": self.anatomy.lobes_backend,
             "vessels_backend": self.anatomy.vessels_backend,
             "lobes_approximate": self.anatomy.lobes_approximate,
             "warnings": self.warnings, "timings_s": {k: round(v, 2)
@@ -122,16 +125,25 @@ class ImmunoDiffPipeline:
     def __init__(self, bundle: str | os.PathLike | None = None, *, model=None,
                  info: BundleInfo | None = None, device: str = "cpu",
                  anatomy_backend: str = "auto", flash_attention: bool = True,
-                 anatomy_cache: bool = True, channels_last: bool = True):
+                 anatomy_cache: bool = True, channels_last: bool | None = None):
+        """``channels_last``: the model's memory layout; None: the one the device's default
+        precision runs fastest in (channels-last with native bf16; precision.py)."""
         if model is None:
             if bundle is None:
                 raise ValueError("Give a bundle path (or a model with its BundleInfo).")
             model, info = load_bundle(bundle, device, flash_attention=flash_attention)
-        if channels_last:  # the layout oneDNN's bf16 3-D convolutions run fastest in
+        self.device = torch.device(device)
+        self.channels_last = resolve_channels_last(channels_last, native_bf16(self.device))
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         self.model, self.info = model.eval(), info or BundleInfo(model=model.config)
-        self.device = torch.device(device)
         self.anatomy_backend, self.anatomy_cache = anatomy_backend, anatomy_cache
+
+    def _options_for_this_model(self, options: SamplingOptions) -> SamplingOptions:
+        """bf16 and layout decided: the layout the model was put in unless asked otherwise."""
+        if options.channels_last is None:
+            options = replace(options, channels_last=self.channels_last)
+        return options.for_device(self.device)
 
     def _clinical(self, clinical, warnings: list[str]) -> ClinicalRecord:
         record = clinical if isinstance(clinical, ClinicalRecord) else parse_clinical(
@@ -196,7 +208,7 @@ class ImmunoDiffPipeline:
             allow_outside_lungs: bool = False, anatomy: Anatomy | None = None) -> Result:
         """``anatomy``: lobes and vessels already at hand (on ``ct``'s grid), used instead of
         segmenting ``ct``."""
-        options = options or SamplingOptions()
+        options = self._options_for_this_model(options or SamplingOptions())
         task, timings, warnings = Task(progress, cancel), {}, []
         started = time.perf_counter()
         validate_ct(ct)
@@ -261,4 +273,5 @@ class ImmunoDiffPipeline:
             float(risk.std()),
             recist_category(before_mm, after_mm) if before_mm > 0 else "NE",
             label_volume_ml(lesion_before), label_volume_ml(lesion_after), before_mm, after_mm,
-            options.samples, warnings, timings)
+            options.samples, warnings, timings,
+            describe(options.bf16, options.channels_last))

@@ -19,6 +19,7 @@ from .errors import OutputPathError, TumourPointError
 from .imaging import label_centroid, read_ct, read_image, write_image
 from .outputs import atomic_folder, atomic_output
 from .pipeline import ImmunoDiffPipeline, Result
+from .precision import PRECISIONS
 from .progress import CancelFlag, ProgressCallback, Task
 from .report import save_case_report
 from .sampling import SamplingOptions
@@ -152,7 +153,10 @@ def add_predict_parser(commands) -> None:
                         help="generated follow-ups (2+ give the uncertainty map)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, default=1.0)
-    parser.add_argument("--no-bf16", action="store_true", help="full fp32 arithmetic")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto",
+                        help="arithmetic of the denoising steps: bf16 autocast, full fp32, or "
+                        "auto: bf16 where the device multiplies bf16 in hardware (AMX, "
+                        "AVX512-BF16, a recent GPU), else fp32")
     parser.add_argument("--anatomy", default="auto", help="anatomy backend (auto, classic, ...)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--allow-outside-lungs", action="store_true")
@@ -180,7 +184,7 @@ def run_predict(args, progress=None) -> dict:
                           "(immunodiff train all ... --bundle DIR).")
     options = SamplingOptions(sampler=args.sampler, steps=args.steps, samples=args.samples,
                               seed=args.seed, guidance_scale=args.guidance,
-                              bf16=not args.no_bf16)
+                              bf16=PRECISIONS[args.precision])
     if args.ct:
         clinical = _clinical_from_args(args)  # checked before the model is loaded
         from .clinical import parse_clinical

@@ -10,7 +10,7 @@ two with classifier-free guidance on the clinical variables (guidance_scale != 1
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
@@ -18,6 +18,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from .memory_reuse import reuse_freed_memory
 from .models.fused_inference import FusedDenoiser
 from .models.immunodiff import Conditions, ImmunoDiffModel
+from .precision import resolve_bf16, resolve_channels_last
 from .progress import CancelFlag, ProgressCallback, Task
 
 SAMPLERS = ("ddim", "ddpm")
@@ -27,18 +28,18 @@ SAMPLERS = ("ddim", "ddpm")
 class SamplingOptions:
     sampler: str = "ddim"
     steps: int = 25  # DDIM steps (DDPM always uses all training timesteps)
-    # Generated follow-ups, in one batch; >= 2 gives the voxel-wise uncertainty map. Two by
-    # default: DDIM-25 of two samples takes 8.3 s at the default model size on a 2-core CPU
-    # with bf16, flash attention, channels-last and the fused forward
-    # (benchmarks/inference_speed.py).
+    # Generated follow-ups, in one batch; >= 2 gives the voxel-wise uncertainty map.
     samples: int = 2
     prediction_draws: int = 8  # noise draws for the predictions' spread (one forward each)
     seed: int = 0
     guidance_scale: float = 1.0
-    bf16: bool = True  # bfloat16 autocast on the CPU / GPU
-    # channels-last 3-D tensors: oneDNN's fast path for bf16 convolutions (1.7x per step on
-    # the development CPU); the model should be converted too (see ImmunoDiffPipeline).
-    channels_last: bool = True
+    # bfloat16 autocast; None: where the device multiplies bf16 in hardware (precision.py),
+    # fp32 elsewhere (emulated bf16 is about 3x slower than fp32)
+    bf16: bool | None = None
+    # channels-last 3-D tensors; None: with bf16 (oneDNN's fast path for bf16 convolutions,
+    # while fp32 ones run faster channels-first). The model should be in the same layout
+    # (ImmunoDiffPipeline converts it).
+    channels_last: bool | None = None
     # keep freed activation buffers in the process for the next step (glibc; see
     # memory_reuse.py): 10-15 % less time per step on the CPU
     reuse_freed_memory: bool = True
@@ -51,6 +52,12 @@ class SamplingOptions:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
         if self.steps < 1 or self.samples < 1 or self.prediction_draws < 1:
             raise ValueError("steps, samples and prediction_draws must be at least 1.")
+
+    def for_device(self, device: torch.device | str) -> SamplingOptions:
+        """These options with ``bf16`` and ``channels_last`` decided for ``device``."""
+        bf16 = resolve_bf16(self.bf16, device)
+        return replace(self, bf16=bf16,
+                       channels_last=resolve_channels_last(self.channels_last, bf16))
 
 
 def make_sampling_scheduler(model: ImmunoDiffModel, options: SamplingOptions):
@@ -91,6 +98,7 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
     """
     task = Task(progress, cancel)
     device = next(model.parameters()).device
+    options = options.for_device(device)
     if options.reuse_freed_memory and device.type == "cpu":
         reuse_freed_memory()
     scheduler = make_sampling_scheduler(model, options)

@@ -2,10 +2,12 @@
 MONAI's stock sampler, and quality of the fast setting beside 1000-step DDPM.
 
 Part A (default ModelConfig, crop 96 x 96 x 16, random weights: speed does not depend on
-them): per-step time, FLOPs per step (torch's FlopCounterMode), achieved GFLOP/s against a
-measured fp32 / bf16 matmul rate, whole generate time, peak RSS, for the fused forward and
-MONAI's; where a fused step's time goes, and the bound if GroupNorm and SiLU cost nothing;
-and MONAI's stock
+them): per-step time, FLOPs per step (torch's FlopCounterMode, attention counted through its
+matmuls, since the counter does not see the CPU flash kernel), achieved GFLOP/s against the
+measured matmul rate of the row's precision and against the bf16 rate, whole generate time,
+peak RSS, for the default precision (precision.py: bf16 only where the CPU multiplies it in
+hardware) and the others, the fused forward and MONAI's; where a default step's time goes, and
+the bound if GroupNorm and SiLU cost nothing; and MONAI's stock
 ControlNetDiffusionInferer.sample with a 1000-step DDPMScheduler in fp32 on the same model —
 timed over a few steps in the same process and extrapolated to 1000 (said so in the table).
 
@@ -29,11 +31,13 @@ from pathlib import Path
 from unittest import mock
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
 from ImmunoDiffLib.models import Conditions, ImmunoDiffModel, ModelConfig
 from ImmunoDiffLib.models.fused_inference import FusedDenoiser
+from ImmunoDiffLib.precision import describe, native_bf16
 from ImmunoDiffLib.sampling import SamplingOptions, repeat_conditions, sample
 
 
@@ -52,9 +56,11 @@ def matmul_peak(dtype, size=4096, repeats=5, trials=3) -> float:
 
 def flops_per_step(model, x, t, conditions, bf16: bool) -> float:
     """GFLOP of one denoising step (torch's FlopCounterMode on MONAI's forward), less the
-    ControlNet's conditioning embedding, which sampling computes once per case."""
+    ControlNet's conditioning embedding, which sampling computes once per case. Attention is
+    counted through the plain-math kernel: the counter does not count the CPU flash kernel,
+    which does the same matmuls."""
     context = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
-    with torch.inference_mode(), context:
+    with torch.inference_mode(), context, sdpa_kernel(SDPBackend.MATH):
         with FlopCounterMode(display=False) as step:
             model.predict_noise(x, t, conditions)
         with FlopCounterMode(display=False) as once:
@@ -62,32 +68,31 @@ def flops_per_step(model, x, t, conditions, bf16: bool) -> float:
     return (step.get_total_flops() - once.get_total_flops()) / 1e9
 
 
-def time_breakdown(model, x, t, conditions, conv_flops: float, peak: float) -> None:
-    """Where one default (fused, bf16) step's time goes, by operator; conv_flops: the step's
-    GFLOP (all but ~0.1 % of them in convolutions)."""
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+def time_breakdown(model, x, t, conditions, flops: float, peak: float, bf16: bool) -> None:
+    """Where one default (fused) step's time goes, by operator; flops: the step's GFLOP."""
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         denoiser = FusedDenoiser(model, conditions.context, conditions.control)
         denoiser(x, t)
         with torch.profiler.profile() as profile:
             denoiser(x, t)
     by_op = {e.key: e.self_cpu_time_total / 1e6 for e in profile.key_averages()}
     total = sum(by_op.values())
-    conv = sum(v for k, v in by_op.items() if "convolution" in k)
-    print(f"\none default step (fused, 1 sample), by operator (torch.profiler, {total:.3f} s "
-          "in all):")
-    print(f"  convolutions (plain and fused with an addition): {conv / total:.0%} of the time, "
-          f"{conv_flops:.0f} GFLOP at {conv_flops / conv:.0f} GFLOP/s "
-          f"({conv_flops / conv / peak:.0%} of the bf16 matmul rate)")
-    for key, seconds in sorted(by_op.items(), key=lambda kv: -kv[1])[:8]:
+    matmul = sum(v for k, v in by_op.items() if "convolution" in k or "attention" in k)
+    print(f"\none default step (fused, 1 sample, {'bf16' if bf16 else 'fp32'}), by operator "
+          f"(torch.profiler, {total:.3f} s in all):")
+    print(f"  convolutions and attention: {matmul / total:.0%} of the time, {flops:.0f} GFLOP "
+          f"at {flops / matmul:.0f} GFLOP/s ({flops / matmul / peak:.0%} of the matmul rate)")
+    for key, seconds in sorted(by_op.items(), key=lambda kv: -kv[1])[:10]:
         if "convolution" not in key:
             print(f"  {key:<50} {seconds / total:>4.0%}  {seconds * 1e3:5.1f} ms")
 
 
-def step_without_normalisation(model, x, t, conditions, flops: float, peak: float) -> None:
+def step_without_normalisation(model, x, t, conditions, flops: float, peak: float,
+                               bf16: bool) -> None:
     """An upper bound, timing only (outputs meaningless): the fused step with SiLU, then also
     GroupNorm, made identities — what no faster kernel for them could beat."""
     def best_step() -> float:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             denoiser = FusedDenoiser(model, conditions.context, conditions.control)
             for _ in range(2):
                 denoiser(x, t)
@@ -100,9 +105,9 @@ def step_without_normalisation(model, x, t, conditions, flops: float, peak: floa
 
     def report(label: str, seconds: float) -> None:
         print(f"  {label:<44} {seconds:.3f} s/step  {flops / seconds:5.0f} GFLOP/s  "
-              f"{flops / seconds / peak:.0%} of the bf16 matmul rate")
+              f"{flops / seconds / peak:.0%} of the matmul rate")
 
-    print("\nbound (1 sample, fused, best of 5 steps; timing only):")
+    print("\nbound (1 sample, fused, default precision, best of 5 steps; timing only):")
     report("as it is", best_step())
     with mock.patch.object(torch.nn.functional, "silu", lambda x, inplace=False: x):
         report("SiLU costing nothing", best_step())
@@ -121,31 +126,31 @@ def default_batch(shape=(1, 1, 96, 96, 16)):
 class Row:
     name: str
     samples: int = 1
-    bf16: bool = True
+    bf16: bool | None = None  # None: the default (precision.py)
     flash: bool = True
-    channels_last: bool = True
+    channels_last: bool | None = None  # None: with bf16
     reuse: bool = True
     fused: bool = True
 
 
 # The first row runs before anything sets the allocator's thresholds (process-wide).
-ROWS = (Row("1 sample, MONAI forward, freed memory unmapped", reuse=False, fused=False),
-        Row("1 sample, MONAI forward", fused=False),
-        Row("1 sample, fused (default settings)"),
-        Row("2 samples, fused (the default)", samples=2),
-        Row("2 samples, MONAI forward", samples=2, fused=False),
-        Row("1 sample, MONAI forward, not channels-last", channels_last=False, fused=False),
-        Row("1 sample, fp32, MONAI forward", bf16=False, channels_last=False, fused=False),
+ROWS = (Row("1 sample, default, freed memory unmapped", reuse=False),
+        Row("1 sample, default"),
+        Row("2 samples, default (the default)", samples=2),
+        Row("1 sample, default precision, MONAI forward", fused=False),
+        Row("2 samples, default precision, MONAI forward", samples=2, fused=False),
+        Row("1 sample, fp32, channels-last", bf16=False, channels_last=True),
+        Row("1 sample, fp32, channels-first", bf16=False, channels_last=False),
+        Row("1 sample, bf16, channels-last", bf16=True, channels_last=True),
         Row("1 sample, fp32, no flash, MONAI forward", bf16=False, flash=False,
             channels_last=False, fused=False))
 
 
-def timed_sampling(model, conditions, row: Row, steps: int) -> tuple[float, float, float]:
+def timed_sampling(model, conditions, options: SamplingOptions,
+                   steps: int) -> tuple[float, float, float]:
     """(steady per-step s = median of steps 2..n, first step s, whole generate s)."""
     stamps = []
-    options = SamplingOptions(steps=steps, samples=row.samples, bf16=row.bf16,
-                              channels_last=row.channels_last, reuse_freed_memory=row.reuse,
-                              fused=row.fused)
+    options = replace(options, steps=steps)
     start = time.perf_counter()
     sample(model, conditions, (1, 96, 96, 16), options,
            progress=lambda fraction, message: stamps.append(time.perf_counter()))
@@ -157,31 +162,37 @@ def timed_sampling(model, conditions, row: Row, steps: int) -> tuple[float, floa
 
 def part_a(threads: int, steps: int = 25) -> None:
     torch.set_num_threads(threads)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak here ({threads} threads): fp32 {peaks['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peaks['bf16']:.0f} GFLOP/s")
+    peaks = {False: matmul_peak(torch.float32), True: matmul_peak(torch.bfloat16)}
+    default = SamplingOptions().for_device("cpu")
+    print(f"matmul peak here ({threads} threads): fp32 {peaks[False]:.0f} GFLOP/s, "
+          f"bf16 {peaks[True]:.0f} GFLOP/s; bf16 in hardware (AMX or AVX512-BF16): "
+          f"{native_bf16('cpu')}; default precision: "
+          f"{describe(default.bf16, default.channels_last)}")
     print(f"DDIM-{steps}; s/step: median of steps 2..{steps}; GFLOP/step: per step, without "
-          "the once-per-case work\n")
-    print(f"{'setting':<46} {'s/step':>7} {'GFLOP/step':>11} {'GFLOP/s':>8} {'% peak':>7} "
-          f"{'1st step s':>10} {'generate s':>11}")
+          "the once-per-case work; '% own': of the matmul rate of the row's precision\n")
+    print(f"{'setting':<46} {'precision':<22} {'s/step':>7} {'GFLOP/step':>11} {'GFLOP/s':>8} "
+          f"{'% own':>6} {'% bf16':>7} {'1st step s':>10} {'generate s':>11}")
     batch = default_batch()
     results = {}
     for row in ROWS:
+        options = SamplingOptions(bf16=row.bf16, channels_last=row.channels_last,
+                                  samples=row.samples, reuse_freed_memory=row.reuse,
+                                  fused=row.fused).for_device("cpu")
         torch.manual_seed(0)
         model = ImmunoDiffModel(replace(ModelConfig(), use_flash_attention=row.flash)).eval()
-        layout = torch.channels_last_3d if row.channels_last else torch.contiguous_format
+        layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
         model = model.to(memory_format=layout)
         with torch.inference_mode():
             conditions = model.encode_conditions(batch, "2")
         x = torch.randn(row.samples, 1, 96, 96, 16).contiguous(memory_format=layout)
         flops = flops_per_step(model, x, torch.full((row.samples,), 500),
-                               repeat_conditions(conditions, row.samples), row.bf16)
-        per_step, first, total = timed_sampling(model, conditions, row, steps)
+                               repeat_conditions(conditions, row.samples), options.bf16)
+        per_step, first, total = timed_sampling(model, conditions, options, steps)
         rate = flops / per_step
-        peak = peaks["bf16" if row.bf16 else "fp32"]
         results[row.name] = per_step
-        print(f"{row.name:<46} {per_step:>7.3f} {flops:>11.1f} {rate:>8.0f} {rate / peak:>6.0%} "
-              f"{first:>10.2f} {total:>11.1f}")
+        print(f"{row.name:<46} {describe(options.bf16, options.channels_last):<22} "
+              f"{per_step:>7.3f} {flops:>11.1f} {rate:>8.0f} {rate / peaks[options.bf16]:>6.0%} "
+              f"{rate / peaks[True]:>7.0%} {first:>10.2f} {total:>11.1f}", flush=True)
 
     from monai.inferers import ControlNetDiffusionInferer
     from monai.networks.schedulers import DDPMScheduler
@@ -200,20 +211,22 @@ def part_a(threads: int, steps: int = 25) -> None:
                        conditions.control, scheduler, conditioning=conditions.context,
                        verbose=False)
         stock_step = (time.perf_counter() - start) / measured
-    fast = results["1 sample, fused (default settings)"]
+    fast = results["1 sample, default"]
     flash = ImmunoDiffModel(replace(ModelConfig(), use_flash_attention=True)).eval()
-    flash = flash.to(memory_format=torch.channels_last_3d)
+    layout = torch.channels_last_3d if default.channels_last else torch.contiguous_format
+    flash = flash.to(memory_format=layout)
     with torch.inference_mode():
         encoded = flash.encode_conditions(batch, "2")
     flash_conditions = Conditions(  # the layout sample() gives the control image
-        encoded.context, encoded.control.contiguous(memory_format=torch.channels_last_3d))
-    x = torch.randn(1, 1, 96, 96, 16).contiguous(memory_format=torch.channels_last_3d)
+        encoded.context, encoded.control.contiguous(memory_format=layout))
+    x = torch.randn(1, 1, 96, 96, 16).contiguous(memory_format=layout)
     t = torch.full((1,), 500)
-    step_flops = flops_per_step(flash, x, t, flash_conditions, True)
-    time_breakdown(flash, x, t, flash_conditions, step_flops, peaks["bf16"])
-    step_without_normalisation(flash, x, t, flash_conditions, step_flops, peaks["bf16"])
-    print(f"{'MONAI stock DDPM-1000 fp32 (extrapolated)':<46} {stock_step:>7.3f} "
-          f"{'':>11} {'':>8} {'':>7} {'':>10} {stock_step * 1000:>11.0f}")
+    step_flops = flops_per_step(flash, x, t, flash_conditions, default.bf16)
+    peak = peaks[default.bf16]
+    time_breakdown(flash, x, t, flash_conditions, step_flops, peak, default.bf16)
+    step_without_normalisation(flash, x, t, flash_conditions, step_flops, peak, default.bf16)
+    print(f"\n{'MONAI stock DDPM-1000 fp32 (extrapolated)':<46} {'fp32, channels-first':<22} "
+          f"{stock_step:>7.3f} {stock_step * 1000:>11.0f} s in all")
     print(f"\nstock DDPM-1000 fp32 / default DDIM-{steps} (1 sample): "
           f"{stock_step * 1000 / (fast * steps):.0f}x faster; per step {stock_step / fast:.1f}x")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,100 @@
+"""The denoising steps' precision and layout: bf16 only where the device multiplies it in
+hardware, channels-last with bf16, decided from capabilities (never timings), so the same
+machine and seed give the same output."""
+
+import pytest
+import torch
+
+from ImmunoDiffLib import precision
+from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.cli import build_parser
+from ImmunoDiffLib.precision import describe, native_bf16
+from ImmunoDiffLib.sampling import SamplingOptions, sample
+
+
+def _cpu_reports(monkeypatch, amx: bool, avx512_bf16: bool):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, True), (False, True, True), (True, True, True), (False, False, False)])
+def test_cpu_bf16_is_native_only_with_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16,
+                                                         expected):
+    _cpu_reports(monkeypatch, amx, avx512_bf16)
+    assert native_bf16("cpu") is expected
+    options = SamplingOptions().for_device("cpu")
+    assert options.bf16 is expected and options.channels_last is expected
+
+
+def test_a_torch_without_the_capability_checks_means_fp32(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert native_bf16("cpu") is False
+
+
+def test_cuda_without_a_gpu_and_other_devices_are_not_native_bf16():
+    if not torch.cuda.is_available():
+        assert native_bf16("cuda") is False
+    assert native_bf16("meta") is False
+
+
+def test_explicit_choices_are_kept_whatever_the_hardware(monkeypatch):
+    _cpu_reports(monkeypatch, amx=False, avx512_bf16=False)
+    forced = SamplingOptions(bf16=True).for_device("cpu")
+    assert forced.bf16 is True and forced.channels_last is True  # layout follows bf16
+    mixed = SamplingOptions(bf16=True, channels_last=False).for_device("cpu")
+    assert mixed.bf16 is True and mixed.channels_last is False
+    _cpu_reports(monkeypatch, amx=True, avx512_bf16=True)
+    plain = SamplingOptions(bf16=False).for_device("cpu")
+    assert plain.bf16 is False and plain.channels_last is False
+    assert describe(plain.bf16, plain.channels_last) == "fp32, channels-first"
+
+
+def test_automatic_precision_samples_exactly_as_the_choice_it_makes():
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(TINY).eval()
+    with torch.no_grad():
+        for parameter in model.unet.out.parameters():
+            parameter.normal_(0, 0.05)
+    batch = {"baseline": torch.rand(1, 1, 16, 16, 8) * 2 - 1,
+             "vessels": torch.zeros(1, 1, 16, 16, 8), "lobes": torch.ones(1, 1, 16, 16, 8)}
+    with torch.inference_mode():
+        conditions = model.encode_conditions(batch, "1C")
+    chosen = SamplingOptions(steps=3, samples=2).for_device("cpu")
+    automatic = sample(model, conditions, (1, 16, 16, 8), SamplingOptions(steps=3, samples=2))
+    explicit = sample(model, conditions, (1, 16, 16, 8), chosen)
+    other = sample(model, conditions, (1, 16, 16, 8),
+                   SamplingOptions(steps=3, samples=2, bf16=not chosen.bf16))
+    assert torch.equal(automatic, explicit)
+    assert not torch.equal(automatic, other)  # the precision really is what changed
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_pipeline_puts_the_model_in_the_layout_of_its_precision(monkeypatch, native):
+    monkeypatch.setattr(precision.torch.cpu, "_is_amx_tile_supported", lambda: native)
+    monkeypatch.setattr(precision.torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    pipeline = ImmunoDiffPipeline(model=ImmunoDiffModel(TINY))
+    weight = next(m.weight for m in pipeline.model.unet.modules()
+                  if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) is native
+    assert pipeline.channels_last is native
+    options = pipeline._options_for_this_model(SamplingOptions())
+    assert (options.bf16, options.channels_last) == (native, native)
+    forced = ImmunoDiffPipeline(model=ImmunoDiffModel(TINY), channels_last=not native)
+    assert forced._options_for_this_model(SamplingOptions()).channels_last is (not native)
+
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--precision", "fp32"], False),
+                                            (["--precision", "bf16"], True)])
+def test_command_line_precision(flag, expected):
+    args = build_parser().parse_args(["predict", "--cohort", "c.csv", "-o", "out", *flag])
+    assert precision.PRECISIONS[args.precision] is expected
+
+
+def test_command_line_refuses_an_unknown_precision(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["predict", "--cohort", "c.csv", "-o", "out",
+                                   "--precision", "fp16"])
+    assert "--precision" in capsys.readouterr().err
