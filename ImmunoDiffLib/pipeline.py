@@ -64,7 +64,7 @@ class Result:
     samples: int
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    arithmetic: str = ""  # the denoising steps' precision and layout, e.g. "fp32, channels-first"
+    arithmetic: str = ""  # the denoising steps' precision and layout, e.g. "fp32, channels-last"
 
     @property
     def predicted_responder(self) -> bool:
@@ -127,13 +127,14 @@ class ImmunoDiffPipeline:
                  anatomy_backend: str = "auto", flash_attention: bool = True,
                  anatomy_cache: bool = True, channels_last: bool | None = None):
         """``channels_last``: the model's memory layout; None: the one the device's default
-        precision runs fastest in (channels-last with native bf16; precision.py)."""
+        precision runs fastest in (precision.py)."""
         if model is None:
             if bundle is None:
                 raise ValueError("Give a bundle path (or a model with its BundleInfo).")
             model, info = load_bundle(bundle, device, flash_attention=flash_attention)
         self.device = torch.device(device)
-        self.channels_last = resolve_channels_last(channels_last, native_bf16(self.device))
+        self.channels_last = resolve_channels_last(channels_last, native_bf16(self.device),
+                                                   self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         self.model, self.info = model.eval(), info or BundleInfo(model=model.config)

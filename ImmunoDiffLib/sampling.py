@@ -36,9 +36,8 @@ class SamplingOptions:
     # bfloat16 autocast; None: where the device multiplies bf16 in hardware (precision.py),
     # fp32 elsewhere (emulated bf16 is about 3x slower than fp32)
     bf16: bool | None = None
-    # channels-last 3-D tensors; None: with bf16 (oneDNN's fast path for bf16 convolutions,
-    # while fp32 ones run faster channels-first). The model should be in the same layout
-    # (ImmunoDiffPipeline converts it).
+    # channels-last 3-D tensors; None: on the CPU always (oneDNN's native layout), on a GPU
+    # with bf16. The model should be in the same layout (ImmunoDiffPipeline converts it).
     channels_last: bool | None = None
     # keep freed activation buffers in the process for the next step (glibc; see
     # memory_reuse.py): 10-15 % less time per step on the CPU
@@ -57,7 +56,7 @@ class SamplingOptions:
         """These options with ``bf16`` and ``channels_last`` decided for ``device``."""
         bf16 = resolve_bf16(self.bf16, device)
         return replace(self, bf16=bf16,
-                       channels_last=resolve_channels_last(self.channels_last, bf16))
+                       channels_last=resolve_channels_last(self.channels_last, bf16, device))
 
 
 def make_sampling_scheduler(model: ImmunoDiffModel, options: SamplingOptions):

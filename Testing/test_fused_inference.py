@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
@@ -142,3 +143,45 @@ def test_the_fused_forward_refuses_autograd(model_and_conditions):
         denoiser = FusedDenoiser(model, *_batch_of(conditions, 1))
     with pytest.raises(RuntimeError, match="for inference"):
         denoiser(x, t)
+
+
+class _LayoutSpy(TorchDispatchMode):
+    """Records the layout of every multi-channel full-resolution tensor that an addition,
+    concatenation or convolution receives."""
+
+    def __init__(self, full_resolution):
+        super().__init__()
+        self.full_resolution, self.layouts = tuple(full_resolution), []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__
+        if name.startswith(("add", "cat", "convolution", "mkldnn_convolution",
+                            "_convolution_pointwise")):
+            flat = [a for arg in args for a in (arg if isinstance(arg, (list, tuple)) else [arg])]
+            self.layouts += [(name, t.is_contiguous(memory_format=LAST))
+                             for t in flat if torch.is_tensor(t) and t.dim() == 5
+                             and t.shape[1] > 1 and tuple(t.shape[2:]) == self.full_resolution]
+        return func(*args, **(kwargs or {}))
+
+
+def test_fused_forward_keeps_a_channels_last_network_channels_last():
+    """The one-channel input is ambiguous: without care the U-Net's input convolution hands
+    channels-first activations to the channels-last network (each addition then transposes).
+    Checked at full resolution, 32 channels: smaller convolutions run in aten's own kernel,
+    which answers channels-first whatever it is given."""
+    torch.manual_seed(0)
+    config = replace(TINY, channels=(32, 32, 32), num_head_channels=(0, 0, 32),
+                     use_flash_attention=True)
+    model = ImmunoDiffModel(config).eval().to(memory_format=LAST)
+    shape = (1, 1, 32, 32, 8)
+    batch = {"baseline": torch.rand(shape) * 2 - 1, "vessels": torch.zeros(shape),
+             "lobes": torch.ones(shape)}
+    with torch.inference_mode():
+        conditions = model.encode_conditions(batch, "1C")
+        control = conditions.control.contiguous(memory_format=LAST)
+        denoiser = FusedDenoiser(model, conditions.context, control)
+        spy = _LayoutSpy(full_resolution=shape[2:])
+        with spy:
+            denoiser(torch.randn(shape).contiguous(memory_format=LAST), torch.tensor([37]))
+    assert len(spy.layouts) > 10  # the spy saw the network's additions and convolutions
+    assert [name for name, channels_last in spy.layouts if not channels_last] == []

@@ -1,15 +1,15 @@
 """The denoising steps' precision and layout: bf16 only where the device multiplies it in
-hardware, channels-last with bf16, decided from capabilities (never timings), so the same
-machine and seed give the same output."""
+hardware, channels-last on the CPU (on a GPU with bf16), decided from capabilities (never
+timings), so the same machine and seed give the same output."""
 
 import pytest
 import torch
 
 from ImmunoDiffLib import precision
+from ImmunoDiffLib.cli import build_parser
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
-from ImmunoDiffLib.cli import build_parser
-from ImmunoDiffLib.precision import describe, native_bf16
+from ImmunoDiffLib.precision import describe, native_bf16, resolve_channels_last
 from ImmunoDiffLib.sampling import SamplingOptions, sample
 
 
@@ -25,7 +25,7 @@ def test_cpu_bf16_is_native_only_with_amx_or_avx512_bf16(monkeypatch, amx, avx51
     _cpu_reports(monkeypatch, amx, avx512_bf16)
     assert native_bf16("cpu") is expected
     options = SamplingOptions().for_device("cpu")
-    assert options.bf16 is expected and options.channels_last is expected
+    assert options.bf16 is expected and options.channels_last is True
 
 
 def test_a_torch_without_the_capability_checks_means_fp32(monkeypatch):
@@ -43,13 +43,20 @@ def test_cuda_without_a_gpu_and_other_devices_are_not_native_bf16():
 def test_explicit_choices_are_kept_whatever_the_hardware(monkeypatch):
     _cpu_reports(monkeypatch, amx=False, avx512_bf16=False)
     forced = SamplingOptions(bf16=True).for_device("cpu")
-    assert forced.bf16 is True and forced.channels_last is True  # layout follows bf16
+    assert forced.bf16 is True and forced.channels_last is True
     mixed = SamplingOptions(bf16=True, channels_last=False).for_device("cpu")
     assert mixed.bf16 is True and mixed.channels_last is False
+    assert describe(mixed.bf16, mixed.channels_last) == "bf16, channels-first"
     _cpu_reports(monkeypatch, amx=True, avx512_bf16=True)
     plain = SamplingOptions(bf16=False).for_device("cpu")
-    assert plain.bf16 is False and plain.channels_last is False
-    assert describe(plain.bf16, plain.channels_last) == "fp32, channels-first"
+    assert plain.bf16 is False and plain.channels_last is True
+    assert describe(plain.bf16, plain.channels_last) == "fp32, channels-last"
+
+
+@pytest.mark.parametrize("bf16, expected", [(False, False), (True, True)])
+def test_on_a_gpu_the_layout_follows_bf16(bf16, expected):
+    assert resolve_channels_last(None, bf16, "cuda") is expected
+    assert resolve_channels_last(not expected, bf16, "cuda") is (not expected)
 
 
 def test_automatic_precision_samples_exactly_as_the_choice_it_makes():
@@ -71,19 +78,16 @@ def test_automatic_precision_samples_exactly_as_the_choice_it_makes():
     assert not torch.equal(automatic, other)  # the precision really is what changed
 
 
-@pytest.mark.parametrize("native", [False, True])
-def test_pipeline_puts_the_model_in_the_layout_of_its_precision(monkeypatch, native):
-    monkeypatch.setattr(precision.torch.cpu, "_is_amx_tile_supported", lambda: native)
-    monkeypatch.setattr(precision.torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    pipeline = ImmunoDiffPipeline(model=ImmunoDiffModel(TINY))
+@pytest.mark.parametrize("requested, expected", [(None, True), (False, False), (True, True)])
+def test_pipeline_puts_the_model_in_the_layout_its_steps_use(requested, expected):
+    pipeline = ImmunoDiffPipeline(model=ImmunoDiffModel(TINY), channels_last=requested)
     weight = next(m.weight for m in pipeline.model.unet.modules()
                   if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
-    assert weight.is_contiguous(memory_format=torch.channels_last_3d) is native
-    assert pipeline.channels_last is native
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) is expected
     options = pipeline._options_for_this_model(SamplingOptions())
-    assert (options.bf16, options.channels_last) == (native, native)
-    forced = ImmunoDiffPipeline(model=ImmunoDiffModel(TINY), channels_last=not native)
-    assert forced._options_for_this_model(SamplingOptions()).channels_last is (not native)
+    assert options.channels_last is expected and options.bf16 is native_bf16("cpu")
+    explicit = pipeline._options_for_this_model(SamplingOptions(channels_last=not expected))
+    assert explicit.channels_last is (not expected)
 
 
 @pytest.mark.parametrize("flag, expected", [([], None), (["--precision", "fp32"], False),

@@ -12,6 +12,9 @@ weights as :meth:`ImmunoDiffModel.predict_noise`, evaluated with less memory tra
   (``torch.ops.mkldnn._convolution_pointwise.binary``, the kernel torch.compile uses for the
   same fusion on the CPU). Where oneDNN cannot take it, a plain convolution and addition.
 * SiLU after GroupNorm runs in place.
+* Activations keep the layout of the model's weights: a one-channel input is ambiguous, so
+  the U-Net's input convolution would otherwise hand channels-first tensors to a channels-last
+  network, and every addition and concatenation with them would pay a transposing copy.
 
 Inference only (``torch.inference_mode``); tensors (B, C, X, Y, Z).
 """
@@ -37,6 +40,15 @@ def _conv3d(module: nn.Module) -> nn.Conv3d:
 def _same_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     return any(a.is_contiguous(memory_format=f) and b.is_contiguous(memory_format=f)
                for f in (torch.channels_last_3d, torch.contiguous_format))
+
+
+def _layout_of(network: nn.Module) -> torch.memory_format:
+    """channels-last 3-D if the network's (multi-channel) convolution weights are."""
+    weight = next(m.weight for m in network.modules()
+                  if isinstance(m, nn.Conv3d) and m.in_channels > 1)
+    channels_last = (weight.is_contiguous(memory_format=torch.channels_last_3d)
+                     and not weight.is_contiguous())
+    return torch.channels_last_3d if channels_last else torch.contiguous_format
 
 
 def _keeps_shape(conv: nn.Conv3d) -> bool:
@@ -68,7 +80,9 @@ class FusedDenoiser:
         if self.unet.num_class_embeds is not None or self.controlnet.num_class_embeds is not None:
             raise ValueError("FusedDenoiser does not take class-conditioned networks.")
         self.context = context
-        self.control_embedding = self.controlnet.controlnet_cond_embedding(control)
+        self.layout = _layout_of(self.unet)
+        self.control_embedding = self.controlnet.controlnet_cond_embedding(control).contiguous(
+            memory_format=self.layout)
         self._weights: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.fused_additions = 0  # additions fused into a convolution (the last call's)
         self.fusion_works = True
@@ -164,7 +178,7 @@ class FusedDenoiser:
         """The U-Net with the ControlNet's residuals (conditioning scale 1) added."""
         net, control = self.unet, self.controlnet
         emb = self._time_embedding(net, timesteps, x.dtype)
-        h = net.conv_in(x)
+        h = net.conv_in(x).contiguous(memory_format=self.layout)
         skips = [h]
         for block in net.down_blocks:
             h, outputs = block(hidden_states=h, temb=emb, context=self.context)
