@@ -11,6 +11,9 @@ the bound if GroupNorm and SiLU cost nothing; and MONAI's stock
 ControlNetDiffusionInferer.sample with a 1000-step DDPMScheduler in fp32 on the same model —
 timed over a few steps in the same process and extrapolated to 1000 (said so in the table).
 
+Then the same for a real bundle (default: the demo bundle, what ``immunodiff predict`` uses
+when given none) at its own crop.
+
 Part B (quality): a trained bundle (default: the demo bundle) on simulated cases it was not
 trained on; SSIM (MONAI SSIMMetric) and MAE (HU) of DDIM-k and of 1000-step DDPM against the
 true follow-up, beside the trivial "unchanged" prediction (the baseline itself).
@@ -146,13 +149,13 @@ ROWS = (Row("1 sample, default, freed memory unmapped", reuse=False),
             channels_last=False, fused=False))
 
 
-def timed_sampling(model, conditions, options: SamplingOptions,
-                   steps: int) -> tuple[float, float, float]:
+def timed_sampling(model, conditions, options: SamplingOptions, steps: int,
+                   shape=(1, 96, 96, 16)) -> tuple[float, float, float]:
     """(steady per-step s = median of steps 2..n, first step s, whole generate s)."""
     stamps = []
     options = replace(options, steps=steps)
     start = time.perf_counter()
-    sample(model, conditions, (1, 96, 96, 16), options,
+    sample(model, conditions, shape, options,
            progress=lambda fraction, message: stamps.append(time.perf_counter()))
     total = time.perf_counter() - start
     step_ends = stamps[1:]  # a report opens every step, and one closes the loop
@@ -160,7 +163,7 @@ def timed_sampling(model, conditions, options: SamplingOptions,
             step_ends[0] - start, total)
 
 
-def part_a(threads: int, steps: int = 25) -> None:
+def part_a(threads: int, bundle: Path, steps: int = 25) -> None:
     torch.set_num_threads(threads)
     peaks = {False: matmul_peak(torch.float32), True: matmul_peak(torch.bfloat16)}
     default = SamplingOptions().for_device("cpu")
@@ -231,6 +234,35 @@ def part_a(threads: int, steps: int = 25) -> None:
           f"{stock_step * 1000 / (fast * steps):.0f}x faster; per step {stock_step / fast:.1f}x")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of this process: {peak_rss:.0f} MB")
+    if bundle.is_dir():
+        bundle_speed(bundle, peaks, steps)
+
+
+def bundle_speed(bundle: Path, peaks: dict, steps: int = 25) -> None:
+    """The same measurement on a real bundle's model at its own crop, default options."""
+    from ImmunoDiffLib.bundle import load_bundle
+
+    model, info = load_bundle(bundle)
+    shape = (1, *info.crop.size)
+    print(f"\nthe bundle {bundle} (channels {model.config.channels}, crop {info.crop.size}), "
+          f"DDIM-{steps}, default options:")
+    print(f"{'samples':<8} {'precision':<22} {'s/step':>7} {'GFLOP/step':>11} {'GFLOP/s':>8} "
+          f"{'% own':>6} {'% bf16':>7} {'generate s':>11}")
+    for samples in (1, 2):
+        options = SamplingOptions(samples=samples).for_device("cpu")
+        layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
+        model = model.eval().to(memory_format=layout)
+        with torch.inference_mode():
+            conditions = model.encode_conditions(default_batch((1, *shape)), "2")
+        x = torch.randn(samples, *shape).contiguous(memory_format=layout)
+        repeated = repeat_conditions(conditions, samples)
+        repeated = Conditions(repeated.context, repeated.control.contiguous(memory_format=layout))
+        flops = flops_per_step(model, x, torch.full((samples,), 500), repeated, options.bf16)
+        per_step, _, total = timed_sampling(model, conditions, options, steps, shape)
+        rate = flops / per_step
+        print(f"{samples:<8} {describe(options.bf16, options.channels_last):<22} "
+              f"{per_step:>7.3f} {flops:>11.2f} {rate:>8.0f} {rate / peaks[options.bf16]:>6.0%} "
+              f"{rate / peaks[True]:>7.0%} {total:>11.1f}", flush=True)
 
 
 def part_b(cohort: Path, bundle: Path, threads: int, cases: int) -> None:
@@ -294,7 +326,7 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     args = parser.parse_args()
     if not args.skip_speed:
-        part_a(args.threads)
+        part_a(args.threads, args.bundle)
     if args.cohort:
         part_b(args.cohort, args.bundle, args.threads, args.cases)
 
