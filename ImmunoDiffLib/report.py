@@ -73,7 +73,8 @@ def prediction_lines(summary: dict) -> list[str]:
         f"{summary['followup_diameter_mm']:.0f} mm",
         f"Anatomy: {summary['lobes_backend']} lobes"
         + (" (approximate)" if summary["lobes_approximate"] else ""),
-        f"Time: {summary['timings_s'].get('total', float('nan')):.1f} s",
+        f"Time: {summary['timings_s'].get('total', float('nan')):.1f} s"
+        + (f" ({summary['arithmetic']})" if summary.get("arithmetic") else ""),
     ]
 
 

@@ -15,8 +15,10 @@ from ImmunoDiffLib.errors import ClinicalValueError, ImageError, OutputPathError
 from ImmunoDiffLib.imaging import CropSpec
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.precision import describe
 from ImmunoDiffLib.predict import predict_case, predict_cohort
 from ImmunoDiffLib.progress import Cancelled
+from ImmunoDiffLib.report import prediction_lines
 from ImmunoDiffLib.sampling import SamplingOptions
 
 CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 3.2, "anc": 4.5, "alc": 1.5,
@@ -181,3 +183,13 @@ def test_predictions_do_not_depend_on_the_fused_forward_or_the_draw_batches(
     assert fused.response_probability_sd > 0  # five different draws
     np.testing.assert_allclose(sitk.GetArrayFromImage(fused.followup_crop),
                                sitk.GetArrayFromImage(plain.followup_crop), atol=2.0)  # HU
+
+
+def test_predictions_record_the_arithmetic_of_the_steps(pipeline, lung2, lung2_tumour_point):
+    chosen = SamplingOptions().for_device("cpu")
+    automatic = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST).summary()
+    assert automatic["arithmetic"] == describe(chosen.bf16, chosen.channels_last)
+    forced = pipeline.run(lung2, CLINICAL, lung2_tumour_point,
+                          replace(FAST, bf16=False, channels_last=False)).summary()
+    assert forced["arithmetic"] == "fp32, channels-first"
+    assert prediction_lines(forced)[-1].endswith("s (fp32, channels-first)")
