@@ -2,13 +2,15 @@
 
 bfloat16 autocast pays only where the hardware multiplies bf16 natively: a CUDA GPU that
 supports it, or a CPU with AMX tiles or AVX512-BF16 (oneDNN then runs bf16 convolutions 3-6x
-faster than fp32). Elsewhere oneDNN emulates bf16 through fp32 and a step is about 3x *slower*
-than plain fp32 (measured on a 2-core AVX-512 Xeon without either: bf16 matmul 62 GFLOP/s vs
-fp32 315 GFLOP/s; a default-size step 2.9 s vs 0.84 s). The choice is made from the device's
-capabilities, never from a timing, so the same machine always gives the same output for a seed.
+faster than fp32). Elsewhere oneDNN emulates bf16 through fp32 and a step is several times
+*slower* than plain fp32 (measured on a 2-core AVX-512 Xeon without either: bf16 matmul
+61 GFLOP/s vs fp32 312 GFLOP/s; a default-size step 2.93 s vs 0.78 s). The choice is made
+from the device's capabilities, never from a timing, so the same machine always gives the same
+output for a seed.
 
 Memory layout: on the CPU channels-last 3-D in both precisions (oneDNN's native layout: its
-convolutions need no reorder; a default-size fp32 step 0.81 s against 0.94 s channels-first);
+convolutions need no reorder; a default-size fp32 step 0.78 s against 0.82 s channels-first,
+benchmarks/inference_speed.py);
 on a GPU channels-last with bf16 only.
 """
 

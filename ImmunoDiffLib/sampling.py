@@ -34,7 +34,7 @@ class SamplingOptions:
     seed: int = 0
     guidance_scale: float = 1.0
     # bfloat16 autocast; None: where the device multiplies bf16 in hardware (precision.py),
-    # fp32 elsewhere (emulated bf16 is about 3x slower than fp32)
+    # fp32 elsewhere (emulated bf16 is several times slower than fp32)
     bf16: bool | None = None
     # channels-last 3-D tensors; None: on the CPU always (oneDNN's native layout), on a GPU
     # with bf16. The model should be in the same layout (ImmunoDiffPipeline converts it).
