@@ -212,6 +212,7 @@ TABLE_ROWS = (
     ("followup_diameter_mm", "Longest diameter, synthesized (mm)"),
     ("lobes_backend", "Lobes from"),
     ("lobes_approximate", "Lobes approximate"),
+    ("arithmetic", "Arithmetic of the generation"),
 )
 
 

@@ -4,14 +4,13 @@ bfloat16 autocast pays only where the hardware multiplies bf16 natively: a CUDA 
 supports it, or a CPU with AMX tiles or AVX512-BF16 (oneDNN then runs bf16 convolutions 3-6x
 faster than fp32). Elsewhere oneDNN emulates bf16 through fp32 and a step is several times
 *slower* than plain fp32 (measured on a 2-core AVX-512 Xeon without either: bf16 matmul
-61 GFLOP/s vs fp32 312 GFLOP/s; a default-size step 2.93 s vs 0.78 s). The choice is made
+61 GFLOP/s vs fp32 312 GFLOP/s; a default-size step 2.95 s vs 0.77 s). The choice is made
 from the device's capabilities, never from a timing, so the same machine always gives the same
 output for a seed.
 
 Memory layout: on the CPU channels-last 3-D in both precisions (oneDNN's native layout: its
-convolutions need no reorder; a default-size fp32 step 0.78 s against 0.82 s channels-first,
-benchmarks/inference_speed.py);
-on a GPU channels-last with bf16 only.
+convolutions need no reorder; a default-size fp32 step 0.77 s against 0.80 s channels-first,
+benchmarks/inference_speed.py); on a GPU channels-last with bf16 only.
 """
 
 from __future__ import annotations

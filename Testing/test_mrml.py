@@ -121,6 +121,7 @@ def test_result_nodes_are_new_and_the_input_node_is_untouched(lung2, lung2_tumou
     rows = {table.GetCellText(r, 0): table.GetCellText(r, 1)
             for r in range(table.GetNumberOfRows())}
     assert rows["RECIST category (synthesized)"] == result.recist
+    assert rows["Arithmetic of the generation"] == result.arithmetic != ""
     assert float(rows["Responder probability"]) == pytest.approx(result.response_probability,
                                                                  abs=1e-3)
 
