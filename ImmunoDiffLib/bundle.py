@@ -92,7 +92,7 @@ def read_bundle_info(path: str | os.PathLike) -> tuple[BundleInfo, dict]:
                           f"incompatible with this version {__version__} (major.minor differ).")
     try:
         info = BundleInfo(
-            ModelConfig.from_dict(description["model"]),
+            ModelConfig.from_dict(description["model"], legacy=True),
             CropSpec(**{k: tuple(v) if isinstance(v, list) else v
                         for k, v in description["crop"].items()}),
             HUWindow(**description["window"]),

@@ -4,7 +4,8 @@ paper, DDIM for speed), several samples in one batch, with progress and cancel.
 Conditions are encoded once per case and repeated for the samples; every step is one
 (ControlNet + U-Net) evaluation (by default the fused one of models/fused_inference.py), or
 two with classifier-free guidance on the clinical variables (guidance_scale != 1:
-ε = ε_uncond + w · (ε_cond − ε_uncond)).
+out = out_uncond + w · (out_cond − out_uncond), for any prediction type). The schedulers are
+the ones the model was trained with (models/diffusion.py: schedule, prediction type, clipping).
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ import contextlib
 from dataclasses import dataclass, replace
 
 import torch
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from monai.networks.schedulers import DDPMScheduler
 
 from .memory_reuse import reuse_freed_memory
+from .models.diffusion import SAMPLERS, make_scheduler
 from .models.fused_inference import FusedDenoiser
 from .models.immunodiff import Conditions, ImmunoDiffModel
 from .precision import resolve_bf16, resolve_channels_last
 from .progress import CancelFlag, ProgressCallback, Task
-
-SAMPLERS = ("ddim", "ddpm")
 
 
 @dataclass(frozen=True)
@@ -60,16 +60,7 @@ class SamplingOptions:
 
 
 def make_sampling_scheduler(model: ImmunoDiffModel, options: SamplingOptions):
-    config = model.config
-    if options.sampler == "ddpm":
-        scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps,
-                                  schedule=config.schedule)
-        scheduler.set_timesteps(config.num_train_timesteps)
-    else:
-        scheduler = DDIMScheduler(num_train_timesteps=config.num_train_timesteps,
-                                  schedule=config.schedule)
-        scheduler.set_timesteps(min(options.steps, config.num_train_timesteps))
-    return scheduler
+    return make_scheduler(model.config, options.sampler, options.steps)
 
 
 def repeat_conditions(conditions: Conditions, times: int) -> Conditions:
@@ -93,7 +84,8 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
     """Draw ``options.samples`` samples of x_0 for ONE case.
 
     conditions: that case's encoded conditions (batch 1); shape: (1, X, Y, Z) of one sample.
-    Returns (samples, 1, X, Y, Z) float32 in [-1, 1] (the model's target: follow-up or change).
+    Returns (samples, 1, X, Y, Z) float32 x_0 in ± ``target_scale`` (the model's target:
+    follow-up or change, scaled; ``model.followup_from`` turns it into the follow-up).
     """
     task = Task(progress, cancel)
     device = next(model.parameters()).device
@@ -127,15 +119,16 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
             task.report(index / len(timesteps), f"denoising step {index + 1}/{len(timesteps)}")
             batch_t = torch.full((x.shape[0] * (2 if guided else 1),), int(t), device=device)
             model_input = (torch.cat([x, x]) if guided else x).contiguous(memory_format=layout)
-            eps = denoise(model_input, batch_t).float()
+            output = denoise(model_input, batch_t).float()
             if guided:
-                conditional, plain = eps.chunk(2)
-                eps = plain + options.guidance_scale * (conditional - plain)
+                conditional, plain = output.chunk(2)
+                output = plain + options.guidance_scale * (conditional - plain)
             step_generator = torch.Generator(device=device).manual_seed(
                 options.seed * 7919 + index)
             if isinstance(scheduler, DDPMScheduler):
-                x, _ = scheduler.step(eps, t, x, generator=step_generator)
+                x, _ = scheduler.step(output, t, x, generator=step_generator)
             else:
-                x, _ = scheduler.step(eps, t, x)
+                x, _ = scheduler.step(output, t, x)
     task.report(1.0, "sampling done")
-    return x.float().clamp(-1.0, 1.0)
+    bound = model.config.target_scale
+    return x.float().clamp(-bound, bound)

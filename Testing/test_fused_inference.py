@@ -30,6 +30,7 @@ def model_and_conditions():
     batch = {"baseline": torch.rand((1, *SHAPE), generator=generator) * 2 - 1,
              "vessels": (torch.rand((1, *SHAPE), generator=generator) > 0.8).float(),
              "lobes": torch.randint(0, 6, (1, *SHAPE), generator=generator).float(),
+             "tumour": (torch.rand((1, *SHAPE), generator=generator) > 0.9).float(),
              "clinical": clinical.values, "clinical_mask": clinical.mask}
     with torch.inference_mode():
         conditions = model.encode_conditions(batch, "2")

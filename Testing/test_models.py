@@ -86,6 +86,7 @@ def tiny_batch():
             "followup": torch.rand(2, 1, 16, 16, 8, generator=generator) * 2 - 1,
             "vessels": (torch.rand(2, 1, 16, 16, 8, generator=generator) > 0.8).float(),
             "lobes": torch.randint(0, 6, (2, 1, 16, 16, 8), generator=generator).float(),
+            "tumour": (torch.rand(2, 1, 16, 16, 8, generator=generator) > 0.9).float(),
             "clinical": clinical.values, "clinical_mask": clinical.mask}
 
 

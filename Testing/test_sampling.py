@@ -1,14 +1,16 @@
-"""The sampling loop over MONAI's schedulers, checked with an oracle noise predictor: for a
-known x_0 the exact ε of every x_t is known, so a correct sampler must land on x_0."""
+"""The sampling loop over MONAI's schedulers, checked with an oracle predictor: for a known
+x_0 the exact ε, x_0 and v of every x_t are known, so a correct sampler must land on x_0 for
+every prediction type and schedule."""
 
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from ImmunoDiffLib.models import ModelConfig
+from ImmunoDiffLib.models.config import PREDICTION_TYPES
 from ImmunoDiffLib.models.immunodiff import Conditions
 from ImmunoDiffLib.sampling import SamplingOptions, make_sampling_scheduler, sample
 
@@ -16,27 +18,47 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class OracleModel(torch.nn.Module):
-    def __init__(self, target: torch.Tensor, timesteps: int = 1000):
+    """Outputs the exact ε, x_0 or v of x_t for the known ``target`` x_0."""
+
+    def __init__(self, target: torch.Tensor, prediction_type: str = "epsilon",
+                 schedule: str = "linear_beta", target_scale: float = 1.0):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(1))
         self.target = target
-        self.config = SimpleNamespace(num_train_timesteps=timesteps, schedule="linear_beta")
+        self.config = ModelConfig(prediction_type=prediction_type, schedule=schedule,
+                                  target_scale=target_scale)
         scheduler = make_sampling_scheduler(self, SamplingOptions(sampler="ddpm"))
         self.alphas = scheduler.alphas_cumprod
 
     def predict_noise(self, x_t, timesteps, conditions):
         alpha = self.alphas[timesteps.long()].view(-1, 1, 1, 1, 1).to(x_t.dtype)
-        return (x_t - alpha.sqrt() * self.target) / (1 - alpha).sqrt()
+        eps = (x_t - alpha.sqrt() * self.target) / (1 - alpha).sqrt()
+        if self.config.prediction_type == "epsilon":
+            return eps
+        if self.config.prediction_type == "sample":
+            return self.target.expand_as(x_t)
+        return alpha.sqrt() * eps - (1 - alpha).sqrt() * self.target
 
 
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 @pytest.mark.parametrize("sampler, steps", [("ddim", 10), ("ddim", 50), ("ddpm", 1000)])
-def test_oracle_sampling_recovers_the_target(sampler, steps):
+def test_oracle_sampling_recovers_the_target(sampler, steps, prediction_type):
     target = torch.linspace(-0.8, 0.8, 8 * 8 * 4).view(1, 1, 8, 8, 4)
-    model = OracleModel(target)
+    model = OracleModel(target, prediction_type)
     samples = sample(model, Conditions(None, None), (1, 8, 8, 4),
                      SamplingOptions(sampler=sampler, steps=steps, samples=3, bf16=False))
     assert samples.shape == (3, 1, 8, 8, 4)
     assert (samples - target).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("schedule", ["scaled_linear_beta", "cosine"])
+def test_oracle_sampling_with_other_schedules_and_a_scaled_target(schedule):
+    """A target scaled beyond [-1, 1] (target_scale 5) is not clipped back into it."""
+    target = torch.linspace(-4.0, 4.0, 8 * 8 * 4).view(1, 1, 8, 8, 4)
+    model = OracleModel(target, "sample", schedule, target_scale=5.0)
+    samples = sample(model, Conditions(None, None), (1, 8, 8, 4),
+                     SamplingOptions(sampler="ddim", steps=20, samples=2, bf16=False))
+    assert (samples - target).abs().max() < 0.05
 
 
 def test_same_seed_same_samples_and_progress_reaches_the_end():

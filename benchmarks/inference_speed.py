@@ -121,7 +121,8 @@ def step_without_normalisation(model, x, t, conditions, flops: float, peak: floa
 def default_batch(shape=(1, 1, 96, 96, 16)):
     clinical = encode_clinical([parse_clinical({"age": 60, "pdl1": 10, "anc": 4, "alc": 1})])
     return {"baseline": torch.rand(shape) * 2 - 1, "vessels": (torch.rand(shape) > 0.9).float(),
-            "lobes": torch.randint(0, 6, shape).float(), "clinical": clinical.values,
+            "lobes": torch.randint(0, 6, shape).float(), "tumour": torch.rand(shape) > 0.95,
+            "clinical": clinical.values,
             "clinical_mask": clinical.mask}
 
 

@@ -70,7 +70,8 @@ class GroupAttention(nn.Module):
 
 
 class CbiAdapter(nn.Module):
-    """Clinical groups -> Σ_i Ẑ_i as a (B, control_channels) vector."""
+    """Clinical groups -> Σ_i Ẑ_i as a (B, control_channels) vector (and, from
+    :meth:`encode`, each group's pooled attention output, for cross-attention tokens)."""
 
     def __init__(self, group_sizes: dict[str, int], dim: int = 64, control_channels: int = 16,
                  heads: int = 4):
@@ -79,21 +80,28 @@ class CbiAdapter(nn.Module):
                                      for g, n in group_sizes.items()})
         self.out = nn.ModuleDict({g: nn.Linear(dim, control_channels) for g in group_sizes})
 
-    def forward(self, values: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]):
-        total = None
+    def encode(self, values: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]):
+        """(Σ_i Ẑ_i (B, control_channels), {group: pooled attention (B, dim)}); a fully
+        missing group adds nothing to the sum and gives a zero vector."""
+        total, pooled = None, {}
         for group, attention in self.groups.items():
-            z = self.out[group](attention(values[group], mask[group]))
-            z = z * mask[group].amax(dim=1, keepdim=True)  # a fully-missing group adds nothing
+            present = mask[group].amax(dim=1, keepdim=True)
+            pooled[group] = attention(values[group], mask[group]) * present
+            z = self.out[group](pooled[group]) * present
             total = z if total is None else total + z
-        return total
+        return total, pooled
+
+    def forward(self, values: dict[str, torch.Tensor], mask: dict[str, torch.Tensor]):
+        return self.encode(values, mask)[0]
 
 
 class BaselineImageEmbedding(nn.Module):
-    """Ẑ_I = SiLU(Conv(z_0)): (B, 1, X, Y, Z) -> (B, control_channels, X, Y, Z)."""
+    """Ẑ_I = SiLU(Conv(z_0)): (B, in_channels, X, Y, Z) -> (B, control_channels, X, Y, Z);
+    in_channels 1 (the baseline CT) or 2 (with the baseline lesion mask)."""
 
-    def __init__(self, control_channels: int = 16):
+    def __init__(self, control_channels: int = 16, in_channels: int = 1):
         super().__init__()
-        self.conv = nn.Conv3d(1, control_channels, kernel_size=3, padding=1)
+        self.conv = nn.Conv3d(in_channels, control_channels, kernel_size=3, padding=1)
 
     def forward(self, baseline: torch.Tensor) -> torch.Tensor:
         return F.silu(self.conv(baseline))

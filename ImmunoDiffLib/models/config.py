@@ -8,6 +8,12 @@ from pathlib import Path
 
 ANATOMY_CONTROL_MODES = ("context", "broadcast", "both")
 TARGETS = ("followup", "change")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # MONAI's names: ε, x0, v
+SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")
+LEGACY_DEFAULTS = {  # what a bundle written before these settings existed was trained with
+    "prediction_type": "epsilon", "target_scale": 1.0, "lesion_control": False,
+    "clinical_tokens": False, "scenario": False, "stage2_unet": False,
+}
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,28 @@ class ModelConfig:
     condition_dropout: float = 0.1
     anatomy_control: str = "both"  # how c_a enters: cross-attention context, broadcast, both
     target: str = "followup"  # generate the follow-up, or the change follow-up - baseline
+    # The baseline lesion mask (cohort masks in training, region grown from the tumour point
+    # at inference) as a second channel of the baseline-image embedding
+    lesion_control: bool = True
+    # Ẑ_C, Ẑ_B, Ẑ_I also as cross-attention tokens beside the anatomy tokens
+    clinical_tokens: bool = True
+    # Response scenario s in [0, 1] (1 responder, 0 non-responder) as a token and a control
+    # vector; without a given scenario s is the adapter's own response estimate from the
+    # clinical variables (trained with an auxiliary response loss), so the clinical route to
+    # the lesion is explicit. Given scenarios are the "if it responds / if not" follow-ups.
+    scenario: bool = True
+    scenario_probability: float = 0.5  # training: share of samples shown their true response
+    stage2_unet: bool = True  # fine-tune the U-Net in stage 2 (the paper keeps it frozen)
     # Diffusion
     num_train_timesteps: int = 1000
     schedule: str = "linear_beta"
+    # What the network predicts: "epsilon" (the noise, DDPM's), "sample" (x_0 itself) or
+    # "v_prediction"; x_0-prediction keeps small targets from being amplified out of ε̂
+    prediction_type: str = "sample"
+    # x_0 = target × target_scale: fitted on the training data so that x_0 has unit SD (as
+    # latent diffusion's scale factor); sampling clips x̂_0 to ± target_scale (the target's
+    # own [-1, 1] range)
+    target_scale: float = 1.0
     feature_timestep: int = 200  # t at which the heads read up-block features
 
     def __post_init__(self):
@@ -43,6 +68,16 @@ class ModelConfig:
                              f"{self.anatomy_control!r}.")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}.")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got "
+                             f"{self.prediction_type!r}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        if not self.target_scale > 0:
+            raise ValueError(f"target_scale must be positive, got {self.target_scale}.")
+        if not 0.0 <= self.scenario_probability <= 1.0:
+            raise ValueError(f"scenario_probability must be within 0..1, got "
+                             f"{self.scenario_probability}.")
         if not (len(self.channels) == len(self.attention_levels) == len(self.num_head_channels)):
             raise ValueError("channels, attention_levels and num_head_channels need one entry "
                              "per U-Net level.")
@@ -51,12 +86,17 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
+    def from_dict(cls, data: dict, legacy: bool = False) -> ModelConfig:
+        """``legacy``: settings missing from ``data`` take the values models had before they
+        existed (:data:`LEGACY_DEFAULTS`), not today's defaults (for stored bundles)."""
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"Unknown model setting(s): {', '.join(sorted(unknown))}.")
         converted = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if legacy:
+            converted = {**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in data},
+                         **converted}
         return cls(**converted)
 
     @classmethod

@@ -5,7 +5,14 @@ How the conditions enter (``ModelConfig.anatomy_control``):
 * anatomy c_a = ẑ_v ⊕ ẑ_l: as two cross-attention tokens (``context``), as a vector broadcast
   over the control image (``broadcast``), or both (default);
 * stage 2: the control image ĉ = Ẑ_I + λ Σ Ẑ_i (baseline-CT embedding plus the clinical groups'
-  vector, broadcast), plus the broadcast anatomy when enabled.
+  vector, broadcast), plus the broadcast anatomy when enabled. Beyond the paper
+  (``ModelConfig``): Ẑ_I also sees the baseline lesion mask (``lesion_control``); Ẑ_C, Ẑ_B,
+  Ẑ_I join the anatomy tokens in the cross-attention context (``clinical_tokens``); and a
+  response scenario s ∈ [0, 1] enters as a token and as a control vector on the (dilated)
+  lesion (``scenario``): given
+  (1 "if it responds", 0 "if it does not"), or else the adapter's own estimate of P(response)
+  from the clinical variables, trained with an auxiliary response loss — the route by which
+  the clinical variables decide the lesion's change.
 Conditions are encoded once per case (:meth:`encode_conditions`) and reused at every step.
 
 Tensors are channel-first (B, C, X, Y, Z); CT values in [-1, 1].
@@ -16,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import ControlNet, DiffusionModelUNet
 from torch import nn
 
@@ -33,6 +41,9 @@ STAGE_PARTS = {  # the parts each training stage updates; everything else is fro
     "2": ("controlnet", "anatomy_tokens", "anatomy_map", "adapter", "image_embedding"),
     "heads": ("response_head", "survival_head"),
 }
+SCENARIO_MARGIN = 2  # voxels around the baseline lesion where the scenario vector enters
+STAGE2_EXTRA_PARTS = ("clinical_tokens", "clinical_response", "scenario_tokens",
+                      "scenario_map")  # the parts of the settings beyond the paper
 
 
 @dataclass
@@ -42,6 +53,8 @@ class Conditions:
 
     context: torch.Tensor | None
     control: torch.Tensor | None
+    response_logit: torch.Tensor | None = None  # (B,) the adapter's estimate, stage 2
+    scenario: torch.Tensor | None = None  # (B,) the s each sample was conditioned on
 
 
 class ImmunoDiffModel(nn.Module):
@@ -65,7 +78,14 @@ class ImmunoDiffModel(nn.Module):
         layout = feature_layout()
         self.adapter = CbiAdapter({g: len(f) for g, f in layout.items()}, config.adapter_dim,
                                   config.control_channels, config.adapter_heads)
-        self.image_embedding = BaselineImageEmbedding(config.control_channels)
+        self.image_embedding = BaselineImageEmbedding(config.control_channels,
+                                                      2 if config.lesion_control else 1)
+        if config.clinical_tokens:
+            self.clinical_tokens = nn.Linear(config.adapter_dim, config.context_dim)
+        if config.scenario:
+            self.clinical_response = nn.Linear(config.control_channels, 1)
+            self.scenario_tokens = nn.Linear(2, config.context_dim, bias=False)
+            self.scenario_map = nn.Linear(2, config.control_channels, bias=False)
         features = up_block_channels(self.unet)
         self.response_head = ResponseHead(features)
         self.survival_head = SurvivalHead(features)
@@ -81,7 +101,11 @@ class ImmunoDiffModel(nn.Module):
         """Freeze everything but the stage's parts; return their parameters."""
         self.requires_grad_(False)
         parameters = []
-        for part in self.parts(STAGE_PARTS[stage]):
+        names = STAGE_PARTS[stage]
+        if stage == "2":
+            names = names + tuple(n for n in STAGE2_EXTRA_PARTS if hasattr(self, n))
+            names = names + (("unet",) if self.config.stage2_unet else ())
+        for part in self.parts(names):
             part.requires_grad_(True)
             parameters += list(part.parameters())
         return parameters
@@ -89,32 +113,70 @@ class ImmunoDiffModel(nn.Module):
     # --- conditions --------------------------------------------------------------------
     def encode_conditions(self, batch: dict, stage: str = "2", drop_clinical: bool = False,
                           dropout_generator: torch.Generator | None = None,
-                          dropout_rate: float = 0.0) -> Conditions:
-        """Conditions for stage "1B" (none), "1C" (anatomy) or "2" (anatomy + baseline CT +
-        clinical). ``drop_clinical`` masks every clinical group (the unconditional branch of
-        classifier-free guidance)."""
+                          dropout_rate: float = 0.0,
+                          scenario: torch.Tensor | None = None) -> Conditions:
+        """Conditions for stage "1B" (none), "1C" (anatomy) or "2" (anatomy + baseline CT and
+        lesion mask + clinical). ``drop_clinical`` masks every clinical group (the
+        unconditional branch of classifier-free guidance). ``scenario`` (B,): s per sample,
+        NaN (or no tensor) = the adapter's estimate from the clinical variables."""
         if stage == "1B":
             return Conditions(None, None)
         baseline = batch["baseline"]
         z_v, z_l = self.vl.project(baseline, batch["vessels"], batch["lobes"])
         mode = self.config.anatomy_control
-        context = None
+        tokens = []
         if mode in ("context", "both"):
-            context = self.anatomy_tokens(torch.stack([z_v, z_l], dim=1))
+            tokens.append(self.anatomy_tokens(torch.stack([z_v, z_l], dim=1)))
         shape = (baseline.shape[0], self.config.control_channels, *baseline.shape[2:])
         control = torch.zeros(shape, dtype=baseline.dtype, device=baseline.device)
         if mode in ("broadcast", "both"):
             control = control + self.anatomy_map(torch.cat([z_v, z_l], 1))[..., None, None, None]
-        if stage == "2":
-            mask = batch["clinical_mask"]
-            if drop_clinical:
-                mask = {g: torch.zeros_like(m) for g, m in mask.items()}
-            elif dropout_rate > 0:
-                mask = drop_conditions(mask, dropout_rate, dropout_generator)
-            clinical = self.adapter(batch["clinical"], mask)
-            control = control + fuse_condition(self.image_embedding(baseline), clinical,
-                                               self.config.clinical_weight)
-        return Conditions(context, control)
+        if stage != "2":
+            return Conditions(tokens[0] if tokens else None, control)
+        mask = batch["clinical_mask"]
+        if drop_clinical:
+            mask = {g: torch.zeros_like(m) for g, m in mask.items()}
+        elif dropout_rate > 0:
+            mask = drop_conditions(mask, dropout_rate, dropout_generator)
+        clinical, pooled = self.adapter.encode(batch["clinical"], mask)
+        control = control + fuse_condition(self.image_embedding(self.image_input(batch)),
+                                           clinical, self.config.clinical_weight)
+        if self.config.clinical_tokens:
+            tokens.append(self.clinical_tokens(torch.stack(list(pooled.values()), dim=1)))
+        logit = chosen = None
+        if self.config.scenario:
+            logit = self.clinical_response(clinical)[:, 0]
+            chosen = torch.sigmoid(logit)
+            if scenario is not None:
+                given = scenario.to(chosen)
+                chosen = torch.where(torch.isnan(given), chosen, given)
+            pair = torch.stack([chosen, 1.0 - chosen], dim=1)  # (B, 2)
+            tokens.append(self.scenario_tokens(pair)[:, None])
+            control = control + self.scenario_map(pair)[..., None, None, None] * \
+                self.lesion_region(batch)
+        context = torch.cat(tokens, dim=1) if tokens else None
+        return Conditions(context, control, logit, chosen)
+
+    def lesion_region(self, batch: dict) -> torch.Tensor | float:
+        """Where the scenario vector enters the control image: the baseline lesion dilated by
+        ``SCENARIO_MARGIN`` voxels, (B, 1, X, Y, Z) — the change it decides is the lesion's;
+        everywhere (1.0) without ``lesion_control``."""
+        if not self.config.lesion_control:
+            return 1.0
+        size = 2 * SCENARIO_MARGIN + 1
+        mask = (self.image_input(batch)[:, 1:2] > 0.5).to(batch["baseline"].dtype)
+        return F.max_pool3d(mask, size, stride=1, padding=SCENARIO_MARGIN)
+
+    def image_input(self, batch: dict) -> torch.Tensor:
+        """The baseline-image embedding's input: (B, 1 or 2, X, Y, Z), the baseline CT and,
+        with ``lesion_control``, its lesion mask (``batch["tumour"]``)."""
+        if not self.config.lesion_control:
+            return batch["baseline"]
+        if "tumour" not in batch:
+            raise ValueError("This model takes the baseline lesion mask as a condition "
+                             "(lesion_control): the batch needs 'tumour' (the cohort's "
+                             "tumour_mask, or the region grown from the tumour point).")
+        return torch.cat([batch["baseline"], (batch["tumour"] > 0).to(batch["baseline"])], 1)
 
     # --- denoising ---------------------------------------------------------------------
     def predict_noise(self, x_t: torch.Tensor, timesteps: torch.Tensor,
@@ -140,13 +202,19 @@ class ImmunoDiffModel(nn.Module):
         return torch.cat(captured, dim=1)
 
     # --- target parameterisation -------------------------------------------------------
-    def target_from(self, followup: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
-        """x_0 the diffusion model learns: the follow-up, or the change (scaled into [-1, 1])."""
+    def unscaled_target(self, followup: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """The follow-up, or the change (follow-up − baseline)/2, both in [-1, 1]."""
         if self.config.target == "change":
             return ((followup - baseline) / 2.0).clamp(-1.0, 1.0)
         return followup
 
+    def target_from(self, followup: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """x_0 the diffusion model learns: the unscaled target × ``target_scale``."""
+        return self.unscaled_target(followup, baseline) * self.config.target_scale
+
     def followup_from(self, x0: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:
+        """The follow-up CT in [-1, 1] from a generated x_0 (shapes as ``baseline``)."""
+        x0 = (x0 / self.config.target_scale).clamp(-1.0, 1.0)
         if self.config.target == "change":
             return (baseline + 2.0 * x0).clamp(-1.0, 1.0)
         return x0

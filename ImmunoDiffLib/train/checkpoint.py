@@ -3,6 +3,7 @@
     checkpoint/
       model.safetensors      the whole model (every part), as in a bundle
       optimizer.safetensors  Adam's per-parameter tensors, named "<index>.<name>"
+      ema.safetensors        the moving average of the trained weights (if kept)
       state.json             step, stage, configs, optimizer hyper-parameters, losses
 Written to a temporary sibling and renamed, so the last good checkpoint survives any kill.
 """
@@ -19,21 +20,25 @@ from safetensors.torch import load_file, save_file
 from ..outputs import atomic_folder, recover_folder
 
 MODEL_NAME, OPTIMIZER_NAME, STATE_NAME = "model.safetensors", "optimizer.safetensors", "state.json"
+EMA_NAME = "ema.safetensors"
 
 
 def save_checkpoint(folder: str | os.PathLike, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None, state: dict) -> Path:
+                    optimizer: torch.optim.Optimizer | None, state: dict,
+                    ema: dict[str, torch.Tensor] | None = None) -> Path:
     folder = Path(folder)
     with atomic_folder(folder, overwrite=True) as staging:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
                   str(staging / MODEL_NAME))
+        if ema is not None:
+            save_file(ema, str(staging / EMA_NAME))
         record = dict(state)
         if optimizer is not None:
             packed = optimizer.state_dict()
             tensors = {}
             for index, values in packed["state"].items():
                 for name, value in values.items():
-                    tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu()
+                    tensors[f"{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
             save_file(tensors, str(staging / OPTIMIZER_NAME))
             record["optimizer_param_groups"] = packed["param_groups"]
         (staging / STATE_NAME).write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -65,3 +70,9 @@ def load_checkpoint(folder: str | os.PathLike, model: torch.nn.Module,
             packed["state"].setdefault(int(index), {})[name] = value
         optimizer.load_state_dict(packed)
     return state
+
+
+def load_ema(folder: str | os.PathLike) -> dict[str, torch.Tensor] | None:
+    """The checkpoint's weight average, or None when it kept none."""
+    path = recover_folder(folder) / EMA_NAME
+    return load_file(str(path)) if path.is_file() else None

@@ -46,7 +46,8 @@ def _model_config(args, init: Path | None) -> ModelConfig:
         for name in ("state.json", "bundle.json"):
             if (init / name).is_file():
                 data = json.loads((init / name).read_text(encoding="utf-8"))
-                return ModelConfig.from_dict(data.get("model_config") or data["model"])
+                return ModelConfig.from_dict(data.get("model_config") or data["model"],
+                                             legacy=True)
     if args.model_config in MODEL_PRESETS:
         return MODEL_PRESETS[args.model_config]
     return ModelConfig.from_json(args.model_config)

@@ -20,6 +20,16 @@ class TrainConfig:
     heads_learning_rate: float = 1e-3  # the heads are small and trained full-batch
     heads_weight_decay: float = 1e-3
     lesion_loss_weight: float = 1.0  # stage 2: weight of voxels near the lesion (1 = paper)
+    response_loss_weight: float = 1.0  # stage 2: auxiliary response loss (model.scenario)
+    # stage 2: set the model's target_scale to 1 / SD of the training targets before training
+    fit_target_scale: bool = True
+    # exponential moving average of the trained weights, used after training (0: off);
+    # for the diffusion stages 1B, 1C and 2
+    ema_decay: float = 0.999
+    # bfloat16 autocast and channels-last; None: as sampling decides for the device
+    # (precision.py: bf16 only where it is multiplied in hardware)
+    bf16: bool | None = None
+    channels_last: bool | None = None
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -27,6 +37,11 @@ class TrainConfig:
         if not self.lesion_loss_weight >= 1.0:
             raise ValueError(f"lesion_loss_weight must be at least 1, got "
                              f"{self.lesion_loss_weight}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be within [0, 1), got {self.ema_decay}.")
+        if self.response_loss_weight < 0:
+            raise ValueError(f"response_loss_weight must be >= 0, got "
+                             f"{self.response_loss_weight}.")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch_size and checkpoint_every must be at least 1.")
 

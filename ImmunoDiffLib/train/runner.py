@@ -8,11 +8,12 @@ step k continues exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +21,17 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, default_collate
 
+from ..models.diffusion import fit_target_scale
+from ..precision import resolve_bf16, resolve_channels_last
 from ..progress import CancelFlag, Cancelled, ProgressCallback, Task, is_cancelled
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_ema, save_checkpoint
 from .config import TrainConfig
 from .distributed import World, gather, init_world
+from .ema import WeightAverage
 from .heads import train_heads
 from .stages import StageLoss
+
+EMA_STAGES = ("1B", "1C", "2")  # the diffusion stages: their samples use the averaged weights
 
 CHECKPOINT_DIR = "checkpoint"
 LOSSES_NAME = "losses.csv"
@@ -59,12 +65,24 @@ def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed_sequence.generate_state(1)[0]))
 
 
-def _to_device(value, device):
+def _to_device(value, device, layout=torch.contiguous_format):
+    """Tensors to ``device`` (labels as float); 5-D ones in ``layout``."""
     if isinstance(value, torch.Tensor):
-        return value.to(device).float() if value.dtype == torch.uint8 else value.to(device)
+        value = value.to(device).float() if value.dtype == torch.uint8 else value.to(device)
+        return value.contiguous(memory_format=layout) if value.ndim == 5 else value
     if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return {k: _to_device(v, device, layout) for k, v in value.items()}
     return value
+
+
+def dataset_target_scale(model, dataset: Dataset) -> float:
+    """1 / SD of the model's unscaled stage-2 target over every item of ``dataset``."""
+    targets = []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        targets.append(model.unscaled_target(item["followup"].float(),
+                                             item["baseline"].float()).numpy())
+    return fit_target_scale(targets)
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -85,9 +103,18 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
     task = Task(progress, cancel)
     if config.stage == "heads":
         return train_heads(model, dataset, config, output, task, world)
-    model.to(world.device)
+    bf16 = resolve_bf16(config.bf16, world.device)
+    layout = (torch.channels_last_3d
+              if resolve_channels_last(config.channels_last, bf16, world.device)
+              else torch.contiguous_format)
+    model.to(world.device, memory_format=layout)
     parameters = model.set_trainable(config.stage)
     optimizer = torch.optim.Adam(parameters, lr=config.learning_rate)
+    average = None
+    if config.ema_decay > 0 and config.stage in EMA_STAGES:
+        trained = {id(p) for p in parameters}
+        average = WeightAverage(model, [n for n, p in model.named_parameters()
+                                        if id(p) in trained], config.ema_decay)
     checkpoint = output / CHECKPOINT_DIR
     start, losses = 0, []
     last_saved = None
@@ -98,9 +125,17 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
                              f"{config.stage}; use another output folder.")
         start, losses = int(state["step"]), list(state["losses"])
         last_saved = start
+        model.config = replace(model.config,
+                               target_scale=state["model_config"]["target_scale"])
+        stored = load_ema(checkpoint)
+        if average is not None and stored is not None:
+            average.load_state_tensors(stored, start)
     elif config.stage == "1C":
         model.init_controlnet_from_unet()
-    loss_module = StageLoss(model, config.stage, config.lesion_loss_weight)
+    elif config.stage == "2" and config.fit_target_scale:
+        model.config = replace(model.config, target_scale=dataset_target_scale(model, dataset))
+    loss_module = StageLoss(model, config.stage, config.lesion_loss_weight,
+                            config.response_loss_weight)
     runner = loss_module
     if world.size > 1:
         runner = DistributedDataParallel(loss_module, find_unused_parameters=True)
@@ -112,11 +147,15 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
             raise Cancelled(f"Training cancelled at step {step}; {kept}.")
         items = [dataset[i] for i in batch_indices(len(dataset), config.batch_size, step,
                                                    config.seed, world)]
-        batch = _to_device(default_collate(items), world.device)
-        loss = runner(batch, step_generator(config.seed, step, world.rank))
+        batch = _to_device(default_collate(items), world.device, layout)
+        with (torch.autocast(world.device.type, dtype=torch.bfloat16) if bf16
+              else contextlib.nullcontext()):
+            loss = runner(batch, step_generator(config.seed, step, world.rank))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update()
         value = float(loss.detach())
         if world.size > 1:
             value = float(np.mean(gather(value, world)))
@@ -130,7 +169,11 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
                 save_checkpoint(checkpoint, model, optimizer,
                                 {"stage": config.stage, "step": done, "losses": losses,
                                  "config": config.to_dict(),
-                                 "model_config": model.config.to_dict()})
+                                 "model_config": model.config.to_dict()},
+                                None if average is None else average.state_tensors())
+    if average is not None:
+        average.copy_to_model()
+    model.to(memory_format=torch.contiguous_format)
     digests = gather(weights_digest(model), world)
     if world.is_main:
         _write_losses(output / LOSSES_NAME, losses)
