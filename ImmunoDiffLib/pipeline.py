@@ -38,6 +38,22 @@ from .sampling import SamplingOptions, make_sampling_scheduler, repeat_condition
 
 PREDICTION_BATCH = 2  # noise draws per forward pass of the prediction heads' features
 LUNG_MARGIN_MM = 10.0  # a tumour point this close to the lungs counts as in the lungs
+SCENARIOS = {"responder": 1.0, "non-responder": 0.0}  # the "if it responds / if not" values
+RESPONSE_RECIST = ("CR", "PR")  # RECIST categories of a response
+
+
+@dataclass
+class ScenarioResult:
+    """The follow-up synthesized under one response scenario (crop grid, HU), measured."""
+
+    followup_crop: sitk.Image
+    followup_lesion_ml: float
+    followup_diameter_mm: float
+    recist: str
+
+    def summary(self) -> dict:
+        return {"recist": self.recist, "followup_lesion_ml": round(self.followup_lesion_ml, 3),
+                "followup_diameter_mm": round(self.followup_diameter_mm, 1)}
 
 
 @dataclass
@@ -65,10 +81,26 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     arithmetic: str = ""  # the denoising steps' precision and layout, e.g. "fp32, channels-last"
+    # the generator's own response estimate s from the clinical variables (None: the model
+    # has no scenario condition) and the follow-ups of the given scenarios
+    generator_response_estimate: float | None = None
+    scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
 
     @property
     def predicted_responder(self) -> bool:
         return self.response_probability >= 0.5
+
+    @property
+    def synthesized_response(self) -> bool:
+        """Whether the synthesized follow-up shows a response (RECIST CR or PR)."""
+        return self.recist in RESPONSE_RECIST
+
+    @property
+    def agreement(self) -> bool | None:
+        """Heads and synthesized follow-up tell the same (None: the lesion is not measurable)."""
+        if self.recist == "NE":
+            return None
+        return self.predicted_responder == self.synthesized_response
 
     def summary(self) -> dict:
         """JSON-ready predictions (no images)."""
@@ -87,6 +119,10 @@ class Result:
             "lesion_volume_change": None if change is None else round(change, 4),
             "baseline_diameter_mm": round(self.baseline_diameter_mm, 1),
             "followup_diameter_mm": round(self.followup_diameter_mm, 1),
+            "synthesized_response": self.synthesized_response, "agreement": self.agreement,
+            "generator_response_estimate": (None if self.generator_response_estimate is None
+                                            else round(self.generator_response_estimate, 4)),
+            "scenarios": {name: r.summary() for name, r in self.scenarios.items()},
             "samples": self.samples, "arithmetic": self.arithmetic,
             "lobes_backend": self.anatomy.lobes_backend,
             "vessels_backend": self.anatomy.vessels_backend,
@@ -206,9 +242,11 @@ class ImmunoDiffPipeline:
 
     def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
             progress: ProgressCallback | None = None, cancel: CancelFlag = None,
-            allow_outside_lungs: bool = False, anatomy: Anatomy | None = None) -> Result:
+            allow_outside_lungs: bool = False, anatomy: Anatomy | None = None,
+            scenarios: bool = False) -> Result:
         """``anatomy``: lobes and vessels already at hand (on ``ct``'s grid), used instead of
-        segmenting ``ct``."""
+        segmenting ``ct``. ``scenarios``: also synthesize the follow-ups "if it responds" and
+        "if it does not" (models with a scenario condition; one more sampling run each)."""
         options = self._options_for_this_model(options or SamplingOptions())
         task, timings, warnings = Task(progress, cancel), {}, []
         started = time.perf_counter()
@@ -231,6 +269,8 @@ class ImmunoDiffPipeline:
 
         clock = time.perf_counter()
         baseline_hu = _xyz(crop.image)
+        baseline_crop = crop.image
+        lesion_before = segment_lesion(baseline_crop, point)
         labels = {name: _xyz(crop_around_point(image, point, spec, is_label=True).image)
                   for name, image in (("lobes", anatomy.lobes), ("vessels", anatomy.vessels))}
         encoded = encode_clinical([record], self.info.standardisation)
@@ -240,6 +280,7 @@ class ImmunoDiffPipeline:
 
         batch = {"baseline": tensor(normalise(baseline_hu, window)),
                  "lobes": tensor(labels["lobes"]), "vessels": tensor(labels["vessels"]),
+                 "tumour": tensor(_xyz(lesion_before)),
                  "clinical": {g: v.to(self.device) for g, v in encoded.values.items()},
                  "clinical_mask": {g: m.to(self.device) for g, m in encoded.mask.items()}}
         with torch.inference_mode():
@@ -247,32 +288,69 @@ class ImmunoDiffPipeline:
             unconditional = (self.model.encode_conditions(batch, "2", drop_clinical=True)
                              if options.guidance_scale != 1.0 else None)
         timings["conditions"] = time.perf_counter() - clock
+        runs = list(SCENARIOS) if scenarios and self.model.config.scenario else []
+        if scenarios and not self.model.config.scenario:
+            warnings.append("This model has no response-scenario condition: only the "
+                            "clinically conditioned follow-up was synthesized.")
+        share = 0.6 / (1 + len(runs))
         task.report(0.3, "generating the follow-up")
         clock = time.perf_counter()
-        x0 = sample(self.model, conditions, tuple(batch["baseline"].shape[1:]), options,
-                    unconditional, task.sub(0.3, 0.9).callback(), cancel)
-        followup = self.model.followup_from(x0, batch["baseline"].expand_as(x0))
-        followup_hu = denormalise(followup[:, 0].cpu().numpy(), window)  # (n, X, Y, Z)
+        followup_hu = self._synthesize(batch, conditions, unconditional, options,
+                                       task.sub(0.3, 0.3 + share), cancel)
+        scenario_hu = {}
+        for index, name in enumerate(runs):
+            with torch.inference_mode():
+                given = self.model.encode_conditions(
+                    batch, "2", scenario=torch.tensor([SCENARIOS[name]], device=self.device))
+            start = 0.3 + share * (index + 1)
+            task.report(start, f"generating the follow-up if it is a {name}")
+            scenario_hu[name] = self._synthesize(batch, given, None, options,
+                                                 task.sub(start, start + share), cancel)
         timings["generate"] = time.perf_counter() - clock
         task.report(0.9, "predictions")
         clock = time.perf_counter()
         probability, risk = self._heads(batch, conditions, options)
         mean_crop = _crop_image(followup_hu.mean(0), point, spec)
         spread_crop = _crop_image(followup_hu.std(0), point, spec)
-        baseline_crop = crop.image
         followup_ct = paste_back(mean_crop, ct)
-        lesion_before = segment_lesion(baseline_crop, point)
-        lesion_after = segment_lesion(mean_crop, point)
         before_mm = longest_axial_diameter_mm(lesion_before)
-        after_mm = longest_axial_diameter_mm(lesion_after)
+        after, after_mm, recist = _measure(mean_crop, point, before_mm)
+        scenario_results = {}
+        for name, values in scenario_hu.items():
+            image = _crop_image(values.mean(0), point, spec)
+            scenario_results[name] = ScenarioResult(image, *_measure(image, point, before_mm))
         timings["predict"] = time.perf_counter() - clock
         timings["total"] = time.perf_counter() - started
-        task.report(1.0, "done")
-        return Result(
+        estimate = (None if conditions.scenario is None
+                    else float(conditions.scenario.float().mean()))
+        result = Result(
             followup_ct, baseline_crop, mean_crop, spread_crop, anatomy, point,
             float(probability.mean()), float(probability.std()), float(risk.mean()),
-            float(risk.std()),
-            recist_category(before_mm, after_mm) if before_mm > 0 else "NE",
-            label_volume_ml(lesion_before), label_volume_ml(lesion_after), before_mm, after_mm,
-            options.samples, warnings, timings,
-            describe(options.bf16, options.channels_last))
+            float(risk.std()), recist, label_volume_ml(lesion_before), after, before_mm,
+            after_mm, options.samples, warnings, timings,
+            describe(options.bf16, options.channels_last), estimate, scenario_results)
+        if result.agreement is False:
+            said = "a responder" if result.predicted_responder else "a non-responder"
+            shown = "shows a response" if result.synthesized_response else "shows no response"
+            warnings.append(
+                f"The prediction heads say {said} (P = {result.response_probability:.2f}) but "
+                f"the synthesized follow-up {shown} (RECIST {recist}): the two disagree; "
+                "treat both with caution.")
+        task.report(1.0, "done")
+        return result
+
+    def _synthesize(self, batch, conditions, unconditional, options, task: Task,
+                    cancel: CancelFlag) -> np.ndarray:
+        """Follow-up samples in HU, (samples, X, Y, Z)."""
+        x0 = sample(self.model, conditions, tuple(batch["baseline"].shape[1:]), options,
+                    unconditional, task.callback(), cancel)
+        followup = self.model.followup_from(x0, batch["baseline"].expand_as(x0))
+        return denormalise(followup[:, 0].cpu().numpy(), self.info.window)
+
+
+def _measure(crop: sitk.Image, point, baseline_mm: float) -> tuple[float, float, str]:
+    """(lesion mL, longest axial diameter mm, RECIST against the baseline) of a follow-up."""
+    lesion = segment_lesion(crop, point)
+    diameter = longest_axial_diameter_mm(lesion)
+    recist = recist_category(baseline_mm, diameter) if baseline_mm > 0 else "NE"
+    return label_volume_ml(lesion), diameter, recist

@@ -41,6 +41,8 @@ def write_case(result: Result, folder: str | os.PathLike, case_id: str,
         write_image(result.uncertainty_crop, staging / "uncertainty_crop.nii.gz")
         write_image(result.anatomy.lobes, staging / "lobes.nii.gz")
         write_image(result.anatomy.vessels, staging / "vessels.nii.gz")
+        for name, scenario in result.scenarios.items():
+            write_image(scenario.followup_crop, staging / f"followup_crop_if_{name}.nii.gz")
         save_case_report(result, staging / "report.png", title=f"ImmunoDiff: {case_id}")
         (staging / PREDICTIONS_NAME).write_text(json.dumps(
             {"patient_id": case_id, **result.summary()}, indent=2), encoding="utf-8")
@@ -50,7 +52,8 @@ def write_case(result: Result, folder: str | os.PathLike, case_id: str,
 def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, point=None,
                  mask_path=None, case_id: str = "case", options: SamplingOptions | None = None,
                  progress: ProgressCallback | None = None, cancel: CancelFlag = None,
-                 overwrite: bool = False, allow_outside_lungs: bool = False) -> dict:
+                 overwrite: bool = False, allow_outside_lungs: bool = False,
+                 scenarios: bool = False) -> dict:
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputPathError(f"Output '{output}' exists already; choose another folder or "
@@ -60,7 +63,8 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
         if mask_path is None:
             raise TumourPointError("Give a tumour point (x y z, LPS mm) or a tumour mask.")
         point = label_centroid(read_image(mask_path), source=f"tumour mask '{mask_path}'")
-    result = pipeline.run(ct, clinical, point, options, progress, cancel, allow_outside_lungs)
+    result = pipeline.run(ct, clinical, point, options, progress, cancel, allow_outside_lungs,
+                          scenarios=scenarios)
     write_case(result, output, case_id, overwrite)
     return {"patient_id": case_id, **result.summary()}
 
@@ -160,6 +164,9 @@ def add_predict_parser(commands) -> None:
     parser.add_argument("--anatomy", default="auto", help="anatomy backend (auto, classic, ...)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--allow-outside-lungs", action="store_true")
+    parser.add_argument("--scenarios", action="store_true",
+                        help="also synthesize the follow-ups 'if it responds' and 'if it does "
+                        "not' (two more sampling runs; single CT)")
     parser.add_argument("--overwrite", action="store_true")
 
 
@@ -197,4 +204,5 @@ def run_predict(args, progress=None) -> dict:
     return predict_case(pipeline, args.ct, clinical, args.output, point=args.point,
                         mask_path=args.mask, case_id=args.id, options=options,
                         progress=progress, overwrite=args.overwrite,
-                        allow_outside_lungs=args.allow_outside_lungs)
+                        allow_outside_lungs=args.allow_outside_lungs,
+                        scenarios=args.scenarios)

@@ -1,5 +1,6 @@
 """The per-case PNG report: baseline | synthesized follow-up | difference | uncertainty through
-the tumour, and the predictions beside them."""
+the tumour, and the predictions beside them; with response scenarios, a second row with the
+follow-ups "if it responds" and "if it does not" and their differences from the baseline."""
 
 from __future__ import annotations
 
@@ -23,38 +24,63 @@ def _axial(image: sitk.Image):
     return values, extent
 
 
+DIFFERENCE_HU = 200  # the difference maps' diverging window, ± HU
+
+
 def save_case_report(result, path: str | os.PathLike, title: str = "",
                      overwrite: bool = True) -> Path:
     """``result``: a :class:`~ImmunoDiffLib.pipeline.Result`."""
     baseline, extent = _axial(result.baseline_crop)
     followup, _ = _axial(result.followup_crop)
     spread, _ = _axial(result.uncertainty_crop)
-    figure, axes = plt.subplots(1, 5, figsize=(21, 4.6),
+    scenarios = list(result.scenarios.items())
+    rows = 2 if scenarios else 1
+    figure, axes = plt.subplots(rows, 5, figsize=(21, 4.6 * rows), squeeze=False,
                                 gridspec_kw={"width_ratios": [1, 1, 1, 1, 0.9]})
-    axes[0].imshow(baseline, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], extent=extent)
-    axes[0].set_title("baseline CT")
-    axes[1].imshow(followup, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1],
-                   extent=extent)
-    axes[1].set_title(f"synthesized follow-up (mean of {result.samples})")
-    shown = axes[2].imshow(followup - baseline, cmap="RdBu_r", vmin=-400, vmax=400,
-                           extent=extent)
-    axes[2].set_title("difference (HU, red = denser)")
-    figure.colorbar(shown, ax=axes[2], fraction=0.046)
-    shown = axes[3].imshow(spread, cmap="magma", vmin=0, vmax=max(float(spread.max()), 1.0),
-                           extent=extent)
-    axes[3].set_title("uncertainty (SD over samples, HU)" if result.samples > 1 else
-                      "uncertainty: needs 2+ samples (--samples)")
-    figure.colorbar(shown, ax=axes[3], fraction=0.046)
-    for axis in axes[:4]:
+    top = axes[0]
+    _ct(top[0], baseline, extent, "baseline CT")
+    _ct(top[1], followup, extent, f"synthesized follow-up (mean of {result.samples})")
+    _difference(figure, top[2], followup - baseline, extent,
+                "difference (HU, red = denser)")
+    shown = top[3].imshow(spread, cmap="magma", vmin=0, vmax=max(float(spread.max()), 1.0),
+                          extent=extent)
+    top[3].set_title("uncertainty (SD over samples, HU)" if result.samples > 1 else
+                     "uncertainty: needs 2+ samples (--samples)")
+    figure.colorbar(shown, ax=top[3], fraction=0.046)
+    if scenarios:
+        bottom = axes[1]
+        for index, (name, scenario) in enumerate(scenarios[:2]):
+            values, _ = _axial(scenario.followup_crop)
+            _ct(bottom[2 * index], values, extent,
+                f"if {name.replace('-', ' ')}: {scenario.recist}")
+            _difference(figure, bottom[2 * index + 1], values - baseline, extent,
+                        f"if {name.replace('-', ' ')}: difference")
+        bottom[4].axis("off")
+        bottom[4].text(0.0, 0.95, "Response scenarios:\nthe same model, told the\n"
+                       "response instead of\nestimating it from the\nclinical variables",
+                       va="top", fontsize=10, family="monospace")
+    for axis in [a for row in axes for a in row[:4] if a.has_data()]:
         axis.plot(result.tumour_point_lps[0], result.tumour_point_lps[1], "+", color="yellow",
                   ms=10)
         axis.set_xlabel("x (mm, patient left ->)")
     lines = prediction_lines(result.summary())
-    axes[4].axis("off")
-    axes[4].text(0.0, 0.95, "\n".join(lines), va="top", fontsize=10, family="monospace")
-    axes[4].text(0.0, 0.02, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
+    top[4].axis("off")
+    top[4].text(0.0, 0.97, "\n".join(lines), va="top", fontsize=9.5, family="monospace")
+    top[4].text(0.0, 0.0, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
     figure.suptitle(title or "ImmunoDiff prediction")
     return save_figure(figure, path, overwrite, dpi=90)
+
+
+def _ct(axis, values, extent, title: str) -> None:
+    axis.imshow(values, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], extent=extent)
+    axis.set_title(title)
+
+
+def _difference(figure, axis, values, extent, title: str) -> None:
+    shown = axis.imshow(values, cmap="RdBu_r", vmin=-DIFFERENCE_HU, vmax=DIFFERENCE_HU,
+                        extent=extent)
+    axis.set_title(title)
+    figure.colorbar(shown, ax=axis, fraction=0.046)
 
 
 def prediction_lines(summary: dict) -> list[str]:
@@ -66,11 +92,14 @@ def prediction_lines(summary: dict) -> list[str]:
         f"Prediction: {'responder' if summary['predicted_responder'] else 'non-responder'}",
         f"Survival risk (log hazard): {summary['survival_risk']:+.2f} "
         f"± {summary['survival_risk_sd']:.2f}",
-        f"RECIST (synthesized): {summary['recist']}",
+        f"RECIST (synthesized): {summary['recist']}"
+        + {True: " - agrees", False: " - DISAGREES", None: ""}[summary.get("agreement")],
         f"Lesion: {summary['baseline_lesion_ml']:.1f} -> {summary['followup_lesion_ml']:.1f} ml"
         + ("" if change is None else f" ({change:+.0%})"),
         f"Diameter: {summary['baseline_diameter_mm']:.0f} -> "
         f"{summary['followup_diameter_mm']:.0f} mm",
+        *([] if summary.get("generator_response_estimate") is None else [
+            f"Generator's response estimate: {summary['generator_response_estimate']:.2f}"]),
         f"Anatomy: {summary['lobes_backend']} lobes"
         + (" (approximate)" if summary["lobes_approximate"] else ""),
         f"Time: {summary['timings_s'].get('total', float('nan')):.1f} s"

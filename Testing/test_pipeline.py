@@ -193,3 +193,43 @@ def test_predictions_record_the_arithmetic_of_the_steps(pipeline, lung2, lung2_t
                           replace(FAST, bf16=False, channels_last=False)).summary()
     assert forced["arithmetic"] == "fp32, channels-first"
     assert prediction_lines(forced)[-1].endswith("s (fp32, channels-first)")
+
+
+def test_response_scenarios_are_synthesized_written_and_shown(pipeline, sample_paths,
+                                                              lung2_tumour_point, tmp_path):
+    summary = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "case",
+                           point=lung2_tumour_point, options=FAST, scenarios=True)
+    folder = tmp_path / "case"
+    crops = {name: sitk.GetArrayFromImage(sitk.ReadImage(
+        str(folder / f"followup_crop_if_{name}.nii.gz"))) for name in ("responder",
+                                                                       "non-responder")}
+    assert set(summary["scenarios"]) == {"responder", "non-responder"}
+    assert np.abs(crops["responder"] - crops["non-responder"]).max() > 1.0  # they differ
+    assert 0.0 <= summary["generator_response_estimate"] <= 1.0
+    plain = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "plain",
+                         point=lung2_tumour_point, options=FAST)
+    assert plain["scenarios"] == {}
+    tall = sitk.ReadImage(str(folder / "report.png")).GetSize()[1]
+    assert tall > 1.6 * sitk.ReadImage(str(tmp_path / "plain" / "report.png")).GetSize()[1]
+
+
+@pytest.mark.parametrize("probability", [0.02, 0.98])
+def test_heads_and_synthesis_disagreeing_is_warned(pipeline, lung2, lung2_tumour_point,
+                                                   monkeypatch, probability):
+    """The generator sees the lesion mask grown from the point; when the heads' verdict and
+    the synthesized RECIST differ, a warning says so (and only then)."""
+    seen = {}
+    original = pipeline.model.encode_conditions
+
+    def spy(batch, *args, **kwargs):
+        seen.setdefault("tumour", batch["tumour"].clone())
+        return original(batch, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.model, "encode_conditions", spy)
+    monkeypatch.setattr(pipeline, "_heads", lambda *a: (np.full(3, probability), np.zeros(3)))
+    result = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST)
+    assert seen["tumour"].sum() > 10  # the lung2 tumour, region grown from the point
+    assert result.agreement == (result.predicted_responder == result.synthesized_response)
+    warned = any("disagree" in w for w in result.warnings)
+    assert warned == (result.agreement is False)
+    assert result.summary()["agreement"] == result.agreement
