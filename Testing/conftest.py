@@ -3,6 +3,7 @@ CIP fixtures from ../shared/data when present."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ def isolated_cache(tmp_path_factory):
     temporary folder so tests never write into the user's cache."""
     paths = fetch_sample_data()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SAMPLE_DATA_ENV, str(paths["lung2_image"].parent))
+        patch.setenv(SAMPLE_DATA_ENV, os.pathsep.join(sorted({str(p.parent)
+                                                              for p in paths.values()})))
         patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("immunodiff-cache")))
         yield paths
 

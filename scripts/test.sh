@@ -7,7 +7,7 @@ venv="${IMMUNODIFF_VENV:-$repo/.venv}"
 # Use the checked-in copy of the sample CTs when it sits beside the repository (as in CI),
 # instead of downloading them; a user's own setting wins.
 if [ -z "${IMMUNODIFF_SAMPLE_DATA:-}" ] && [ -d "$repo/../shared/data/chest_ct" ]; then
-  export IMMUNODIFF_SAMPLE_DATA="$repo/../shared/data/chest_ct"
+  export IMMUNODIFF_SAMPLE_DATA="$repo/../shared/data/chest_ct:$repo/../shared/data/lidc"
 fi
 cd "$repo"
 "$venv/bin/ruff" check .

@@ -1,5 +1,6 @@
 """Real chest CTs prepared as simulation backgrounds: resampled to the simulation grid,
-cropped to the chest around the lungs, with lungs, lobes, vessels and (lung2) the real tumour."""
+cropped to the chest around the lungs, with lungs, lobes, vessels and (lung2) the real tumour.
+Voxels below -1024 HU (outside the scanner's field of view) become air."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..imaging.resample import resample_like
 from ..sample_data import SAMPLE_CASES, sample_case_paths
 
 MARGIN_MM = 15.0
+AIR_HU = -1024.0  # padding below it (-2048, -3024: outside the scanner's field of view) is air
 
 
 @dataclass
@@ -50,7 +52,8 @@ def prepare_background(name: str, spacing: tuple[float, float, float]) -> Backgr
     ct = read_ct(image_path)
     anatomy = segment_anatomy(ct, "classic")
     grid = _grid_around(anatomy.lungs, spacing)
-    ct_small = resample_like(ct, grid, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+    ct_small = resample_like(sitk.Clamp(ct, sitk.sitkFloat32, lowerBound=AIR_HU), grid,
+                             sitk.sitkLinear, AIR_HU, sitk.sitkFloat32)
 
     def labels(image):
         return resample_like(image, grid, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
