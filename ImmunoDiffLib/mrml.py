@@ -205,6 +205,8 @@ TABLE_ROWS = (
     ("survival_risk", "Survival risk (log hazard)"),
     ("survival_risk_sd", "Survival risk SD"),
     ("recist", "RECIST category (synthesized)"),
+    ("agreement", "Heads agree with the synthesis"),
+    ("generator_response_estimate", "Generator's response estimate"),
     ("baseline_lesion_ml", "Tumour volume, baseline (ml)"),
     ("followup_lesion_ml", "Tumour volume, synthesized (ml)"),
     ("lesion_volume_change", "Tumour volume change"),
@@ -246,19 +248,21 @@ def segment_tag(segment, key: str) -> str | None:
 # --- one case, scene in, nodes out -------------------------------------------------------
 def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None,
                  progress=None, cancel=None, allow_outside_lungs: bool = False,
-                 name_prefix: str | None = None, existing_segmentation=None) -> dict:
+                 name_prefix: str | None = None, existing_segmentation=None,
+                 scenarios: bool = False) -> dict:
     """Run ``pipeline`` (an :class:`~ImmunoDiffLib.pipeline.ImmunoDiffPipeline`) on a volume
     node and put the results into ``scene`` as NEW nodes (the input is never modified):
     ``followup`` (full geometry), ``difference`` and ``uncertainty`` (crop grid, HU),
     ``segmentation`` (lobes + vessels) and ``table`` (predictions). Returns them with the
     :class:`~ImmunoDiffLib.pipeline.Result` under ``result``. ``existing_segmentation``: a
-    segmentation node whose lobes and vessels are used instead of segmenting again."""
+    segmentation node whose lobes and vessels are used instead of segmenting again.
+    ``scenarios``: also ``followup if responder`` / ``followup if non-responder`` (crop grid)."""
     prefix = name_prefix or volume_node.GetName()
     image = volume_node_to_image(volume_node)
     anatomy = (segmentation_to_anatomy(existing_segmentation, volume_node)
                if existing_segmentation is not None else None)
     result = pipeline.run(image, clinical, ras_to_lps(point_ras), options, progress, cancel,
-                          allow_outside_lungs, anatomy=anatomy)
+                          allow_outside_lungs, anatomy=anatomy, scenarios=scenarios)
     difference = sitk.Subtract(sitk.Cast(result.followup_crop, sitk.sitkFloat32),
                                sitk.Cast(result.baseline_crop, sitk.sitkFloat32))
     nodes = {
@@ -272,7 +276,11 @@ def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None
         "table": predictions_to_table_node(result.summary(), scene,
                                            f"{prefix} ImmunoDiff predictions"),
     }
-    for key in ("followup", "difference", "uncertainty"):
+    for name, scenario in result.scenarios.items():
+        nodes[f"followup if {name}"] = image_to_volume_node(
+            scenario.followup_crop, scene, f"{prefix} follow-up if {name}")
+    for key in [k for k in nodes if k.startswith("followup") or k in ("difference",
+                                                                       "uncertainty")]:
         nodes[key].CreateDefaultDisplayNodes()
     window, level = _window_level(volume_node)
     if window is not None:

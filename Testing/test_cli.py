@@ -6,6 +6,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ImmunoDiffLib.cli import main
+from ImmunoDiffLib.sample_data import SAMPLE_CASES
 
 
 def test_demo_writes_a_crop_centred_on_the_real_tumour(tmp_path, capsys, lung2_tumour_point,
@@ -31,7 +32,7 @@ def test_demo_writes_a_crop_centred_on_the_real_tumour(tmp_path, capsys, lung2_t
     assert labels[8, 44:52, 44:52].all()  # the crop's centre is tumour
     assert summary["tumour_voxels_in_crop"] == int(labels.sum()) > 1000
     assert summary["anatomy"]["lung2"]["lobes_approximate"] in (True, False)
-    assert set(summary["anatomy"]) == {"lung2", "totalseg_chest"}
+    assert set(summary["anatomy"]) == set(SAMPLE_CASES)  # every sample CT, LIDC-IDRI-0001 too
     for name in ("lung2_anatomy.png", "totalseg_chest_anatomy.png"):
         assert sitk.ReadImage(str(tmp_path / name)).GetSize()[0] > 1000
     prediction = summary["prediction"]

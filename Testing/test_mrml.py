@@ -164,7 +164,8 @@ def processed_lung2(lung2, lung2_tumour_point, tmp_path_factory):
     nodes = mrml.process_case(scene, volume, {"age": 64, "pdl1": 60},
                               mrml.lps_to_ras(lung2_tumour_point),
                               ImmunoDiffPipeline(bundle, anatomy_backend="classic"),
-                              SamplingOptions(steps=2, samples=2, prediction_draws=2))
+                              SamplingOptions(steps=2, samples=2, prediction_draws=2),
+                              scenarios=True)
     return scene, volume, nodes
 
 
@@ -176,6 +177,10 @@ def test_process_case_puts_every_result_in_the_scene(processed_lung2, lung2_tumo
     assert slicer.util.arrayFromVolume(nodes["uncertainty"]).max() > 0
     assert nodes["table"].GetNumberOfRows() == len(mrml.TABLE_ROWS)
     np.testing.assert_allclose(nodes["result"].tumour_point_lps, lung2_tumour_point, atol=1e-6)
+    for name in ("responder", "non-responder"):  # the scenario follow-ups, on the crop grid
+        node = nodes[f"followup if {name}"]
+        assert node.GetName() == f"lung2 follow-up if {name}"
+        assert slicer.util.arrayFromVolume(node).shape == (8, 32, 32)
 
 
 def _expected_axial_view(image, point_lps, field_of_view_mm, size_px, window, level):

@@ -213,3 +213,17 @@ def test_train_command_passes_the_lesion_loss_weight_and_checks_it():
     assert _train_config(plain, "2").lesion_loss_weight == 1.0
     with pytest.raises(ValueError, match="lesion_loss_weight must be at least 1, got 0.5"):
         _train_config(parse(["train", "2", "-o", "r", "--lesion-loss-weight", "0.5"]), "2")
+
+
+def test_fitted_target_scale_gives_unit_variance_and_survives_resume(dataset, tmp_path):
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(replace(TINY, target="change"))
+    config = TrainConfig(stage="2", steps=2, checkpoint_every=1, fit_target_scale=True)
+    train_stage(model, dataset, config, tmp_path)
+    targets = torch.cat([model.target_from(dataset[i]["followup"], dataset[i]["baseline"])
+                         .flatten() for i in range(len(dataset))])
+    assert float(targets.std()) == pytest.approx(1.0, rel=1e-3)
+    assert model.config.target_scale > 2.0  # the change is small before scaling
+    fresh = ImmunoDiffModel(replace(TINY, target="change"))  # scale 1 until resumed
+    train_stage(fresh, dataset, replace(config, steps=3), tmp_path)
+    assert fresh.config.target_scale == model.config.target_scale

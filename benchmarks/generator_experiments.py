@@ -105,7 +105,7 @@ def main() -> int:
         train_stage(model, dataset, TrainConfig(
             stage="2", steps=args.steps, batch_size=2, learning_rate=1e-3, seed=0,
             checkpoint_every=args.steps, lesion_loss_weight=demo.LESION_LOSS_WEIGHT,
-            fit_target_scale=name not in UNSCALED),
+            fit_target_scale=name not in UNSCALED),  # the scaled variants fit target_scale
             args.work / "experiments" / f"{name}_{args.steps}")
         seconds = time.perf_counter() - clock
         model.eval()
