@@ -31,6 +31,25 @@ def test_round_trip_is_bit_exact(bundle):
     assert sorted(p.name for p in path.iterdir()) == ["bundle.json", "weights.safetensors"]
 
 
+def test_a_bundle_from_before_the_generator_settings_loads_as_it_was_trained(tmp_path):
+    """Settings a bundle.json does not name take the values such models were trained with
+    (ε-prediction, no lesion channel, no scenario), not today's defaults."""
+    from dataclasses import replace
+
+    from ImmunoDiffLib.models.config import LEGACY_DEFAULTS
+
+    torch.manual_seed(0)
+    old = replace(TINY, **LEGACY_DEFAULTS)
+    path = save_bundle(tmp_path / "old", ImmunoDiffModel(old), BundleInfo(model=old))
+    description = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    for key in LEGACY_DEFAULTS:
+        del description["model"][key]
+    (path / "bundle.json").write_text(json.dumps(description), encoding="utf-8")
+    model, info = load_bundle(path)
+    assert info.model == old and model.config.prediction_type == "epsilon"
+    assert not hasattr(model, "scenario_tokens")
+
+
 def test_tampered_weights_are_refused(bundle):
     path, _ = bundle
     weights = path / "weights.safetensors"

@@ -40,7 +40,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-STEPS = {"1A": 200, "1B": 2000, "1C": 600, "2": 5000, "heads": 500}
+STEPS = {"1A": 200, "1B": 2000, "1C": 600, "2": 6000, "heads": 500}
 RESPONSE_SIGNAL = 4.0
 TRAINING_BACKGROUNDS = ("lung2", "totalseg_chest")
 UNSEEN_BACKGROUND = "lidc"  # LIDC-IDRI-0001: held out, never in training
