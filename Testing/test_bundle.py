@@ -113,9 +113,19 @@ def test_the_shipped_demo_bundle_is_small_verified_and_labelled_as_simulated():
     assert len(training["commit"]) == 40 and len(training["data_hash"]) == 16
     assert set(training["steps"]) == {"1A", "1B", "1C", "2", "heads"}
     assert training["lesion_loss_weight"] >= 1.0 and training["steps"]["2"] >= 1
-    metrics = info.metrics
-    for key in ("synthesized_shrink_correct", "true_followup_shrink_correct",
-                "held_out_bayes_accuracy", "c_index"):
-        assert 0.0 <= metrics[key] <= 1.0, key
-    assert 0.0 <= metrics["response"]["auc"] <= 1.0
+    unseen = training["unseen_background_cohort"]["backgrounds"]
+    assert not set(unseen) & set(training["train_cohort"]["backgrounds"])  # never trained on
+    for cohort in ("held_out", "unseen_background"):
+        metrics = info.metrics[cohort]
+        for key in ("bayes_accuracy", "c_index"):
+            assert 0.0 <= metrics[key] <= 1.0, key
+        assert 0.0 <= metrics["response"]["auc"] <= 1.0
+        checks = metrics["generator"]
+        for key in ("auc_synthesized_shrink", "auc_baseline_size_only",
+                    "auc_clinical_only_logistic", "scenario_responder_shrinks",
+                    "scenario_non_responder_keeps", "heads_agree_with_synthesis"):
+            assert 0.0 <= checks[key] <= 1.0, (cohort, key)
+        assert checks["background_mae_hu"] > 0 and set(checks["samplers_4_patients"]) == {
+            "ddim-50", "ddpm-1000"}
     assert model.config == info.model and model.config.target == "change"
+    assert model.config.prediction_type == "sample" and model.config.scenario
