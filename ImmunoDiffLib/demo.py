@@ -96,7 +96,7 @@ class _Silent:
         pass
 
 
-def _predict_demo(ct, point, output: Path, name: str, progress) -> dict:
+def _predict_demo(ct, point, output: Path, name: str, progress, tumour_mask=None) -> dict:
     from .outputs import check_output_path
     from .pipeline import ImmunoDiffPipeline
     from .predict import write_case
@@ -105,7 +105,8 @@ def _predict_demo(ct, point, output: Path, name: str, progress) -> dict:
     task = Task(progress, start=0.3, end=1.0)
     bundle, quick = demo_bundle(task.sub(0.0, 0.6).callback())
     pipeline = ImmunoDiffPipeline(bundle)
-    result = pipeline.run(ct, DEMO_CLINICAL, point, progress=task.sub(0.6, 1.0).callback())
+    result = pipeline.run(ct, DEMO_CLINICAL, point, progress=task.sub(0.6, 1.0).callback(),
+                          tumour_mask=tumour_mask)
     if quick:
         result.warnings.insert(0, "QUICK DEMO BUNDLE, UNTRAINED QUALITY: predictions and the "
                                   "synthesized scan demonstrate the workflow only.")
@@ -180,7 +181,7 @@ def run_demo(output: Path, case_name: str = "lung2", progress_factory=None) -> d
             summary["anatomy"][name] = {"lobes_backend": anatomy.lobes_backend,
                                         "vessels_backend": anatomy.vessels_backend,
                                         "lobes_approximate": anatomy.lobes_approximate}
-        summary["prediction"] = _predict_demo(ct, point, output, case.name, progress)
+        summary["prediction"] = _predict_demo(ct, point, output, case.name, progress, label)
         files["prediction_report"] = output / f"{case.name}_prediction" / "report.png"
         summary["files"] = {k: str(v) for k, v in files.items()}
         progress(1.0, "done")

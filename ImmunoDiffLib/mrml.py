@@ -249,20 +249,22 @@ def segment_tag(segment, key: str) -> str | None:
 def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None,
                  progress=None, cancel=None, allow_outside_lungs: bool = False,
                  name_prefix: str | None = None, existing_segmentation=None,
-                 scenarios: bool = False) -> dict:
+                 scenarios: bool = False, tumour_mask=None) -> dict:
     """Run ``pipeline`` (an :class:`~ImmunoDiffLib.pipeline.ImmunoDiffPipeline`) on a volume
     node and put the results into ``scene`` as NEW nodes (the input is never modified):
     ``followup`` (full geometry), ``difference`` and ``uncertainty`` (crop grid, HU),
     ``segmentation`` (lobes + vessels) and ``table`` (predictions). Returns them with the
     :class:`~ImmunoDiffLib.pipeline.Result` under ``result``. ``existing_segmentation``: a
     segmentation node whose lobes and vessels are used instead of segmenting again.
-    ``scenarios``: also ``followup if responder`` / ``followup if non-responder`` (crop grid)."""
+    ``scenarios``: also ``followup if responder`` / ``followup if non-responder`` (crop grid).
+    ``tumour_mask``: the drawn tumour (SimpleITK label map) the generator is told to change."""
     prefix = name_prefix or volume_node.GetName()
     image = volume_node_to_image(volume_node)
     anatomy = (segmentation_to_anatomy(existing_segmentation, volume_node)
                if existing_segmentation is not None else None)
     result = pipeline.run(image, clinical, ras_to_lps(point_ras), options, progress, cancel,
-                          allow_outside_lungs, anatomy=anatomy, scenarios=scenarios)
+                          allow_outside_lungs, anatomy=anatomy, scenarios=scenarios,
+                          tumour_mask=tumour_mask)
     difference = sitk.Subtract(sitk.Cast(result.followup_crop, sitk.sitkFloat32),
                                sitk.Cast(result.baseline_crop, sitk.sitkFloat32))
     nodes = {

@@ -243,10 +243,14 @@ class ImmunoDiffPipeline:
     def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
             progress: ProgressCallback | None = None, cancel: CancelFlag = None,
             allow_outside_lungs: bool = False, anatomy: Anatomy | None = None,
-            scenarios: bool = False) -> Result:
+            scenarios: bool = False, tumour_mask: sitk.Image | None = None) -> Result:
         """``anatomy``: lobes and vessels already at hand (on ``ct``'s grid), used instead of
         segmenting ``ct``. ``scenarios``: also synthesize the follow-ups "if it responds" and
-        "if it does not" (models with a scenario condition; one more sampling run each)."""
+        "if it does not" (models with a scenario condition; one more sampling run each).
+        ``tumour_mask``: the tumour drawn on ``ct`` (a label map in its space), the lesion the
+        generator is told to change; without it, the region grown from the point, which can
+        spill into the chest wall or mediastinum a tumour touches: prefer a mask where one
+        exists."""
         options = self._options_for_this_model(options or SamplingOptions())
         task, timings, warnings = Task(progress, cancel), {}, []
         started = time.perf_counter()
@@ -271,6 +275,8 @@ class ImmunoDiffPipeline:
         baseline_hu = _xyz(crop.image)
         baseline_crop = crop.image
         lesion_before = segment_lesion(baseline_crop, point)
+        condition_lesion = lesion_before if tumour_mask is None else crop_around_point(
+            tumour_mask, point, spec, is_label=True).image
         labels = {name: _xyz(crop_around_point(image, point, spec, is_label=True).image)
                   for name, image in (("lobes", anatomy.lobes), ("vessels", anatomy.vessels))}
         encoded = encode_clinical([record], self.info.standardisation)
@@ -280,7 +286,7 @@ class ImmunoDiffPipeline:
 
         batch = {"baseline": tensor(normalise(baseline_hu, window)),
                  "lobes": tensor(labels["lobes"]), "vessels": tensor(labels["vessels"]),
-                 "tumour": tensor(_xyz(lesion_before)),
+                 "tumour": tensor((_xyz(condition_lesion) > 0).astype(np.float32)),
                  "clinical": {g: v.to(self.device) for g, v in encoded.values.items()},
                  "clinical_mask": {g: m.to(self.device) for g, m in encoded.mask.items()}}
         with torch.inference_mode():

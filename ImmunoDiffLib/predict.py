@@ -59,12 +59,13 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
         raise OutputPathError(f"Output '{output}' exists already; choose another folder or "
                               "allow overwriting.")
     ct = read_ct(ct_path)
+    mask = None if mask_path is None else read_image(mask_path)
     if point is None:
-        if mask_path is None:
+        if mask is None:
             raise TumourPointError("Give a tumour point (x y z, LPS mm) or a tumour mask.")
-        point = label_centroid(read_image(mask_path), source=f"tumour mask '{mask_path}'")
+        point = label_centroid(mask, source=f"tumour mask '{mask_path}'")
     result = pipeline.run(ct, clinical, point, options, progress, cancel, allow_outside_lungs,
-                          scenarios=scenarios)
+                          scenarios=scenarios, tumour_mask=mask)
     write_case(result, output, case_id, overwrite)
     return {"patient_id": case_id, **result.summary()}
 
@@ -90,10 +91,11 @@ def predict_cohort(pipeline: ImmunoDiffPipeline, manifest, output,
         if (folder / PREDICTIONS_NAME).is_file():
             continue  # done in an earlier run
         ct = read_ct(case.baseline_ct)
-        point = case.tumour_point or label_centroid(read_image(case.tumour_mask))
+        mask = read_image(case.tumour_mask) if case.tumour_mask else None
+        point = case.tumour_point or label_centroid(mask)
         result = pipeline.run(ct, case.clinical, point, options,
                               task.sub(index / len(mine), (index + 1) / len(mine)).callback(),
-                              cancel)
+                              cancel, tumour_mask=mask)
         write_case(result, folder, case.patient_id, overwrite=True)
     task.report(1.0, "cohort done")
     if world > 1:

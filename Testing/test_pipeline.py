@@ -195,8 +195,23 @@ def test_predictions_record_the_arithmetic_of_the_steps(pipeline, lung2, lung2_t
     assert prediction_lines(forced)[-1].endswith("s (fp32, channels-first)")
 
 
-def test_response_scenarios_are_synthesized_written_and_shown(pipeline, sample_paths,
+@pytest.fixture(scope="module")
+def lively_pipeline(tmp_path_factory):
+    """Every weight perturbed: MONAI zero-initialises the ControlNet's outputs and the
+    attention projections, through which the scenario acts."""
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(TINY)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    folder = save_bundle(tmp_path_factory.mktemp("lively") / "bundle", model,
+                         BundleInfo(model=TINY, crop=SPEC))
+    return ImmunoDiffPipeline(folder, anatomy_backend="classic")
+
+
+def test_response_scenarios_are_synthesized_written_and_shown(lively_pipeline, sample_paths,
                                                               lung2_tumour_point, tmp_path):
+    pipeline = lively_pipeline
     summary = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "case",
                            point=lung2_tumour_point, options=FAST, scenarios=True)
     folder = tmp_path / "case"
@@ -233,3 +248,22 @@ def test_heads_and_synthesis_disagreeing_is_warned(pipeline, lung2, lung2_tumour
     warned = any("disagree" in w for w in result.warnings)
     assert warned == (result.agreement is False)
     assert result.summary()["agreement"] == result.agreement
+
+
+def test_a_drawn_tumour_mask_is_the_lesion_the_generator_is_told_to_change(
+        pipeline, lung2, lung2_label, lung2_tumour_point, monkeypatch):
+    from ImmunoDiffLib.imaging import crop_around_point
+
+    seen = []
+    original = pipeline.model.encode_conditions
+
+    def spy(batch, *args, **kwargs):
+        seen.append(batch["tumour"].clone())
+        return original(batch, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.model, "encode_conditions", spy)
+    pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST, tumour_mask=lung2_label)
+    crop = crop_around_point(lung2_label, lung2_tumour_point, SPEC, is_label=True).image
+    expected = (sitk.GetArrayFromImage(crop).transpose(2, 1, 0) > 0).astype(np.float32)
+    np.testing.assert_array_equal(seen[0][0, 0].numpy(), expected)
+    assert expected.sum() > 10

@@ -42,7 +42,8 @@ def main() -> int:
 
     _, image_path, label_path = sample_case_paths("lung2")
     ct = read_ct(image_path)
-    point_lps = label_centroid(read_image(label_path))
+    label = read_image(label_path)
+    point_lps = label_centroid(label)
     bundle, quick = (args.bundle, False) if args.bundle else demo_bundle()
     scene = slicer.vtkMRMLScene()
     mrml.ensure_display_defaults(scene)
@@ -52,7 +53,8 @@ def main() -> int:
     volume.GetDisplayNode().SetWindowLevel(1500, -600)
     point_ras = mrml.lps_to_ras(point_lps)
     nodes = mrml.process_case(scene, volume, DEMO_CLINICAL, point_ras, ImmunoDiffPipeline(bundle),
-                              SamplingOptions(steps=args.steps, samples=args.samples, seed=0))
+                              SamplingOptions(steps=args.steps, samples=args.samples, seed=0),
+                              tumour_mask=label)
     panels = mrml.render_review(scene, volume, nodes, point_ras, field_of_view_mm=110.0,
                                 size_px=360)
     caption = ("Rendered offscreen from the MRML scene by Slicer's vtkMRMLSliceLogic "
