@@ -154,7 +154,11 @@ def processed_lung2(lung2, lung2_tumour_point, tmp_path_factory):
 
     torch.manual_seed(0)
     spec = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))
-    bundle = save_bundle(tmp_path_factory.mktemp("bundle") / "b", ImmunoDiffModel(TINY),
+    model = ImmunoDiffModel(TINY)
+    with torch.no_grad():  # MONAI zero-initialises the output: an x0 model would output 0
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    bundle = save_bundle(tmp_path_factory.mktemp("bundle") / "b", model,
                          BundleInfo(model=TINY, crop=spec))
     scene = slicer.vtkMRMLScene()
     volume = mrml.image_to_volume_node(lung2, scene, "lung2")
