@@ -106,9 +106,12 @@ def main() -> None:
         row = json.loads(done.stdout.strip().splitlines()[-1])
         trainable = "-" if stage == "heads" else f"{row['trainable'] / 1e6:.2f} M"
         arithmetic = "bf16" if row["bf16"] else "fp32"
-        share = 100 * row["gflop"] / row["seconds"] / peaks[arithmetic]
+        counted = row["gflop"] > 0  # FLOPs are counted for the training steps only
+        gflop = f"{row['gflop']:.1f}" if counted else "-"
+        share = (f"{100 * row['gflop'] / row['seconds'] / peaks[arithmetic]:.1f}%" if counted
+                 else "-")
         print(f"{stage:<6} {WHAT[stage]:<44} {arithmetic:>5} {row['seconds']:>7.3f} "
-              f"{row['gflop']:>7.1f} {share:>6.1f}% {row['peak_rss_mb']:>7.0f} "
+              f"{gflop:>7} {share:>7} {row['peak_rss_mb']:>7.0f} "
               f"{row['gpu_mb']:>7.0f} {trainable:>10}")
 
 
