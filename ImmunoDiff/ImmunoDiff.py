@@ -296,9 +296,12 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
     def showSideBySide(self, baselineNode, nodes):
         """Baseline and synthesized follow-up side by side, linked, same window/level;
         difference as a foreground overlay; segmentation and table shown."""
+        from ImmunoDiffLib import mrml
+
         layoutManager = slicer.app.layoutManager()
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        for viewName, volume in (("Left", baselineNode), ("Right", nodes["followup"])):
+        for viewName, volume in zip(mrml.SIDE_BY_SIDE_VIEWS, (baselineNode, nodes["followup"]),
+                                    strict=True):
             composite = layoutManager.sliceWidget(viewName).mrmlSliceCompositeNode()
             composite.SetBackgroundVolumeID(volume.GetID())
             composite.SetForegroundVolumeID(nodes["difference"].GetID())

@@ -303,6 +303,8 @@ def _window_level(node):
 
 # Own slice views, so that rendering never changes the application's Left/Right views.
 REVIEW_VIEWS = ("ImmunoDiffReviewLeft", "ImmunoDiffReviewRight")
+# the slice views of Slicer's side-by-side layout (SlicerLayoutSideBySideView), left to right
+SIDE_BY_SIDE_VIEWS = ("Red", "Yellow")
 DIFFERENCE_WINDOW_HU = (400.0, 0.0)  # window, level of the difference overlay: -200..+200 HU
 
 

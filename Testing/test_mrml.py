@@ -1,5 +1,7 @@
 """The MRML bridge on a real scene (slicer-core): volume node <-> SimpleITK image geometry."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -305,3 +307,20 @@ def test_process_case_uses_the_existing_segmentation_instead_of_segmenting(
     used = sitk.GetArrayViewFromImage(nodes["result"].anatomy.lobes)
     assert np.array_equal(used, lobes)
     assert any("existing segmentation 'edited'" in w for w in nodes["result"].warnings)
+
+
+def test_the_side_by_side_views_the_module_fills_exist_in_slicers_layout():
+    """Slicer's own layout logic names the slice views of the side-by-side layout."""
+    scene = slicer.vtkMRMLScene()
+    layout = slicer.vtkMRMLLayoutNode()
+    scene.AddNode(layout)
+    logic = slicer.vtkMRMLLayoutLogic()
+    logic.SetMRMLScene(scene)
+    layout.SetViewArrangement(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+    views = logic.GetViewNodes()
+    names = [views.GetItemAsObject(i).GetLayoutName() for i in range(views.GetNumberOfItems())
+             if views.GetItemAsObject(i).IsA("vtkMRMLSliceNode")]
+    assert list(mrml.SIDE_BY_SIDE_VIEWS) == names
+    source = (Path(__file__).resolve().parents[1] / "ImmunoDiff" / "ImmunoDiff.py").read_text(
+        encoding="utf-8")
+    assert "mrml.SIDE_BY_SIDE_VIEWS" in source and '"Left"' not in source
