@@ -9,10 +9,9 @@ How the conditions enter (``ModelConfig.anatomy_control``):
   (``ModelConfig``): Ẑ_I also sees the baseline lesion mask (``lesion_control``); Ẑ_C, Ẑ_B,
   Ẑ_I join the anatomy tokens in the cross-attention context (``clinical_tokens``); and a
   response scenario s ∈ [0, 1] enters as a token and as a control vector on the (dilated)
-  lesion (``scenario``): given
-  (1 "if it responds", 0 "if it does not"), or else the adapter's own estimate of P(response)
-  from the clinical variables, trained with an auxiliary response loss — the route by which
-  the clinical variables decide the lesion's change.
+  lesion (``scenario``): given (1 "if it responds", 0 "if it does not"), or else the adapter's
+  own estimate of P(response) from the clinical variables, trained with an auxiliary response
+  loss — the route by which the clinical variables decide the lesion's change.
 Conditions are encoded once per case (:meth:`encode_conditions`) and reused at every step.
 
 Tensors are channel-first (B, C, X, Y, Z); CT values in [-1, 1].
