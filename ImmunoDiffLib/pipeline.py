@@ -34,7 +34,13 @@ from .imaging.recist import longest_axial_diameter_mm, recist_category
 from .models import Conditions
 from .precision import describe, native_bf16, resolve_channels_last
 from .progress import CancelFlag, ProgressCallback, Task
-from .sampling import SamplingOptions, make_sampling_scheduler, repeat_conditions, sample
+from .sampling import (
+    SamplingOptions,
+    make_sampling_scheduler,
+    opposite_scenario,
+    repeat_conditions,
+    sample,
+)
 
 PREDICTION_BATCH = 2  # noise draws per forward pass of the prediction heads' features
 LUNG_MARGIN_MM = 10.0  # a tumour point this close to the lungs counts as in the lungs
@@ -347,9 +353,11 @@ class ImmunoDiffPipeline:
 
     def _synthesize(self, batch, conditions, unconditional, options, task: Task,
                     cancel: CancelFlag) -> np.ndarray:
-        """Follow-up samples in HU, (samples, X, Y, Z)."""
+        """Follow-up samples in HU, (samples, X, Y, Z); scenario guidance against the
+        opposite outcome where the model has scenarios."""
         x0 = sample(self.model, conditions, tuple(batch["baseline"].shape[1:]), options,
-                    unconditional, task.callback(), cancel)
+                    unconditional, task.callback(), cancel,
+                    opposite=opposite_scenario(self.model, batch, conditions, options))
         followup = self.model.followup_from(x0, batch["baseline"].expand_as(x0))
         return denormalise(followup[:, 0].cpu().numpy(), self.info.window)
 

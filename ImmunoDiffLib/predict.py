@@ -158,7 +158,12 @@ def add_predict_parser(commands) -> None:
     parser.add_argument("--samples", type=int, default=SamplingOptions().samples,
                         help="generated follow-ups (2+ give the uncertainty map)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--guidance", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance on the clinical variables (1 = off)")
+    parser.add_argument("--scenario-guidance", type=float,
+                        default=SamplingOptions().scenario_guidance,
+                        help="push the follow-up away from the opposite response scenario "
+                             "(models with scenarios; 1 = off)")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto",
                         help="arithmetic of the denoising steps: bf16 autocast, full fp32, or "
                         "auto: bf16 where the device multiplies bf16 in hardware (AMX, "
@@ -193,6 +198,7 @@ def run_predict(args, progress=None) -> dict:
                           "(immunodiff train all ... --bundle DIR).")
     options = SamplingOptions(sampler=args.sampler, steps=args.steps, samples=args.samples,
                               seed=args.seed, guidance_scale=args.guidance,
+                              scenario_guidance=args.scenario_guidance,
                               bf16=PRECISIONS[args.precision])
     if args.ct:
         clinical = _clinical_from_args(args)  # checked before the model is loaded

@@ -3,9 +3,18 @@ paper, DDIM for speed), several samples in one batch, with progress and cancel.
 
 Conditions are encoded once per case and repeated for the samples; every step is one
 (ControlNet + U-Net) evaluation (by default the fused one of models/fused_inference.py), or
-two with classifier-free guidance on the clinical variables (guidance_scale != 1:
-out = out_uncond + w · (out_cond − out_uncond), for any prediction type). The schedulers are
-the ones the model was trained with (models/diffusion.py: schedule, prediction type, clipping).
+two with classifier-free guidance on the clinical variables (guidance_scale g != 1:
+out = out_uncond + g · (out_cond − out_uncond), for any prediction type), or with scenario
+guidance on a model with a response scenario s (scenario_guidance w != 1: the prediction is
+pushed away from the opposite outcome, out = out(s) + (w − 1) · (out(s) − out(1 − s)); both
+apply when both are set). The schedulers are the ones the model was trained with
+(models/diffusion.py: schedule, prediction type, clipping).
+
+Scenario guidance exists because a model that predicts x0 under a squared error regresses to
+the mean of what it cannot tell apart: told "responder", an undertrained model draws a lesion
+half-way between present and gone. Contrasting with the other outcome (classifier-free
+guidance with the opposite scenario as the reference) makes the answer decisive where the
+two predictions differ, i.e. on the lesion; elsewhere they agree and nothing changes.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from .models.immunodiff import Conditions, ImmunoDiffModel
 from .precision import resolve_bf16, resolve_channels_last
 from .progress import CancelFlag, ProgressCallback, Task
 
+SCENARIO_GUIDANCE = 3.0
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -33,6 +44,9 @@ class SamplingOptions:
     prediction_draws: int = 8  # noise draws for the predictions' spread (one forward each)
     seed: int = 0
     guidance_scale: float = 1.0
+    # push the follow-up away from the opposite response scenario (models with a scenario);
+    # 1 = off; the default was chosen on held-out simulated patients (docs/results.md)
+    scenario_guidance: float = SCENARIO_GUIDANCE
     # bfloat16 autocast; None: where the device multiplies bf16 in hardware (precision.py),
     # fp32 elsewhere (emulated bf16 is several times slower than fp32)
     bf16: bool | None = None
@@ -51,6 +65,9 @@ class SamplingOptions:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
         if self.steps < 1 or self.samples < 1 or self.prediction_draws < 1:
             raise ValueError("steps, samples and prediction_draws must be at least 1.")
+        if self.scenario_guidance < 1.0:
+            raise ValueError("scenario_guidance must be at least 1 (1 = off), got "
+                             f"{self.scenario_guidance}.")
 
     def for_device(self, device: torch.device | str) -> SamplingOptions:
         """These options with ``bf16`` and ``channels_last`` decided for ``device``."""
@@ -70,6 +87,23 @@ def repeat_conditions(conditions: Conditions, times: int) -> Conditions:
     return Conditions(repeat(conditions.context), repeat(conditions.control))
 
 
+def opposite_scenario(model: ImmunoDiffModel, batch: dict, conditions: Conditions,
+                      options: SamplingOptions) -> Conditions | None:
+    """The conditions of the opposite outcome, 1 − s, for scenario guidance; None where it
+    does not apply (guidance off, or a model without a response scenario)."""
+    if options.scenario_guidance == 1.0 or conditions.scenario is None:
+        return None
+    with torch.inference_mode():
+        return model.encode_conditions(batch, "2", scenario=1.0 - conditions.scenario.detach())
+
+
+def _cat(*parts: Conditions) -> Conditions:
+    def join(tensors):
+        return None if tensors[0] is None else torch.cat(tensors)
+
+    return Conditions(join([p.context for p in parts]), join([p.control for p in parts]))
+
+
 def _autocast(options: SamplingOptions, device: torch.device):
     if options.bf16:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -80,10 +114,14 @@ def _autocast(options: SamplingOptions, device: torch.device):
 def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...],
            options: SamplingOptions = SamplingOptions(),
            unconditional: Conditions | None = None,
-           progress: ProgressCallback | None = None, cancel: CancelFlag = None) -> torch.Tensor:
+           progress: ProgressCallback | None = None, cancel: CancelFlag = None,
+           opposite: Conditions | None = None) -> torch.Tensor:
     """Draw ``options.samples`` samples of x_0 for ONE case.
 
-    conditions: that case's encoded conditions (batch 1); shape: (1, X, Y, Z) of one sample.
+    conditions: that case's encoded conditions (batch 1); shape: (1, X, Y, Z) of one sample;
+    unconditional: the clinical variables dropped (classifier-free guidance, used when
+    ``options.guidance_scale`` != 1); opposite: the opposite scenario
+    (:func:`opposite_scenario`, used when ``options.scenario_guidance`` != 1).
     Returns (samples, 1, X, Y, Z) float32 x_0 in ± ``target_scale`` (the model's target:
     follow-up or change, scaled; ``model.followup_from`` turns it into the follow-up).
     """
@@ -94,17 +132,16 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
         reuse_freed_memory()
     scheduler = make_sampling_scheduler(model, options)
     n = options.samples
-    guided = options.guidance_scale != 1.0 and unconditional is not None
-    both = repeat_conditions(conditions, n)
+    # branches evaluated together each step: the conditions, then the references, each with
+    # its weight in out = out_cond + sum_k (w_k - 1) * (out_cond - out_k)
+    references = [(c, w) for c, w in ((unconditional, options.guidance_scale),
+                                       (opposite, options.scenario_guidance))
+                  if c is not None and w != 1.0]
+    branches = 1 + len(references)
+    both = _cat(*(repeat_conditions(c, n) for c in [conditions, *(r for r, _ in references)]))
     layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
     if both.control is not None:
         both = Conditions(both.context, both.control.contiguous(memory_format=layout))
-    if guided:
-        uncond = repeat_conditions(unconditional, n)
-        both = Conditions(None if both.context is None else torch.cat([both.context,
-                                                                         uncond.context]),
-                          None if both.control is None else torch.cat([both.control,
-                                                                         uncond.control]))
     generator = torch.Generator().manual_seed(options.seed)
     x = torch.randn((n, *shape), generator=generator).to(device)
     x = x.contiguous(memory_format=layout)
@@ -117,12 +154,12 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
                 return model.predict_noise(x_t, batch_t, both)
         for index, t in enumerate(timesteps):
             task.report(index / len(timesteps), f"denoising step {index + 1}/{len(timesteps)}")
-            batch_t = torch.full((x.shape[0] * (2 if guided else 1),), int(t), device=device)
-            model_input = (torch.cat([x, x]) if guided else x).contiguous(memory_format=layout)
-            output = denoise(model_input, batch_t).float()
-            if guided:
-                conditional, plain = output.chunk(2)
-                output = plain + options.guidance_scale * (conditional - plain)
+            batch_t = torch.full((x.shape[0] * branches,), int(t), device=device)
+            model_input = torch.cat([x] * branches).contiguous(memory_format=layout)
+            outputs = denoise(model_input, batch_t).float().chunk(branches)
+            output = outputs[0]
+            for (_, weight), reference in zip(references, outputs[1:], strict=True):
+                output = output + (weight - 1.0) * (outputs[0] - reference)
             step_generator = torch.Generator(device=device).manual_seed(
                 options.seed * 7919 + index)
             if isinstance(scheduler, DDPMScheduler):

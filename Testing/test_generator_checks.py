@@ -34,7 +34,8 @@ def _row(response, fraction, size, estimate=0.5):
             "baseline_lesion_voxels": size, "generator_estimate": estimate,
             "background_mae_hu": 10.0, "true_background_mae_hu": 5.0, "tissue_change": 0.01,
             "ssim": 0.8, "ssim_copy_baseline": 0.9, "fraction_if_responder": 0.1,
-            "fraction_if_non_responder": 0.2 if response else 1.0}
+            "fraction_if_non_responder": 0.2 if response else 1.0,
+            "background_mae_hu_if_responder": 12.0, "background_mae_hu_if_non_responder": 14.0}
 
 
 def test_summary_separates_the_generator_from_the_size_confound():
@@ -53,3 +54,8 @@ def test_summary_separates_the_generator_from_the_size_confound():
     assert numbers["scenario_responder_shrinks"] == 1.0
     assert numbers["scenario_non_responder_keeps"] == 0.5
     assert numbers["heads_agree_with_synthesis"] == 0.75
+    assert numbers["scenario_background_mae_hu"] == 13.0
+    assert numbers["scenario_non_responder_median_fraction"] == 0.6  # of 0.2, 0.2, 1, 1
+    assert numbers["true_responders_shrunk"] == 1.0
+    assert numbers["true_responder_median_fraction"] == pytest.approx(0.15)
+    assert numbers["true_non_responder_median_fraction"] == 1.0

@@ -7,7 +7,9 @@ cohort with known truth, each beside its reference:
   only erases small lesions looks predictive) and of a clinical-only logistic regression fitted
   on the training cohort; the rate of non-responders synthesized as shrunk;
 * scenarios (models with a response scenario): share of lesions shrunk below 0.343 of their
-  volume when told "responder", and kept when told "non-responder";
+  volume when told "responder", and kept when told "non-responder", with the median volume
+  fractions beside the true follow-ups' (the ceiling: the share of true responders this
+  measure calls shrunk);
 * anatomy: outside the dilated lesions, mean |synthesized − baseline| HU beside the true
   follow-up's, and the share of voxels that change tissue class (above/below −400 HU);
   SSIM to the true follow-up;
@@ -27,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ..imaging import HUWindow, denormalise
-from ..sampling import SamplingOptions, sample
+from ..sampling import SamplingOptions, opposite_scenario, sample
 from .data import clinical_matrix
 from .synthesis import SHRINK_VOLUME_RATIO, ssim
 
@@ -64,7 +66,8 @@ def synthesize(model, one: dict, options: SamplingOptions,
     the clinically conditioned follow-up (s = the adapter's estimate)."""
     given = None if scenario is None else torch.tensor([scenario])
     conditions = model.encode_conditions(one, "2", scenario=given)
-    x0 = sample(model, conditions, tuple(one["baseline"].shape[1:]), options)
+    x0 = sample(model, conditions, tuple(one["baseline"].shape[1:]), options,
+                opposite=opposite_scenario(model, one, conditions, options))
     chosen = float("nan") if conditions.scenario is None else float(conditions.scenario[0])
     return model.followup_from(x0, one["baseline"]).mean(0, keepdim=True), chosen
 
@@ -103,8 +106,10 @@ def case_rows(model, batch: dict, ids: list[str], options: SamplingOptions,
         if scenarios:
             for name, value in (("responder", 1.0), ("non_responder", 0.0)):
                 image, _ = synthesize(model, one, options, value)
-                row[f"fraction_if_{name}"] = lesion_fraction(to_hu(image), hu["baseline"],
-                                                             lesion)
+                image_hu = to_hu(image)
+                row[f"fraction_if_{name}"] = lesion_fraction(image_hu, hu["baseline"], lesion)
+                row[f"background_mae_hu_if_{name}"] = float(
+                    (image_hu - hu["baseline"]).abs()[outside].mean())
         rows.append(row)
     return rows
 
@@ -147,6 +152,20 @@ def summarise(rows: list[dict], clinical_scores: np.ndarray,
             [r["fraction_if_responder"] < SHRINK_VOLUME_RATIO for r in rows]))
         out["scenario_non_responder_keeps"] = float(np.mean(
             [r["fraction_if_non_responder"] >= SHRINK_VOLUME_RATIO for r in rows]))
+        # how far each scenario goes, beside what the true follow-ups did (guidance can
+        # exaggerate): median volume fractions
+        out["scenario_background_mae_hu"] = float(np.mean(
+            [r[f"background_mae_hu_if_{n}"] for r in rows for n in ("responder",
+                                                                    "non_responder")]))
+        out["scenario_responder_median_fraction"] = float(np.median(
+            [r["fraction_if_responder"] for r in rows]))
+        out["scenario_non_responder_median_fraction"] = float(np.median(
+            [r["fraction_if_non_responder"] for r in rows]))
+    true_fraction = np.array([r["fraction_true"] for r in rows])
+    out["true_responders_shrunk"] = float(np.mean(true_fraction[labels == 1]
+                                                  < SHRINK_VOLUME_RATIO))
+    out["true_responder_median_fraction"] = float(np.median(true_fraction[labels == 1]))
+    out["true_non_responder_median_fraction"] = float(np.median(true_fraction[labels == 0]))
     if head_probability is not None:
         out["heads_agree_with_synthesis"] = float(np.mean((head_probability >= 0.5) == shrunk))
         out["auc_heads"] = _auc(labels, head_probability)
