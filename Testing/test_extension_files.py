@@ -1,8 +1,11 @@
 """The Slicer extension files, checked the way Slicer's extension build would trip over them."""
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,25 +13,26 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = Path(__file__).parent / "slicer_cmake_stand_in"
-S4EXT_FIELDS = ("scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage",
-                "contributors", "category", "iconurl", "status", "description",
-                "screenshoturls", "enabled")
+# The ExtensionsIndex's catalog-entry schema (v1.0.1): required keys, and the only ones allowed
+INDEX_REQUIRED = {"$schema", "category", "scm_url"}
+INDEX_ALLOWED = INDEX_REQUIRED | {"scm_revision", "scm_type", "build_dependencies",
+                                  "build_subdirectory", "enabled", "tier"}
+RAW_URL = "https://raw.githubusercontent.com/immunodiff/SlicerImmunoDiff/main/"
 
 
-def _s4ext() -> dict[str, str]:
-    fields = {}
-    for line in (REPO / "ImmunoDiff.s4ext").read_text(encoding="utf-8").splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition(" ")
-            fields[key] = value.strip()
-    return fields
+def _index_entry() -> dict:
+    return json.loads((REPO / "ImmunoDiff.json").read_text(encoding="utf-8"))
 
 
-def test_s4ext_has_every_required_field_with_a_value():
-    fields = _s4ext()
-    missing = [f for f in S4EXT_FIELDS if not fields.get(f)]
-    assert missing == []
-    assert fields["scm"] == "git" and fields["enabled"] in ("0", "1")
+def test_extensions_index_entry_follows_the_catalog_schema():
+    entry = _index_entry()
+    assert INDEX_REQUIRED <= set(entry) <= INDEX_ALLOWED, set(entry) ^ INDEX_ALLOWED
+    assert re.fullmatch(r"https://raw\.githubusercontent\.com/Slicer/Slicer/main/Schemas/"
+                        r"slicer-extension-catalog-entry-schema-v1\.0\.[12]\.json#",
+                        entry["$schema"])
+    assert entry["scm_url"].startswith("https://") and entry["tier"] in range(1, 6)
+    assert isinstance(entry["build_dependencies"], list)
+    assert not (REPO / "ImmunoDiff.s4ext").exists()  # the old format is no longer read
 
 
 def _configure(source: Path, build: Path) -> subprocess.CompletedProcess:
@@ -74,11 +78,47 @@ def test_module_cmake_lists_exactly_its_scripts_and_resources(configured):
         p for p in _on_disk(module / "Resources", "*") if p.is_file()}
 
 
-def test_cmake_metadata_agrees_with_the_s4ext(configured):
+def test_cmake_metadata_agrees_with_the_index_entry_and_names_real_files(configured):
     _, metadata = configured
-    fields = _s4ext()
-    for key in ("homepage", "category", "depends", "iconurl"):
-        assert metadata[key] == fields[key]
+    entry = _index_entry()
+    assert metadata["category"] == entry["category"]
+    assert metadata["depends"].split() == entry["build_dependencies"]
+    assert entry["scm_url"].removesuffix(".git") == metadata["homepage"]
+    for key in ("iconurl", "screenshoturls"):
+        for url in metadata[key].split():
+            assert url.startswith(RAW_URL), url
+            assert (REPO / url.removeprefix(RAW_URL)).is_file(), f"{key}: {url} is not in the repo"
+
+
+def test_cmake_install_puts_the_library_once_beside_the_module_with_the_bundle(tmp_path):
+    """``cmake --install`` against the stand-in (which copies and installs like CTK's
+    ctkMacroCompilePythonScript): every library file exactly once under
+    qt-scripted-modules/ImmunoDiffLib/, the module and its resources beside it, the demo bundle
+    where the installed library looks for it."""
+    build = tmp_path / "build"
+    done = _configure(REPO, build)
+    assert done.returncode == 0, done.stdout + done.stderr
+    prefix = tmp_path / "install"
+    done = subprocess.run([shutil.which("cmake"), "--install", str(build), "--prefix",
+                           str(prefix)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (modules,) = prefix.glob("lib/Slicer-*/qt-scripted-modules")
+    installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()}
+    library = {f"ImmunoDiffLib/{p.relative_to(REPO / 'ImmunoDiffLib').as_posix()}"
+               for p in (REPO / "ImmunoDiffLib").rglob("*.py") if "__pycache__" not in p.parts}
+    assert {f for f in installed if f.endswith(".py")} == library | {"ImmunoDiff.py"}
+    assert not any("ImmunoDiffLib/ImmunoDiffLib" in f for f in installed)
+    assert {"Resources/UI/ImmunoDiff.ui", "Resources/Icons/ImmunoDiff.png"} <= installed
+    for name in ("bundle.json", "weights.safetensors"):
+        shipped = modules / "Resources" / "demo_bundle" / name
+        assert shipped.read_bytes() == (REPO / "Resources" / "demo_bundle" / name).read_bytes()
+    found = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+         "from ImmunoDiffLib.predict import default_bundle; print(default_bundle())",
+         str(modules)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "IMMUNODIFF_BUNDLE"})
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()) == modules / "Resources" / "demo_bundle"
 
 
 def test_a_file_listed_but_absent_fails_the_configure(tmp_path):

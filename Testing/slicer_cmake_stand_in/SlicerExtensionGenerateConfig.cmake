@@ -5,4 +5,4 @@ foreach(var EXTENSION_HOMEPAGE EXTENSION_CATEGORY EXTENSION_CONTRIBUTORS EXTENSI
   endif()
 endforeach()
 file(WRITE "${CMAKE_BINARY_DIR}/extension_metadata.txt"
-  "homepage ${EXTENSION_HOMEPAGE}\ncategory ${EXTENSION_CATEGORY}\ndepends ${EXTENSION_DEPENDS}\niconurl ${EXTENSION_ICONURL}\n")
+  "homepage ${EXTENSION_HOMEPAGE}\ncategory ${EXTENSION_CATEGORY}\ndepends ${EXTENSION_DEPENDS}\niconurl ${EXTENSION_ICONURL}\nscreenshoturls ${EXTENSION_SCREENSHOTURLS}\n")

@@ -1,3 +1,12 @@
+# Stand-ins for the Slicer/CTK macros the extension calls, with the same file layout:
+# CTK's ctkMacroCompilePythonScript copies every script and resource to
+# DESTINATION_DIR/<its path relative to the source folder> and installs the folder with
+#   install(DIRECTORY "<DESTINATION_DIR>" DESTINATION <INSTALL_DIR>)       (the folder itself)
+#   install(DIRECTORY "<DESTINATION_DIR>/" DESTINATION <INSTALL_DIR>)      (NO_INSTALL_SUBDIR)
+# and Slicer's slicerMacroBuildScriptedModule calls it with DESTINATION_DIR
+# <build>/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}, INSTALL_DIR ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}
+# and NO_INSTALL_SUBDIR. Files are copied at configure time (Slicer: at build time) and
+# recorded in ${CMAKE_BINARY_DIR}/listed_files.txt as "<target> <kind> <absolute path>".
 file(WRITE "${CMAKE_BINARY_DIR}/listed_files.txt" "")
 
 function(_stand_in_record target kind)
@@ -14,16 +23,13 @@ function(_stand_in_record target kind)
   endforeach()
 endfunction()
 
-function(slicerMacroBuildScriptedModule)
-  cmake_parse_arguments(MY "WITH_GENERIC_TESTS;WITH_SUBDIR;VERBOSE" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
-  if(MY_UNPARSED_ARGUMENTS)
-    message(FATAL_ERROR "slicerMacroBuildScriptedModule: unknown arguments ${MY_UNPARSED_ARGUMENTS}")
-  endif()
-  if(NOT MY_NAME OR NOT MY_SCRIPTS)
-    message(FATAL_ERROR "slicerMacroBuildScriptedModule: NAME and SCRIPTS are required")
-  endif()
-  _stand_in_record(${MY_NAME} script ${MY_SCRIPTS})
-  _stand_in_record(${MY_NAME} resource ${MY_RESOURCES})
+function(_stand_in_copy destination)
+  foreach(file ${ARGN})
+    if(IS_ABSOLUTE "${file}")
+      message(FATAL_ERROR "CTK copies a file to DESTINATION_DIR/<relative path>: give ${file} relative to ${CMAKE_CURRENT_SOURCE_DIR}")
+    endif()
+    configure_file("${CMAKE_CURRENT_SOURCE_DIR}/${file}" "${destination}/${file}" COPYONLY)
+  endforeach()
 endfunction()
 
 function(ctkMacroCompilePythonScript)
@@ -38,4 +44,32 @@ function(ctkMacroCompilePythonScript)
   endforeach()
   _stand_in_record(${MY_TARGET_NAME} script ${MY_SCRIPTS})
   _stand_in_record(${MY_TARGET_NAME} resource ${MY_RESOURCES})
+  _stand_in_copy("${MY_DESTINATION_DIR}" ${MY_SCRIPTS} ${MY_RESOURCES})
+  if(MY_NO_INSTALL_SUBDIR)
+    install(DIRECTORY "${MY_DESTINATION_DIR}/" DESTINATION "${MY_INSTALL_DIR}" COMPONENT RuntimeLibraries USE_SOURCE_PERMISSIONS)
+  else()
+    install(DIRECTORY "${MY_DESTINATION_DIR}" DESTINATION "${MY_INSTALL_DIR}" COMPONENT RuntimeLibraries USE_SOURCE_PERMISSIONS)
+  endif()
+endfunction()
+
+function(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(MY "WITH_GENERIC_TESTS;WITH_SUBDIR;VERBOSE" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  if(MY_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "slicerMacroBuildScriptedModule: unknown arguments ${MY_UNPARSED_ARGUMENTS}")
+  endif()
+  if(NOT MY_NAME OR NOT MY_SCRIPTS)
+    message(FATAL_ERROR "slicerMacroBuildScriptedModule: NAME and SCRIPTS are required")
+  endif()
+  ctkMacroCompilePythonScript(
+    TARGET_NAME ${MY_NAME}
+    SCRIPTS "${MY_SCRIPTS}"
+    RESOURCES "${MY_RESOURCES}"
+    DESTINATION_DIR ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}
+    INSTALL_DIR ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}
+    NO_INSTALL_SUBDIR)
+endfunction()
+
+function(slicer_add_python_unittest)
+  cmake_parse_arguments(MY "" "TESTNAME_PREFIX" "SCRIPT;SLICER_ARGS" ${ARGN})
+  _stand_in_record(python_unittest script ${MY_SCRIPT})
 endfunction()
