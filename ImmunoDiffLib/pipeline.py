@@ -317,7 +317,8 @@ class ImmunoDiffPipeline:
             start = 0.3 + share * (index + 1)
             task.report(start, f"generating the follow-up if it is a {name}")
             scenario_hu[name] = self._synthesize(batch, given, None, options,
-                                                 task.sub(start, start + share), cancel)
+                                                 task.sub(start, start + share), cancel,
+                                                 given_scenario=True)
         timings["generate"] = time.perf_counter() - clock
         task.report(0.9, "predictions")
         clock = time.perf_counter()
@@ -352,12 +353,13 @@ class ImmunoDiffPipeline:
         return result
 
     def _synthesize(self, batch, conditions, unconditional, options, task: Task,
-                    cancel: CancelFlag) -> np.ndarray:
-        """Follow-up samples in HU, (samples, X, Y, Z); scenario guidance against the
-        opposite outcome where the model has scenarios."""
+                    cancel: CancelFlag, given_scenario: bool = False) -> np.ndarray:
+        """Follow-up samples in HU, (samples, X, Y, Z); a given scenario ("if it responds"
+        / "if it does not") is guided against the opposite outcome."""
+        opposite = (opposite_scenario(self.model, batch, conditions, options)
+                    if given_scenario else None)
         x0 = sample(self.model, conditions, tuple(batch["baseline"].shape[1:]), options,
-                    unconditional, task.callback(), cancel,
-                    opposite=opposite_scenario(self.model, batch, conditions, options))
+                    unconditional, task.callback(), cancel, opposite=opposite)
         followup = self.model.followup_from(x0, batch["baseline"].expand_as(x0))
         return denormalise(followup[:, 0].cpu().numpy(), self.info.window)
 

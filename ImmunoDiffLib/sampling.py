@@ -5,9 +5,12 @@ Conditions are encoded once per case and repeated for the samples; every step is
 (ControlNet + U-Net) evaluation (by default the fused one of models/fused_inference.py), or
 two with classifier-free guidance on the clinical variables (guidance_scale g != 1:
 out = out_uncond + g · (out_cond − out_uncond), for any prediction type), or with scenario
-guidance on a model with a response scenario s (scenario_guidance w != 1: the prediction is
-pushed away from the opposite outcome, out = out(s) + (w − 1) · (out(s) − out(1 − s)); both
-apply when both are set). The schedulers are the ones the model was trained with
+guidance for a given response scenario s — the "if it responds / if it does not" follow-ups
+(scenario_guidance w != 1: the prediction is pushed away from the opposite outcome,
+out = out(s) + (w − 1) · (out(s) − out(1 − s)); both apply when both are set). The clinically
+conditioned follow-up (s = the model's own estimate) is not scenario-guided: measured on
+held-out patients, guidance there lowered SSIM to the true follow-up and did not rank
+response better (docs/results.md). The schedulers are the ones the model was trained with
 (models/diffusion.py: schedule, prediction type, clipping).
 
 Scenario guidance exists because a model that predicts x0 under a squared error regresses to
@@ -44,7 +47,7 @@ class SamplingOptions:
     prediction_draws: int = 8  # noise draws for the predictions' spread (one forward each)
     seed: int = 0
     guidance_scale: float = 1.0
-    # push the follow-up away from the opposite response scenario (models with a scenario);
+    # push a given-scenario follow-up away from the opposite scenario (models with scenarios);
     # 1 = off; the default was chosen on held-out simulated patients (docs/results.md)
     scenario_guidance: float = SCENARIO_GUIDANCE
     # bfloat16 autocast; None: where the device multiplies bf16 in hardware (precision.py),

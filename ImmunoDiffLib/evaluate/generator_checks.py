@@ -63,11 +63,12 @@ def synthesize(model, one: dict, options: SamplingOptions,
                scenario: float | None = None) -> tuple[torch.Tensor, float]:
     """One case's synthesized follow-up (1, 1, X, Y, Z) in [-1, 1] (mean of the samples) and
     the scenario s it was conditioned on (NaN without scenarios); ``scenario`` s or None for
-    the clinically conditioned follow-up (s = the adapter's estimate)."""
+    the clinically conditioned follow-up (s = the adapter's estimate, unguided; a given s is
+    guided against 1 − s as the pipeline does)."""
     given = None if scenario is None else torch.tensor([scenario])
     conditions = model.encode_conditions(one, "2", scenario=given)
-    x0 = sample(model, conditions, tuple(one["baseline"].shape[1:]), options,
-                opposite=opposite_scenario(model, one, conditions, options))
+    opposite = None if scenario is None else opposite_scenario(model, one, conditions, options)
+    x0 = sample(model, conditions, tuple(one["baseline"].shape[1:]), options, opposite=opposite)
     chosen = float("nan") if conditions.scenario is None else float(conditions.scenario[0])
     return model.followup_from(x0, one["baseline"]).mean(0, keepdim=True), chosen
 

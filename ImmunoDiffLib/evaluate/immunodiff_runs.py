@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 from ..imaging import HUWindow, denormalise
 from ..models.heads import ResponseHead, SurvivalHead
 from ..models.immunodiff import ImmunoDiffModel
-from ..sampling import SamplingOptions, opposite_scenario, sample
+from ..sampling import SamplingOptions, sample
 from ..train.config import TrainConfig
 from ..train.heads import case_features, fit_heads
 from ..train.runner import train_stage
@@ -120,8 +120,7 @@ def synthesis_rows(model: ImmunoDiffModel, variant: str, batch: dict, test_rows,
                    else value[None]) for k, value in item.items()}
         with torch.inference_mode():
             conditions = model.encode_conditions(one, VARIANT_STAGE[variant])
-        x0 = sample(model, conditions, tuple(one["baseline"].shape[1:]), options,
-                    opposite=opposite_scenario(model, one, conditions, options))
+        x0 = sample(model, conditions, tuple(one["baseline"].shape[1:]), options)
         synthesized = model.followup_from(x0, one["baseline"])
         true = one["followup"]
         hu = {name: denormalise(image[0, 0].numpy(), window)
