@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
 from .errors import ImmunoDiffError
+from .progress import Cancelled
+
+CANCELLED_EXIT = 130  # the shell's code for a command stopped by the user
 
 
 class TerminalProgress:
@@ -36,6 +41,24 @@ class TerminalProgress:
 
     def close(self) -> None:
         self._bar.close()
+
+
+class LineProgress:
+    """A ``progress(fraction, message)`` callback printing ``PROGRESS <fraction> <message>``
+    lines on stdout, flushed, for a parent process (the Slicer module) to parse with
+    :func:`ImmunoDiffLib.background.parse_progress_line`."""
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        text = " ".join(message.split())
+        print(f"PROGRESS {min(max(fraction, 0.0), 1.0):.4f} {text}", flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _cancel_file_flag(path):
+    """A cancel flag that is set once ``path`` exists (None without a path)."""
+    return None if path is None else path.exists
 
 
 def _crop_command(args) -> dict:
@@ -190,8 +213,19 @@ def _tolerate_plain_terminals() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a parent stopping this process) unwinds like Ctrl-C: outputs being written
+    are discarded, nothing partial is kept."""
+    if threading.current_thread() is threading.main_thread():
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     _tolerate_plain_terminals()
+    _terminate_as_interrupt()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "data":
@@ -211,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "predict":
             from .predict import run_predict
 
-            progress = TerminalProgress("Predicting")
+            progress = LineProgress() if args.progress_lines else TerminalProgress("Predicting")
             try:
-                result = run_predict(args, progress)
+                result = run_predict(args, progress, _cancel_file_flag(args.cancel_file))
             finally:
                 progress.close()
         elif args.command == "train":
@@ -236,12 +270,15 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             result = run_demo(args.output, args.case, TerminalProgress)
+    except Cancelled as error:
+        print(f"immunodiff: cancelled: {error}", file=sys.stderr)
+        return CANCELLED_EXIT
     except ImmunoDiffError as error:
         print(f"immunodiff: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("immunodiff: cancelled; no partial output was kept.", file=sys.stderr)
-        return 130
+        return CANCELLED_EXIT
     print(json.dumps(result, indent=2, default=str))
     return 0
 

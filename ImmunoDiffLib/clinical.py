@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import ClinicalValueError
+
+if TYPE_CHECKING:
+    import torch
 
 GROUPS = ("C", "B", "I")
 MISSING_WORDS = {"", "na", "n/a", "nan", "none", "null", "unknown", "missing", "?", "-"}
@@ -321,6 +324,8 @@ def encode_clinical(
     Numeric variables are standardised (z-scores); sex is 1 for male; race and the PD-L1
     category are one-hot; the PD-L1 TPS is a fraction (0..1).
     """
+    import torch  # here, not at import: the Slicer panel validates values before torch exists
+
     records = list(records)
     layout = feature_layout()
     values, mask = {}, {}

@@ -12,7 +12,8 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
-from vtk.util.numpy_support import vtk_to_numpy
+
+from .mrml_views import nodes_added_since, scene_node_ids
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -133,37 +134,84 @@ def anatomy_to_segmentation_node(anatomy, scene, name: str = "Lung anatomy", nod
 
 
 def segment_mask(node, segment_name: str, reference_volume) -> np.ndarray:
-    """A segment's voxels as a (z, y, x) uint8 array on ``reference_volume``'s grid."""
+    """A segment's voxels as a (z, y, x) uint8 array on ``reference_volume``'s grid (the label
+    map, its display and colour-table nodes made for the export are removed again)."""
     scene = node.GetScene()
+    before = scene_node_ids(scene)
     logic = slicer.vtkSlicerSegmentationsModuleLogic()
     logic.SetMRMLScene(scene)
     segment_id = node.GetSegmentation().GetSegmentIdBySegmentName(segment_name)
     ids = vtk.vtkStringArray()
     ids.InsertNextValue(segment_id)
     labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    logic.ExportSegmentsToLabelmapNode(node, ids, labelmap, reference_volume)
-    values = np.array(slicer.util.arrayFromVolume(labelmap), copy=True)
-    scene.RemoveNode(labelmap)
+    try:
+        logic.ExportSegmentsToLabelmapNode(node, ids, labelmap, reference_volume)
+        values = np.array(slicer.util.arrayFromVolume(labelmap), copy=True)
+    finally:
+        for helper in nodes_added_since(scene, before):
+            scene.RemoveNode(helper)
     return (values > 0).astype(np.uint8)
+
+
+def terminology_codes(segment) -> tuple[str | None, str | None]:
+    """(type code, type-modifier code) of a segment's SNOMED CT terminology, or Nones. The
+    tag is context~category~type~modifier~anatomic context~region~region modifier, each code
+    scheme^value^meaning (what Segment Editor and the TotalSegmentator extension write)."""
+    entry = segment_tag(segment, segment.GetTerminologyEntryTagName())
+    fields = (entry or "").rstrip("|").split("~")
+    if len(fields) < 4:
+        return None, None
+
+    def code(field):
+        parts = field.split("^")
+        return parts[1] if len(parts) > 1 and parts[1] else None
+
+    return code(fields[2]), code(fields[3])
+
+
+def _segment_finder(segmentation):
+    """find(structure) -> the name of the segment that is it, matched by our name, by the
+    TotalSegmentator name, or by its SNOMED CT type (and laterality) code; None if absent."""
+    from .anatomy.totalseg_backend import LOBE_NAMES, VESSEL_NAMES
+
+    segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+    by_name = {s.GetName(): s.GetName() for s in segments}
+    by_name.update({s.GetName().lower(): s.GetName() for s in segments})
+    codes = {terminology_codes(s): s.GetName() for s in segments}
+    type_only = {t: name for (t, _), name in codes.items() if t}
+    totalseg = {**{value: name for name, value in LOBE_NAMES.items()}, **VESSEL_NAMES}
+
+    def find(structure):
+        from .anatomy.labels import LATERALITY_CODES, LOBES
+
+        for name in (structure.name, structure.name + " (approximate)"):
+            if name in by_name or name.lower() in by_name:
+                return by_name.get(name, by_name.get(name.lower()))
+        alias = totalseg.get(structure.value if structure in LOBES else structure.key)
+        if alias in by_name:
+            return alias
+        side = LATERALITY_CODES[structure.laterality][0] if structure.laterality else None
+        if (structure.snomed_code, side) in codes:
+            return codes[(structure.snomed_code, side)]
+        return type_only.get(structure.snomed_code) if side is None else None
+
+    return find
 
 
 def segmentation_to_anatomy(node, reference_volume):
     """An :class:`~ImmunoDiffLib.anatomy.Anatomy` from a segmentation node the user already has
-    (ours, or one whose segments carry the same names: the five lobes, and 'pulmonary vessels'
-    or 'pulmonary arteries' + 'pulmonary veins'), on ``reference_volume``'s grid. Lobes named
-    "... (approximate)" or tagged approximate stay marked as approximate."""
+    (ours, one made by the TotalSegmentator extension, or either corrected in Segment Editor:
+    segments found by name — the five lobes, and 'pulmonary vessels' or 'pulmonary arteries' +
+    'pulmonary veins', or TotalSegmentator's names — or by SNOMED CT terminology code), on
+    ``reference_volume``'s grid. Lobes named "... (approximate)" or tagged approximate stay
+    marked as approximate."""
     from .anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
     from .anatomy.segment import Anatomy
 
     segmentation = node.GetSegmentation()
     names = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
              for i in range(segmentation.GetNumberOfSegments())}
-
-    def find(structure):
-        for name in (structure.name, structure.name + " (approximate)"):
-            if name in names:
-                return name
-        return None
+    find = _segment_finder(segmentation)
 
     lobe_names = {s.value: find(s) for s in LOBES}
     vessel_names = [find(VESSELS)] if find(VESSELS) else [n for n in (find(ARTERIES),
@@ -265,22 +313,29 @@ def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None
     result = pipeline.run(image, clinical, ras_to_lps(point_ras), options, progress, cancel,
                           allow_outside_lungs, anatomy=anatomy, scenarios=scenarios,
                           tumour_mask=tumour_mask)
-    difference = sitk.Subtract(sitk.Cast(result.followup_crop, sitk.sitkFloat32),
-                               sitk.Cast(result.baseline_crop, sitk.sitkFloat32))
+    nodes = _result_nodes(scene, prefix, volume_node, result.followup_ct, result.baseline_crop,
+                          result.followup_crop, result.uncertainty_crop, result.anatomy,
+                          result.summary(),
+                          {n: r.followup_crop for n, r in result.scenarios.items()})
+    nodes["result"] = result
+    return nodes
+
+
+def _result_nodes(scene, prefix: str, volume_node, followup_ct, baseline_crop, followup_crop,
+                  uncertainty_crop, anatomy, summary: dict, scenario_crops: dict) -> dict:
+    """The new nodes of one case's results (see :func:`process_case`)."""
+    difference = sitk.Subtract(sitk.Cast(followup_crop, sitk.sitkFloat32),
+                               sitk.Cast(baseline_crop, sitk.sitkFloat32))
     nodes = {
-        "followup": image_to_volume_node(result.followup_ct, scene,
-                                         f"{prefix} synthesized follow-up"),
+        "followup": image_to_volume_node(followup_ct, scene, f"{prefix} synthesized follow-up"),
         "difference": image_to_volume_node(difference, scene, f"{prefix} difference"),
-        "uncertainty": image_to_volume_node(result.uncertainty_crop, scene,
-                                            f"{prefix} uncertainty"),
-        "segmentation": anatomy_to_segmentation_node(result.anatomy, scene,
-                                                     f"{prefix} lung anatomy"),
-        "table": predictions_to_table_node(result.summary(), scene,
-                                           f"{prefix} ImmunoDiff predictions"),
+        "uncertainty": image_to_volume_node(uncertainty_crop, scene, f"{prefix} uncertainty"),
+        "segmentation": anatomy_to_segmentation_node(anatomy, scene, f"{prefix} lung anatomy"),
+        "table": predictions_to_table_node(summary, scene, f"{prefix} ImmunoDiff predictions"),
     }
-    for name, scenario in result.scenarios.items():
-        nodes[f"followup if {name}"] = image_to_volume_node(
-            scenario.followup_crop, scene, f"{prefix} follow-up if {name}")
+    for name, crop in scenario_crops.items():
+        nodes[f"followup if {name}"] = image_to_volume_node(crop, scene,
+                                                            f"{prefix} follow-up if {name}")
     for key in [k for k in nodes if k.startswith("followup") or k in ("difference",
                                                                        "uncertainty")]:
         nodes[key].CreateDefaultDisplayNodes()
@@ -288,7 +343,42 @@ def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None
     if window is not None:
         nodes["followup"].GetDisplayNode().SetAutoWindowLevel(False)
         nodes["followup"].GetDisplayNode().SetWindowLevel(window, level)
-    nodes["result"] = result
+    nodes["segmentation"].SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    return nodes
+
+
+def load_case_folder(scene, folder, volume_node, name_prefix: str | None = None) -> dict:
+    """The nodes of :func:`process_case` from a case folder written by ``immunodiff predict``
+    (the Slicer module's background process) for ``volume_node``; ``summary`` holds the
+    predictions (predictions.json). Nothing is added to the scene if a file is missing."""
+    import json
+    from pathlib import Path
+
+    from .anatomy.segment import Anatomy
+    from .imaging import read_image
+
+    folder = Path(folder)
+    names = ("followup_ct", "baseline_crop", "followup_crop", "uncertainty_crop", "lobes",
+             "vessels")
+    missing = [n for n in (*names, "predictions") if not (folder / (
+        "predictions.json" if n == "predictions" else f"{n}.nii.gz")).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Case folder '{folder}' lacks {', '.join(missing)}.")
+    images = {n: read_image(folder / f"{n}.nii.gz") for n in names}
+    summary = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
+    lobes = images["lobes"]
+    lungs = sitk.Cast(lobes > 0, sitk.sitkUInt8)
+    anatomy = Anatomy(lungs=lungs, lobes=sitk.Cast(lobes, sitk.sitkUInt8),
+                      vessels=sitk.Cast(images["vessels"], sitk.sitkUInt8),
+                      lobes_backend=str(summary.get("lobes_backend", "unknown")),
+                      vessels_backend=str(summary.get("vessels_backend", "unknown")))
+    scenarios = {path.name[len("followup_crop_if_"):-len(".nii.gz")]: read_image(path)
+                 for path in sorted(folder.glob("followup_crop_if_*.nii.gz"))}
+    nodes = _result_nodes(scene, name_prefix or volume_node.GetName(), volume_node,
+                          images["followup_ct"], images["baseline_crop"],
+                          images["followup_crop"], images["uncertainty_crop"], anatomy,
+                          summary, scenarios)
+    nodes["summary"] = summary
     return nodes
 
 
@@ -299,113 +389,34 @@ def _window_level(node):
     return display.GetWindow(), display.GetLevel()
 
 
-# --- the side-by-side review, rendered offscreen ----------------------------------------------
-
-# Own slice views, so that rendering never changes the application's Left/Right views.
-REVIEW_VIEWS = ("ImmunoDiffReviewLeft", "ImmunoDiffReviewRight")
-# the slice views of Slicer's side-by-side layout (SlicerLayoutSideBySideView), left to right
-SIDE_BY_SIDE_VIEWS = ("Red", "Yellow")
-DIFFERENCE_WINDOW_HU = (400.0, 0.0)  # window, level of the difference overlay: -200..+200 HU
-
-
-def ensure_display_defaults(scene) -> None:
-    """Slicer's default colour tables (Grey, GenericAnatomyColors, ...) and slice orientation
-    presets (Axial, Sagittal, Coronal; patient right on screen left). The application adds
-    them to its scene; a scene made outside Slicer needs them before slices can be shown."""
-    if scene.GetNodeByID("vtkMRMLColorTableNodeGrey") is None:
-        logic = slicer.vtkMRMLColorLogic()
-        logic.SetMRMLScene(scene)
-        logic.SetMRMLScene(None)
-    default = scene.GetDefaultNodeByClass("vtkMRMLSliceNode")
-    if default is None or not default.HasSliceOrientationPreset("Axial"):
-        slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(scene)
+# --- the panel's inputs and outputs in the scene --------------------------------------------
+def segment_to_image(segmentation_node, segment_name: str, reference_volume) -> sitk.Image:
+    """One segment as a 0/1 label image on ``reference_volume``'s grid (e.g. the drawn tumour
+    handed to the background process as ``--mask``)."""
+    mask = sitk.GetImageFromArray(segment_mask(segmentation_node, segment_name,
+                                               reference_volume))
+    mask.CopyInformation(volume_node_to_image(reference_volume))
+    return mask
 
 
-def segmentation_to_labelmap_node(segmentation_node, reference_volume, scene):
-    """The visible segments as one new label map node on ``reference_volume``'s grid, with a
-    colour table of the segments' colours (for the slice views' label layer)."""
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode",
-                                       f"{segmentation_node.GetName()} label map")
-    if not slicer.vtkSlicerSegmentationsModuleLogic.ExportVisibleSegmentsToLabelmapNode(
-            segmentation_node, labelmap, reference_volume):
-        raise RuntimeError(f"Could not export '{segmentation_node.GetName()}' to a label map.")
-    return labelmap
+def segment_centre_ras(segmentation_node, segment_id: str) -> list[float]:
+    """The centre of a segment's voxels (RAS mm)."""
+    centre = segmentation_node.GetSegmentCenterRAS(segment_id)
+    if centre is None:
+        raise ValueError(f"Segment '{segment_id}' of '{segmentation_node.GetName()}' is empty.")
+    return [float(v) for v in centre]
 
 
-def render_slice_view(scene, view_name: str, background, point_ras, field_of_view_mm: float,
-                      size_px: int = 320, orientation: str = "Axial", foreground=None,
-                      foreground_opacity: float = 0.0, label=None,
-                      label_opacity: float = 0.25) -> np.ndarray:
-    """What the slice view ``view_name`` shows, rendered offscreen by Slicer's own
-    ``vtkMRMLSliceLogic`` (reslicing, each layer's window/level and colour table, blending):
-    centred on ``point_ras``, ``field_of_view_mm`` wide. Returns (size_px, size_px, 3) uint8,
-    row 0 at the top of the view."""
-    ensure_display_defaults(scene)
-    logic = slicer.vtkMRMLSliceLogic()
-    logic.SetMRMLScene(scene)
-    slice_node = logic.AddSliceNode(view_name)
-    slice_node.SetOrientation(orientation)
-    slice_node.SetDimensions(size_px, size_px, 1)
-    composite = logic.GetSliceCompositeNode()
-    composite.SetBackgroundVolumeID(background.GetID())
-    composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
-    composite.SetForegroundOpacity(foreground_opacity)
-    composite.SetLabelVolumeID(label.GetID() if label is not None else None)
-    composite.SetLabelOpacity(label_opacity)
-    logic.FitSliceToAll()
-    slice_node.SetFieldOfView(field_of_view_mm, field_of_view_mm,
-                              slice_node.GetFieldOfView()[2])
-    slice_node.JumpSliceByCentering(*point_ras)
-    producer = logic.GetImageDataConnection().GetProducer()
-    producer.Update()
-    image = producer.GetOutputDataObject(0)
-    columns, rows, _ = image.GetDimensions()
-    rgba = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(rows, columns, -1).copy()
-    helpers = (logic.GetSliceModelNode(), logic.GetSliceModelDisplayNode(),
-               logic.GetSliceModelTransformNode(), composite, slice_node)
-    logic.SetMRMLScene(None)
-    for node in helpers:  # the slice plane model etc.: leave the scene as it was
-        if node is not None and scene.IsNodePresent(node):
-            scene.RemoveNode(node)
-    return np.ascontiguousarray(rgba[::-1, :, :3])
-
-
-def render_review(scene, baseline_node, nodes: dict, point_ras, field_of_view_mm: float = 100.0,
-                  size_px: int = 320, orientations=("Axial", "Coronal")) -> dict:
-    """The review the panel sets up (:meth:`ImmunoDiffLogic.showSideBySide`), rendered
-    offscreen from the scene: for each orientation, ``baseline`` (with lobes and vessels as a
-    label overlay), ``synthesized`` (same window/level) and ``difference`` (synthesized minus
-    baseline, -200..+200 HU: the difference node's window/level is set so) through
-    ``point_ras``. ``nodes``: what :func:`process_case` returned. Nodes the rendering needs are
-    removed again. Returns {(orientation, panel): (H, W, 3) uint8}."""
-    ensure_display_defaults(scene)
-    before = _node_ids(scene)
-    labelmap = segmentation_to_labelmap_node(nodes["segmentation"], baseline_node, scene)
-    difference = nodes["difference"]
-    difference.CreateDefaultDisplayNodes()
-    display = difference.GetDisplayNode()
-    display.SetAutoWindowLevel(False)
-    display.SetWindowLevel(*DIFFERENCE_WINDOW_HU)
-    panels = {}
-    try:
-        for orientation in orientations:
-            common = {"point_ras": point_ras, "field_of_view_mm": field_of_view_mm,
-                      "size_px": size_px, "orientation": orientation}
-            panels[(orientation, "baseline")] = render_slice_view(
-                scene, REVIEW_VIEWS[0], baseline_node, label=labelmap, **common)
-            panels[(orientation, "synthesized")] = render_slice_view(
-                scene, REVIEW_VIEWS[1], nodes["followup"], **common)
-            panels[(orientation, "difference")] = render_slice_view(
-                scene, REVIEW_VIEWS[1], difference, **common)
-    finally:  # the label map, its display and colour table nodes: leave the scene as it was
-        for node in _nodes_added_since(scene, before):
-            scene.RemoveNode(node)
-    return panels
-
-
-def _node_ids(scene) -> set:
-    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
-
-
-def _nodes_added_since(scene, before: set) -> list:
-    return [scene.GetNodeByID(i) for i in _node_ids(scene) - before]
+def place_under_study(scene, baseline_node, nodes) -> None:
+    """Put ``nodes`` in the subject hierarchy beside ``baseline_node`` (under its study, or
+    wherever it is), so the results stay with the patient they belong to."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    baseline_item = hierarchy.GetItemByDataNode(baseline_node)
+    parent = (hierarchy.GetItemParent(baseline_item) if baseline_item
+              else hierarchy.GetSceneItemID())
+    for node in nodes:
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, parent)
+        else:
+            hierarchy.CreateItem(parent, node)

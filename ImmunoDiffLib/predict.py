@@ -37,6 +37,7 @@ def write_case(result: Result, folder: str | os.PathLike, case_id: str,
     folder = Path(folder)
     with atomic_folder(folder, overwrite) as staging:
         write_image(result.followup_ct, staging / "followup_ct.nii.gz")
+        write_image(result.baseline_crop, staging / "baseline_crop.nii.gz")
         write_image(result.followup_crop, staging / "followup_crop.nii.gz")
         write_image(result.uncertainty_crop, staging / "uncertainty_crop.nii.gz")
         write_image(result.anatomy.lobes, staging / "lobes.nii.gz")
@@ -53,7 +54,7 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
                  mask_path=None, case_id: str = "case", options: SamplingOptions | None = None,
                  progress: ProgressCallback | None = None, cancel: CancelFlag = None,
                  overwrite: bool = False, allow_outside_lungs: bool = False,
-                 scenarios: bool = False) -> dict:
+                 scenarios: bool = False, lobes_path=None, vessels_path=None) -> dict:
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputPathError(f"Output '{output}' exists already; choose another folder or "
@@ -64,8 +65,10 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
         if mask is None:
             raise TumourPointError("Give a tumour point (x y z, LPS mm) or a tumour mask.")
         point = label_centroid(mask, source=f"tumour mask '{mask_path}'")
+    anatomy = (None if lobes_path is None and vessels_path is None
+               else anatomy_from_files(ct, lobes_path, vessels_path))
     result = pipeline.run(ct, clinical, point, options, progress, cancel, allow_outside_lungs,
-                          scenarios=scenarios, tumour_mask=mask)
+                          scenarios=scenarios, tumour_mask=mask, anatomy=anatomy)
     write_case(result, output, case_id, overwrite)
     return {"patient_id": case_id, **result.summary()}
 
@@ -149,6 +152,9 @@ def add_predict_parser(commands) -> None:
                        help="tumour point, LPS mm (Slicer shows RAS: negate X and Y)")
     where.add_argument("--mask", type=Path, help="tumour mask; its centroid is the point")
     parser.add_argument("--clinical", type=Path, help="clinical variables as a JSON object")
+    parser.add_argument("--lobes", type=Path, help="lobe label map (1-5, on the CT's grid) to "
+                        "use instead of segmenting; needs --vessels")
+    parser.add_argument("--vessels", type=Path, help="vessel label map (0/1, on the CT's grid)")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                         help="one clinical variable, e.g. --var age=64 --var pdl1=60")
     parser.add_argument("--id", default="case", help="case name (single CT)")
@@ -162,8 +168,8 @@ def add_predict_parser(commands) -> None:
                         help="classifier-free guidance on the clinical variables (1 = off)")
     parser.add_argument("--scenario-guidance", type=float,
                         default=SamplingOptions().scenario_guidance,
-                        help="push the follow-up away from the opposite response scenario "
-                             "(models with scenarios; 1 = off)")
+                        help="--scenarios: push each scenario's follow-up away from the "
+                             "opposite one (1 = off)")
     parser.add_argument("--precision", choices=sorted(PRECISIONS), default="auto",
                         help="arithmetic of the denoising steps: bf16 autocast, full fp32, or "
                         "auto: bf16 where the device multiplies bf16 in hardware (AMX, "
@@ -175,6 +181,44 @@ def add_predict_parser(commands) -> None:
                         help="also synthesize the follow-ups 'if it responds' and 'if it does "
                         "not' (two more sampling runs; single CT)")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--progress-lines", action="store_true",
+                        help="report progress as lines 'PROGRESS <fraction> <message>' on "
+                             "stdout (for a program that runs this one, e.g. 3D Slicer)")
+    parser.add_argument("--cancel-file", type=Path,
+                        help="stop (keeping no partial output) as soon as this file exists")
+
+
+def anatomy_from_files(ct, lobes_path, vessels_path):
+    """An :class:`~ImmunoDiffLib.anatomy.segment.Anatomy` from lobe and vessel label maps on
+    the CT's grid (e.g. a segmentation the user corrected, exported by the Slicer module)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from .anatomy.segment import Anatomy
+    from .errors import ImmunoDiffError
+
+    if lobes_path is None or vessels_path is None:
+        raise ImmunoDiffError("--lobes and --vessels go together: give both label maps.")
+    maps = {}
+    for name, path in (("lobes", lobes_path), ("vessels", vessels_path)):
+        image = read_image(path)
+        same = (image.GetSize() == ct.GetSize()
+                and np.allclose(image.GetOrigin(), ct.GetOrigin(), atol=1e-3)
+                and np.allclose(image.GetSpacing(), ct.GetSpacing(), atol=1e-4))
+        if not same:
+            raise ImmunoDiffError(f"--{name} '{path}' is not on the CT's grid (size "
+                                  f"{image.GetSize()} vs {ct.GetSize()}); export it on the CT.")
+        maps[name] = sitk.Cast(image, sitk.sitkUInt8)
+    values = sitk.GetArrayViewFromImage(maps["lobes"])
+    if values.max() > 5 or not values.any():
+        raise ImmunoDiffError(f"--lobes '{lobes_path}' must hold lobe labels 1-5 (found "
+                              f"{int(values.min())}..{int(values.max())}).")
+    lungs = sitk.Cast(maps["lobes"] > 0, sitk.sitkUInt8)
+    source = f"label maps '{Path(lobes_path).name}', '{Path(vessels_path).name}'"
+    return Anatomy(lungs=lungs, lobes=maps["lobes"], vessels=sitk.Cast(maps["vessels"] > 0,
+                                                                      sitk.sitkUInt8),
+                   lobes_backend=source, vessels_backend=source,
+                   warnings=[f"Lobes and vessels taken from the {source}."])
 
 
 def _clinical_from_args(args) -> dict:
@@ -189,7 +233,7 @@ def _clinical_from_args(args) -> dict:
     return values
 
 
-def run_predict(args, progress=None) -> dict:
+def run_predict(args, progress=None, cancel: CancelFlag = None) -> dict:
     from .errors import BundleError
 
     bundle = args.bundle or default_bundle()
@@ -208,9 +252,10 @@ def run_predict(args, progress=None) -> dict:
     pipeline = ImmunoDiffPipeline(bundle, device=args.device, anatomy_backend=args.anatomy)
     if args.cohort:
         return {"predictions": str(predict_cohort(pipeline, args.cohort, args.output, options,
-                                                  progress))}
+                                                  progress, cancel))}
     return predict_case(pipeline, args.ct, clinical, args.output, point=args.point,
                         mask_path=args.mask, case_id=args.id, options=options,
-                        progress=progress, overwrite=args.overwrite,
+                        progress=progress, cancel=cancel, overwrite=args.overwrite,
                         allow_outside_lungs=args.allow_outside_lungs,
-                        scenarios=args.scenarios)
+                        scenarios=args.scenarios, lobes_path=args.lobes,
+                        vessels_path=args.vessels)

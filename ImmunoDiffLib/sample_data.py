@@ -214,3 +214,14 @@ def sample_case_paths(name: str = "lung2") -> tuple[SampleCase, Path, Path | Non
     paths = fetch_sample_data()
     label = paths[case.tumour_label] if case.tumour_label else None
     return case, paths[case.image], label
+
+
+def local_sample_case(name: str) -> Path | None:
+    """The image file of a sample case if it is already here (``IMMUNODIFF_SAMPLE_DATA`` or
+    the user cache), else None: nothing is downloaded (the Slicer module registers what is
+    present at start-up; ``immunodiff data fetch`` gets the rest)."""
+    spec = SAMPLE_FILES[SAMPLE_CASES[name].image]
+    override = os.environ.get(SAMPLE_DATA_ENV)
+    folders = ([Path(f) for f in override.split(os.pathsep) if f] if override
+               else [cache_dir() / "sample_data"])
+    return next((f / spec.filename for f in folders if (f / spec.filename).is_file()), None)

@@ -141,6 +141,7 @@ def test_icons_are_128_pixel_pngs():
 INPUT_CLASSES = {"QDoubleSpinBox", "QSpinBox", "QComboBox", "QCheckBox", "QLineEdit",
                  "ctkPathLineEdit", "qMRMLNodeComboBox", "qSlicerSimpleMarkupsWidget",
                  "qMRMLSegmentSelectorWidget"}
+VIEW_WIDGETS = {"differenceCheckBox"}  # view state, not an input of the computation
 
 
 def _module_maps():
@@ -150,7 +151,7 @@ def _module_maps():
     maps = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and node.targets[0].id in ("CLINICAL_WIDGETS",
-                                                                   "OPTION_WIDGETS"):
+                                                                   "MANUAL_PARAMETERS"):
             maps[node.targets[0].id] = ast.literal_eval(node.value)
     return maps
 
@@ -161,21 +162,26 @@ def _ui_widgets():
                                                          ui))
 
 
-def test_widgets_the_module_reads_exist_in_the_ui_with_their_class():
+def _parameter_widgets() -> set[str]:
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(REPO / "ImmunoDiff/Resources/UI/ImmunoDiff.ui").getroot()
+    return {w.get("name") for w in root.iter("widget")
+            if any(p.get("name") == "SlicerParameterName" for p in w.findall("property"))}
+
+
+def test_widgets_the_module_reads_exist_in_the_ui():
     declared = _ui_widgets()
-    maps = _module_maps()
-    read = {name: cls for m in maps.values() for name, cls in m.values()}
-    for name, cls in read.items():
-        assert declared.get(name) == cls, f"{name}: code expects {cls}, .ui: {declared.get(name)}"
     code = (REPO / "ImmunoDiff/ImmunoDiff.py").read_text(encoding="utf-8")
-    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    used = set(re.findall(r"self\.ui\.(\w+)", code)) | set(
+        _module_maps()["CLINICAL_WIDGETS"].values())
     assert used - set(declared) == set()
 
 
-def test_every_input_widget_of_the_ui_is_read_by_the_module():
-    read = {name for m in _module_maps().values() for name, _ in m.values()}
+def test_every_input_widget_of_the_ui_is_bound_to_the_parameter_node():
+    bound = _parameter_widgets() | set(_module_maps()["MANUAL_PARAMETERS"].values())
     inputs = {name for name, cls in _ui_widgets().items() if cls in INPUT_CLASSES}
-    assert inputs - read == set(), "widgets in the .ui that the code never reads"
+    assert inputs - bound - VIEW_WIDGETS == set(), "inputs outside the parameter node"
 
 
 def test_panel_has_a_field_for_every_clinical_variable():
@@ -184,3 +190,21 @@ def test_panel_has_a_field_for_every_clinical_variable():
     clinical = _module_maps()["CLINICAL_WIDGETS"]
     assert set(NAMES) - set(clinical) == {"nlr"}  # NLR is computed from ANC/ALC and shown
     assert "nlrValueLabel" in _ui_widgets()
+
+
+def test_the_module_installs_every_library_dependency_slicer_lacks_and_pins_none():
+    import ast
+    import tomllib
+
+    tree = ast.parse((REPO / "ImmunoDiff/ImmunoDiff.py").read_text(encoding="utf-8"))
+    values = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
+              if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+              and node.targets[0].id in ("REQUIRED_PACKAGES", "MINIMUM_TORCH")}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    needed = {re.split(r"[<>=!~ ]", d)[0].lower() for d in project["project"]["dependencies"]}
+    shipped_with_slicer = {"numpy", "simpleitk"}
+    offered = {re.split(r"[<>=!~ ]", r)[0].lower() for r in values["REQUIRED_PACKAGES"].values()}
+    assert needed - shipped_with_slicer - {"torch"} <= offered, needed - offered
+    assert not any("==" in r for r in values["REQUIRED_PACKAGES"].values())
+    torch_minimum = next(d for d in project["project"]["dependencies"] if d.startswith("torch"))
+    assert torch_minimum == f"torch>={values['MINIMUM_TORCH']}"

@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer")
 mrml = pytest.importorskip("ImmunoDiffLib.mrml")
+mrml_views = pytest.importorskip("ImmunoDiffLib.mrml_views")
 
 
 def test_volume_node_round_trip_keeps_voxels_and_oblique_geometry(lung2):
@@ -205,25 +206,26 @@ def _expected_axial_view(image, point_lps, field_of_view_mm, size_px, window, le
 def test_the_review_rendered_offscreen_shows_the_scene_at_the_right_place(
         processed_lung2, lung2, lung2_tumour_point, tmp_path):
     scene, volume, nodes = processed_lung2
-    mrml.ensure_display_defaults(scene)  # what Slicer's own scene already has
+    mrml_views.ensure_display_defaults(scene)  # what Slicer's own scene already has
     before = scene.GetNumberOfNodes()
-    panels = mrml.render_review(scene, volume, nodes, mrml.lps_to_ras(lung2_tumour_point),
+    panels = mrml_views.render_review(scene, volume, nodes, mrml.lps_to_ras(lung2_tumour_point),
                                 field_of_view_mm=160.0, size_px=160)
     assert scene.GetNumberOfNodes() == before  # nothing left behind in the user's scene
     assert set(panels) == {(o, k) for o in ("Axial", "Coronal")
                            for k in ("baseline", "synthesized", "difference")}
     assert all(p.shape == (160, 160, 3) and p.dtype == np.uint8 for p in panels.values())
     expected = _expected_axial_view(lung2, lung2_tumour_point, 160.0, 160, 1500, -600)
-    axial = mrml.render_slice_view(scene, "Test", volume, mrml.lps_to_ras(lung2_tumour_point),
-                                   160.0, 160, "Axial").astype(float)
+    point_ras = mrml.lps_to_ras(lung2_tumour_point)
+    axial = mrml_views.render_slice_view(scene, "Test", volume, point_ras, 160.0, 160,
+                                         "Axial").astype(float)
     assert np.array_equal(axial[..., 0], axial[..., 2])  # grey: no overlay
     assert np.corrcoef(axial[..., 0].ravel(), expected.ravel())[0, 1] > 0.95
     assert np.median(np.abs(axial[..., 0] - expected)) < 8
     # coronal: the synthesized follow-up equals the baseline outside the crop's 16 mm slab
     # (1 mm per pixel, the slab about the tumour at row 80, give or take the CT's 2.5 mm
     # slices and the crop grid) and differs within it
-    coronal = mrml.render_slice_view(scene, "Test", volume, mrml.lps_to_ras(lung2_tumour_point),
-                                     160.0, 160, "Coronal").astype(int)
+    coronal = mrml_views.render_slice_view(scene, "Test", volume, point_ras, 160.0, 160,
+                                           "Coronal").astype(int)
     synthesized = panels[("Coronal", "synthesized")].astype(int)
     rows = np.abs(synthesized - coronal).max(axis=(1, 2))
     assert rows[:62].max() <= 1 and rows[96:].max() <= 1 and rows[72:86].min() > 20
@@ -320,7 +322,98 @@ def test_the_side_by_side_views_the_module_fills_exist_in_slicers_layout():
     views = logic.GetViewNodes()
     names = [views.GetItemAsObject(i).GetLayoutName() for i in range(views.GetNumberOfItems())
              if views.GetItemAsObject(i).IsA("vtkMRMLSliceNode")]
-    assert list(mrml.SIDE_BY_SIDE_VIEWS) == names
-    source = (Path(__file__).resolve().parents[1] / "ImmunoDiff" / "ImmunoDiff.py").read_text(
-        encoding="utf-8")
-    assert "mrml.SIDE_BY_SIDE_VIEWS" in source and '"Left"' not in source
+    assert list(mrml_views.SIDE_BY_SIDE_VIEWS) == names
+
+
+def _small_anatomy():
+    """A 20 x 16 x 6 volume with five lobe blocks and a vessel line, and its label maps."""
+    from ImmunoDiffLib.anatomy.segment import Anatomy
+
+    lobes = np.zeros((6, 16, 20), np.uint8)
+    for value in range(1, 6):
+        lobes[:, :, (value - 1) * 4:(value - 1) * 4 + 4] = value
+    vessels = np.zeros_like(lobes)
+    vessels[3, 8, 2:18] = 1
+
+    def image(values):
+        result = sitk.GetImageFromArray(values)
+        result.SetSpacing((1.5, 1.5, 2.0))
+        result.SetOrigin((10.0, -5.0, 3.0))
+        return result
+
+    ct = image(lobes.astype(np.int16) * 100 - 800)
+    return ct, Anatomy(lungs=image((lobes > 0).astype(np.uint8)), lobes=image(lobes),
+                       vessels=image(vessels), lobes_backend="lungmask",
+                       vessels_backend="totalsegmentator")
+
+
+TOTALSEG_TERMINOLOGY = {  # as the TotalSegmentator extension writes them (trailing "|" too)
+    "left upper lobe": "Segmentation category and type - DICOM master list~SCT^123037004^"
+                       "Anatomical Structure~SCT^45653009^Upper lobe of lung~SCT^7771000^Left~"
+                       "Anatomic codes - DICOM master list~^^~^^|",
+    "left lower lobe": "Segmentation category and type - DICOM master list~SCT^123037004^"
+                       "Anatomical Structure~SCT^90572001^Lower lobe of lung~SCT^7771000^Left~"
+                       "Anatomic codes - DICOM master list~^^~^^|",
+    "right upper lobe": "Segmentation category and type - DICOM master list~SCT^123037004^"
+                        "Anatomical Structure~SCT^45653009^Upper lobe of lung~SCT^24028007^"
+                        "Right~Anatomic codes - DICOM master list~^^~^^|",
+    "right middle lobe": "Segmentation category and type - DICOM master list~SCT^123037004^"
+                         "Anatomical Structure~SCT^72481006^Middle lobe of right lung~^^~"
+                         "Anatomic codes - DICOM master list~^^~^^|",
+    "right lower lobe": "Segmentation category and type - DICOM master list~SCT^123037004^"
+                        "Anatomical Structure~SCT^90572001^Lower lobe of lung~SCT^24028007^"
+                        "Right~Anatomic codes - DICOM master list~^^~^^|",
+    "pulmonary vessels": "Segmentation category and type - Total Segmentator~SCT^123037004^"
+                         "Anatomical Structure~SCT^59820001^Blood vessel~^^~Anatomic codes - "
+                         "DICOM master list~SCT^39607008^Lung~^^|",
+}
+
+
+@pytest.mark.parametrize("naming", ["terminology only", "totalsegmentator names"])
+def test_a_totalsegmentator_style_segmentation_is_accepted(naming):
+    """Segments named 'Segment_1'... but carrying SNOMED CT codes (shuffled order), or named
+    as TotalSegmentator names them, give the same lobes and vessels; nothing is left behind."""
+    from ImmunoDiffLib.anatomy.totalseg_backend import LOBE_NAMES, VESSEL_NAMES
+
+    scene = slicer.vtkMRMLScene()
+    ct, anatomy = _small_anatomy()
+    volume = mrml.image_to_volume_node(ct, scene, "ct")
+    node = mrml.anatomy_to_segmentation_node(anatomy, scene, "from TotalSegmentator")
+    segmentation = node.GetSegmentation()
+    totalseg = {**{v: k for k, v in LOBE_NAMES.items()}}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index)
+        ours = segment.GetName()
+        segment.SetTag(segment.GetTerminologyEntryTagName(), TOTALSEG_TERMINOLOGY[ours])
+        segment.RemoveTag(mrml.APPROXIMATE_TAG)
+        if naming == "terminology only":
+            segment.SetName(f"Segment_{(index * 7) % 6 + 1}")
+        else:
+            lobe = next((s.value for s in _lobes() if s.name == ours), None)
+            segment.SetName(totalseg[lobe] if lobe else VESSEL_NAMES["vessels"])
+    before = scene.GetNumberOfNodes()
+    found = mrml.segmentation_to_anatomy(node, volume)
+    assert scene.GetNumberOfNodes() == before  # no helper node left
+    assert np.array_equal(sitk.GetArrayFromImage(found.lobes),
+                          sitk.GetArrayFromImage(anatomy.lobes))
+    assert np.array_equal(sitk.GetArrayFromImage(found.vessels),
+                          sitk.GetArrayFromImage(anatomy.vessels))
+    assert not found.lobes_approximate
+
+
+def _lobes():
+    from ImmunoDiffLib.anatomy.labels import LOBES
+
+    return LOBES
+
+
+def test_a_segmentation_without_the_lobes_names_what_is_missing():
+    scene = slicer.vtkMRMLScene()
+    ct, anatomy = _small_anatomy()
+    volume = mrml.image_to_volume_node(ct, scene, "ct")
+    node = mrml.anatomy_to_segmentation_node(anatomy, scene, "partial")
+    segmentation = node.GetSegmentation()
+    middle = segmentation.GetSegmentIdBySegmentName("right middle lobe")
+    segmentation.RemoveSegment(middle)
+    with pytest.raises(ValueError, match="lacks the segment\\(s\\) right middle lobe"):
+        mrml.segmentation_to_anatomy(node, volume)

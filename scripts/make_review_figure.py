@@ -32,7 +32,7 @@ def main() -> int:
 
     import slicer
 
-    from ImmunoDiffLib import mrml
+    from ImmunoDiffLib import mrml, mrml_views
     from ImmunoDiffLib.demo import DEMO_CLINICAL, demo_bundle
     from ImmunoDiffLib.imaging import label_centroid, read_ct, read_image
     from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
@@ -46,7 +46,7 @@ def main() -> int:
     point_lps = label_centroid(label)
     bundle, quick = (args.bundle, False) if args.bundle else demo_bundle()
     scene = slicer.vtkMRMLScene()
-    mrml.ensure_display_defaults(scene)
+    mrml_views.ensure_display_defaults(scene)
     volume = mrml.image_to_volume_node(ct, scene, "lung2")
     volume.CreateDefaultDisplayNodes()
     volume.GetDisplayNode().SetAutoWindowLevel(False)
@@ -55,7 +55,7 @@ def main() -> int:
     nodes = mrml.process_case(scene, volume, DEMO_CLINICAL, point_ras, ImmunoDiffPipeline(bundle),
                               SamplingOptions(steps=args.steps, samples=args.samples, seed=0),
                               tumour_mask=label)
-    panels = mrml.render_review(scene, volume, nodes, point_ras, field_of_view_mm=110.0,
+    panels = mrml_views.render_review(scene, volume, nodes, point_ras, field_of_view_mm=110.0,
                                 size_px=360)
     caption = ("Rendered offscreen from the MRML scene by Slicer's vtkMRMLSliceLogic "
                "(slicer-core), as the panel's side-by-side layout shows it. Model: "

@@ -24,6 +24,8 @@ VESSELS_TASK = "lung_vessels"
 LOBES_TASK = "total"
 LOBE_NAMES = {"lung_upper_lobe_left": 1, "lung_lower_lobe_left": 2, "lung_upper_lobe_right": 3,
               "lung_middle_lobe_right": 4, "lung_lower_lobe_right": 5}
+# the vessel segments' names (TotalSegmentator's, as its Slicer extension names them)
+VESSEL_NAMES = {"vessels": "lung_vessels", "arteries": "lung_arteries", "veins": "lung_veins"}
 CROP_TASK_ID = 297  # TotalSegmentator's 3 mm "total" model, used to crop tasks to the lungs
 
 
