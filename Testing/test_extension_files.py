@@ -194,6 +194,7 @@ def test_panel_has_a_field_for_every_clinical_variable():
 
 def test_the_module_installs_every_library_dependency_slicer_lacks_and_pins_none():
     import ast
+
     import tomllib
 
     tree = ast.parse((REPO / "ImmunoDiff/ImmunoDiff.py").read_text(encoding="utf-8"))

@@ -1,6 +1,5 @@
 """The MRML bridge on a real scene (slicer-core): volume node <-> SimpleITK image geometry."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
