@@ -5,27 +5,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import SimpleITK as sitk
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from .imaging.crop import CropSpec, physical_extent  # noqa: E402
-from .imaging.resample import resample_like  # noqa: E402
-from .outputs import atomic_output  # noqa: E402
+from .imaging.crop import CropSpec, physical_extent
+from .imaging.resample import resample_like
+from .outputs import atomic_output
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU shown black..white (level -600, width 1500)
 
 
+def subplots(rows: int = 1, columns: int = 1, figsize=None, **kwargs):
+    """(figure, axes) like pyplot.subplots, without pyplot: no global figure state and no
+    backend switch, so drawing inside an application (3D Slicer) leaves its matplotlib
+    settings alone; PNGs are written by matplotlib's Agg renderer."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, **kwargs)
+
+
 def save_figure(figure, path: str | os.PathLike, overwrite: bool = True, dpi: int = 100,
                 rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
-    """Lay out (within ``rect``), write atomically as PNG, and close a matplotlib figure."""
+    """Lay out (within ``rect``) and write a figure atomically as PNG."""
     figure.tight_layout(rect=rect)
     with atomic_output(path, overwrite, suffix=".png") as temporary:
         figure.savefig(temporary, dpi=dpi, format="png")
-    plt.close(figure)
     return Path(path)
 
 
@@ -72,7 +76,7 @@ def save_crop_overview(
 ) -> Path:
     """PNG: the CT's axial slice through the point with the crop box, then the crop's three
     middle planes (tumour outlined in red when a label crop is given)."""
-    figure, axes = plt.subplots(1, 4, figsize=(17, 4.6))
+    figure, axes = subplots(1, 4, figsize=(17, 4.6))
     plane, extent = axial_slice_through(ct, centre_lps)
     axes[0].imshow(plane, cmap="gray", vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], extent=extent)
     half = np.array(spec.extent_mm) / 2
@@ -146,7 +150,7 @@ def save_anatomy_overview(ct: sitk.Image, anatomy, path: str | os.PathLike,
         point_lps = anatomy.lungs.TransformIndexToPhysicalPoint((x, y, z))
     step = float(min(ct.GetSpacing()))
     colours = ListedColormap([(0, 0, 0, 0)] + [(*s.colour, 0.45) for s in LOBES])
-    figure, axes = plt.subplots(1, 2, figsize=(13, 6.2))
+    figure, axes = subplots(1, 2, figsize=(13, 6.2))
     for axis, view in zip(axes, ("axial", "coronal"), strict=True):
         image, extent = _plane(ct, view, point_lps, step)
         lobes, _ = _plane(anatomy.lobes, view, point_lps, step, sitk.sitkNearestNeighbor, 0)

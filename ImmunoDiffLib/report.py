@@ -7,13 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import SimpleITK as sitk
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from .figures import LUNG_WINDOW, crop_views, save_figure  # noqa: E402
+from .figures import LUNG_WINDOW, crop_views, save_figure, subplots
 
 DISCLAIMER = "Research use only; model trained on simulated data. Not for clinical decisions."
 
@@ -35,7 +31,7 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
     spread, _ = _axial(result.uncertainty_crop)
     scenarios = list(result.scenarios.items())
     rows = 2 if scenarios else 1
-    figure, axes = plt.subplots(rows, 5, figsize=(21, 4.6 * rows), squeeze=False,
+    figure, axes = subplots(rows, 5, figsize=(21, 4.6 * rows), squeeze=False,
                                 gridspec_kw={"width_ratios": [1, 1, 1, 1, 0.9]})
     top = axes[0]
     _ct(top[0], baseline, extent, "baseline CT")
@@ -118,7 +114,7 @@ def save_review_figure(panels: dict, summary: dict, path: str | os.PathLike,
     :func:`ImmunoDiffLib.mrml_views.render_review` returns), and the predictions beside them."""
     orientations = list(dict.fromkeys(o for o, _ in panels))
     kinds = [k for k in REVIEW_TITLES if any((o, k) in panels for o in orientations)]
-    figure, axes = plt.subplots(len(orientations), len(kinds) + 1, squeeze=False,
+    figure, axes = subplots(len(orientations), len(kinds) + 1, squeeze=False,
                                 figsize=(4.2 * len(kinds) + 3.4, 4.4 * len(orientations)),
                                 gridspec_kw={"width_ratios": [1] * len(kinds) + [0.8]})
     for row, orientation in enumerate(orientations):

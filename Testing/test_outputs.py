@@ -35,3 +35,24 @@ def test_existing_outputs_are_refused_unless_allowed(tmp_path):
     with atomic_output(tmp_path / "f.txt", overwrite=True) as temporary:
         temporary.write_text("new", encoding="utf-8")
     assert (tmp_path / "f.txt").read_text(encoding="utf-8") == "new"
+
+
+def test_drawing_the_pictures_leaves_matplotlib_settings_alone():
+    """Inside 3D Slicer the library shares matplotlib with the application: importing and
+    drawing must not switch the backend or leave pyplot figures behind."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import ImmunoDiffLib.report, ImmunoDiffLib.figures, ImmunoDiffLib.evaluate.plots; "
+            "import ImmunoDiffLib.simulation.montage; "
+            "from ImmunoDiffLib.figures import subplots, save_figure; import tempfile, os; "
+            "f, a = subplots(1, 2); a[0].plot([0, 1]); "
+            "p = save_figure(f, os.path.join(tempfile.mkdtemp(), 'x.png')); "
+            "import matplotlib.pyplot as plt; "
+            "print(matplotlib.get_backend(), len(plt.get_fignums()), "
+            "open(p, 'rb').read(4) == b'\\x89PNG')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["svg", "0", "True"]

@@ -82,7 +82,8 @@ def test_single_case_outputs(pipeline, sample_paths, lung2_tumour_point, tmp_pat
     summary = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "case",
                            point=lung2_tumour_point, options=FAST, case_id="lung2")
     files = sorted(p.name for p in (tmp_path / "case").iterdir())
-    assert files == ["followup_crop.nii.gz", "followup_ct.nii.gz", "lobes.nii.gz",
+    assert files == ["baseline_crop.nii.gz", "followup_crop.nii.gz", "followup_ct.nii.gz",
+                     "lobes.nii.gz",
                      "predictions.json", "report.png", "uncertainty_crop.nii.gz",
                      "vessels.nii.gz"]
     saved = json.loads((tmp_path / "case" / "predictions.json").read_text(encoding="utf-8"))

@@ -9,22 +9,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ..figures import plt, save_figure
+from ..figures import save_figure, subplots
 
 
 def save_roc_curves(labels: np.ndarray, probabilities: dict[str, np.ndarray],
                     path: str | os.PathLike, title: str) -> Path:
     """One ROC curve per method (name -> P(responder) aligned with ``labels``)."""
-    figure, axis = plt.subplots(figsize=(6.4, 6.0))
+    figure, axis = subplots(figsize=(6.4, 6.0))
     for index, (name, scores) in enumerate(probabilities.items()):
         if len(np.unique(labels)) < 2:
             break
         fpr, tpr, _ = roc_curve(labels, scores)
         axis.plot(fpr, tpr, lw=2.2 if name == "ImmunoDiff" else 1.0,
-                  color=plt.cm.tab20(index % 20), ls=("-", "--", "-.")[index // 20 % 3],
+                  color=matplotlib.colormaps["tab20"](index % 20),
+                  ls=("-", "--", "-.")[index // 20 % 3],
                   label=f"{name} (AUC {roc_auc_score(labels, scores):.2f})")
     axis.plot([0, 1], [0, 1], color="grey", ls=":", lw=0.8)
     axis.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1),
@@ -41,7 +43,7 @@ def save_kaplan_meier(time: np.ndarray, event: np.ndarray, risks: dict[str, np.n
     from sksurv.util import Surv
 
     names = list(risks)
-    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    figure, axes = subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     event = np.asarray(event, bool)
     for axis, name in zip(axes[0], names, strict=True):
         high = risks[name] > np.median(risks[name])

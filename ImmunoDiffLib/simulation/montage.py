@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import SimpleITK as sitk
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
-
-from ..figures import LUNG_WINDOW, save_figure  # noqa: E402
-from ..imaging import CropSpec, crop_around_point  # noqa: E402
+from ..figures import LUNG_WINDOW, save_figure, subplots
+from ..imaging import CropSpec, crop_around_point
 
 FIELD_MM = 90.0
 
@@ -29,7 +25,7 @@ def save_montage(folder: Path, rows: list[dict], path: Path, per_group: int = 4)
     chosen = groups[0] + groups[1]
     if not chosen:
         raise ValueError("No patients to show.")
-    figure, axes = plt.subplots(len(chosen), 2, figsize=(6, 3 * len(chosen)), squeeze=False)
+    figure, axes = subplots(len(chosen), 2, figsize=(6, 3 * len(chosen)), squeeze=False)
     extent = (-FIELD_MM / 2, FIELD_MM / 2, FIELD_MM / 2, -FIELD_MM / 2)
     for row, (left, right) in zip(chosen, axes, strict=True):
         centre = (row["tumour_x"], row["tumour_y"], row["tumour_z"])
