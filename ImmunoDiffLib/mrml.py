@@ -268,21 +268,28 @@ TABLE_ROWS = (
 
 def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff predictions",
                               node=None):
-    """A two-column table node (Measure, Value) of a prediction summary."""
+    """A table node of a prediction summary: Measure and Value (as shown) as text, and Number
+    (a double column: the value where it is a number, NaN where it is not), so the numbers can
+    be sorted, plotted or exported as numbers."""
+    import math
+
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = node.GetTable()
     table.Initialize()
-    measures, values = vtk.vtkStringArray(), vtk.vtkStringArray()
+    measures, values, numbers = vtk.vtkStringArray(), vtk.vtkStringArray(), vtk.vtkDoubleArray()
     measures.SetName("Measure")
     values.SetName("Value")
+    numbers.SetName("Number")
     for key, label in TABLE_ROWS:
         value = summary.get(key)
         measures.InsertNextValue(label)
         values.InsertNextValue("" if value is None else
                                f"{value:.3f}" if isinstance(value, float) else str(value))
-    table.AddColumn(measures)
-    table.AddColumn(values)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        numbers.InsertNextValue(float(value) if numeric else math.nan)
+    for column in (measures, values, numbers):
+        table.AddColumn(column)
     node.Modified()
     return node
 

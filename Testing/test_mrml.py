@@ -126,6 +126,12 @@ def test_result_nodes_are_new_and_the_input_node_is_untouched(lung2, lung2_tumou
     assert rows["Arithmetic of the generation"] == result.arithmetic != ""
     assert float(rows["Responder probability"]) == pytest.approx(result.response_probability,
                                                                  abs=1e-3)
+    numbers = table.GetTable().GetColumnByName("Number")
+    assert numbers.GetDataTypeAsString() == "double"
+    labels = [label for _, label in mrml.TABLE_ROWS]
+    assert numbers.GetValue(labels.index("Responder probability")) == pytest.approx(
+        result.response_probability, abs=1e-4)  # the summary's 4 decimals
+    assert np.isnan(numbers.GetValue(labels.index("RECIST category (synthesized)")))
 
 
 def test_parameter_node_survives_scene_save_and_load(tmp_path):
