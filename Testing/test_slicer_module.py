@@ -5,6 +5,7 @@ Apply's state, the background run with progress and cancel, the results in the v
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,55 @@ def test_cancel_stops_the_background_case_and_adds_nothing(
         assert _volume_nodes(slicer.mrmlScene) == before
         assert list(tmp_path.iterdir()) == []
         assert widget.ui.applyButton.text == "Apply" and widget.ui.applyButton.enabled
+
+
+def test_the_sample_chest_cts_present_here_are_registered_in_sample_data(monkeypatch,
+                                                                         sample_paths):
+    registered = []
+    monkeypatch.setitem(sys.modules, "SampleData", types.SimpleNamespace(
+        SampleDataLogic=types.SimpleNamespace(
+            registerCustomSampleDataSource=lambda **kw: registered.append(kw))))
+    with module_under_test(monkeypatch) as (module, _):
+        module.registerSampleData()
+    by_name = {r["nodeNames"]: r for r in registered}
+    lung2 = by_name["lung2"]
+    assert lung2["category"] == "ImmunoDiff" and lung2["loadFileType"] == "VolumeFile"
+    assert lung2["uris"] == sample_paths["lung2_image"].as_uri()
+    assert Path(lung2["thumbnailFileName"]).is_file()
+
+
+def _readme_console_block() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("From Slicer's Python console"):]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.skipif(default_bundle() is None, reason="no demo bundle in Resources/")
+def test_the_readme_console_snippet_runs_against_a_slicer_core_scene(
+        monkeypatch, sample_paths, lung2, lung2_tumour_point, tmp_path):
+    import csv
+
+    from ImmunoDiffLib.cohort import CLINICAL_NAMES
+
+    with module_under_test(monkeypatch) as (module, _):
+        monkeypatch.setattr(slicer.util, "getModuleLogic",
+                            lambda name: {"ImmunoDiff": module.ImmunoDiffLogic()}[name],
+                            raising=False)
+        scene = slicer.mrmlScene
+        volume = mrml.image_to_volume_node(lung2, scene, "lung2")
+        volume.CreateDefaultDisplayNodes()
+        point = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "tumour")
+        point.AddControlPoint(*mrml.lps_to_ras(lung2_tumour_point))
+        with (tmp_path / "cohort.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["patient_id", "baseline_ct", *CLINICAL_NAMES,
+                             "tumour_x", "tumour_y", "tumour_z"])
+            writer.writerow(["lung2", sample_paths["lung2_image"],
+                             *["" for _ in CLINICAL_NAMES], *lung2_tumour_point])
+        code = _readme_console_block().replace("/data/", f"{tmp_path}/")
+        exec(compile(code, "README.md", "exec"), {"slicer": slicer, "print": lambda *a: None})
+        assert scene.GetFirstNodeByName("lung2 synthesized follow-up") is not None
+        assert (tmp_path / "lung2_review.png").stat().st_size > 50_000
+        with (tmp_path / "predictions" / "predictions.csv").open(encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [r["patient_id"] for r in rows] == ["lung2"]
