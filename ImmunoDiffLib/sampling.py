@@ -5,19 +5,22 @@ Conditions are encoded once per case and repeated for the samples; every step is
 (ControlNet + U-Net) evaluation (by default the fused one of models/fused_inference.py), or
 two with classifier-free guidance on the clinical variables (guidance_scale g != 1:
 out = out_uncond + g · (out_cond − out_uncond), for any prediction type), or with scenario
-guidance for a given response scenario s — the "if it responds / if it does not" follow-ups
-(scenario_guidance w != 1: the prediction is pushed away from the opposite outcome,
-out = out(s) + (w − 1) · (out(s) − out(1 − s)); both apply when both are set). The clinically
-conditioned follow-up (s = the model's own estimate) is not scenario-guided: measured on
-held-out patients, guidance there lowered SSIM to the true follow-up and did not rank
-response better (docs/results.md). The schedulers are the ones the model was trained with
-(models/diffusion.py: schedule, prediction type, clipping).
+guidance for the "if it responds" follow-up (scenario_guidance w != 1: on the dilated lesion
+the prediction is pushed away from the opposite outcome,
+out = out(s) + (w − 1) · (out(s) − out(1 − s)) · lesion; both apply when both are set). The
+schedulers are the ones the model was trained with (models/diffusion.py: schedule, prediction
+type, clipping).
 
 Scenario guidance exists because a model that predicts x0 under a squared error regresses to
-the mean of what it cannot tell apart: told "responder", an undertrained model draws a lesion
-half-way between present and gone. Contrasting with the other outcome (classifier-free
-guidance with the opposite scenario as the reference) makes the answer decisive where the
-two predictions differ, i.e. on the lesion; elsewhere they agree and nothing changes.
+the mean of what it cannot tell apart: told "responder", the demo model draws a lesion
+half-way between present and gone (which the RECIST measurement then calls stable).
+Contrasting with the other outcome (classifier-free guidance with the opposite scenario as
+the reference) makes the answer decisive. Measured on held-out patients (docs/results.md) it
+is applied only where it helps: toward response (told "non-responder" the unguided model keeps
+the lesion already, and guidance only exaggerated it — growth and densities beyond any true
+follow-up), only on the lesion the scenario decides (elsewhere it amplified noise), and not to
+the clinically conditioned follow-up (it lowered SSIM to the true follow-up and did not rank
+response better).
 """
 
 from __future__ import annotations
@@ -90,14 +93,28 @@ def repeat_conditions(conditions: Conditions, times: int) -> Conditions:
     return Conditions(repeat(conditions.context), repeat(conditions.control))
 
 
+@dataclass(frozen=True)
+class ScenarioContrast:
+    """The reference of scenario guidance: the opposite outcome's conditions and where the
+    guidance applies (the lesion region the scenario enters, (1, 1, X, Y, Z), or 1.0)."""
+
+    conditions: Conditions
+    region: torch.Tensor | float
+
+
 def opposite_scenario(model: ImmunoDiffModel, batch: dict, conditions: Conditions,
-                      options: SamplingOptions) -> Conditions | None:
-    """The conditions of the opposite outcome, 1 − s, for scenario guidance; None where it
-    does not apply (guidance off, or a model without a response scenario)."""
+                      options: SamplingOptions) -> ScenarioContrast | None:
+    """Scenario guidance's reference for a follow-up conditioned on a given scenario s: the
+    outcome 1 − s on the model's lesion region. None where guidance does not apply: guidance
+    off, a model without scenarios, or s < 0.5 (guidance goes toward response only)."""
     if options.scenario_guidance == 1.0 or conditions.scenario is None:
         return None
+    scenario = conditions.scenario.detach()
+    if bool((scenario < 0.5).any()):
+        return None
     with torch.inference_mode():
-        return model.encode_conditions(batch, "2", scenario=1.0 - conditions.scenario.detach())
+        opposite = model.encode_conditions(batch, "2", scenario=1.0 - scenario)
+        return ScenarioContrast(opposite, model.lesion_region(batch))
 
 
 def _cat(*parts: Conditions) -> Conditions:
@@ -118,12 +135,12 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
            options: SamplingOptions = SamplingOptions(),
            unconditional: Conditions | None = None,
            progress: ProgressCallback | None = None, cancel: CancelFlag = None,
-           opposite: Conditions | None = None) -> torch.Tensor:
+           opposite: ScenarioContrast | None = None) -> torch.Tensor:
     """Draw ``options.samples`` samples of x_0 for ONE case.
 
     conditions: that case's encoded conditions (batch 1); shape: (1, X, Y, Z) of one sample;
     unconditional: the clinical variables dropped (classifier-free guidance, used when
-    ``options.guidance_scale`` != 1); opposite: the opposite scenario
+    ``options.guidance_scale`` != 1); opposite: the opposite scenario and its region
     (:func:`opposite_scenario`, used when ``options.scenario_guidance`` != 1).
     Returns (samples, 1, X, Y, Z) float32 x_0 in ± ``target_scale`` (the model's target:
     follow-up or change, scaled; ``model.followup_from`` turns it into the follow-up).
@@ -136,12 +153,13 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
     scheduler = make_sampling_scheduler(model, options)
     n = options.samples
     # branches evaluated together each step: the conditions, then the references, each with
-    # its weight in out = out_cond + sum_k (w_k - 1) * (out_cond - out_k)
-    references = [(c, w) for c, w in ((unconditional, options.guidance_scale),
-                                       (opposite, options.scenario_guidance))
-                  if c is not None and w != 1.0]
+    # its weight and region in out = out_cond + sum_k (w_k - 1) * (out_cond - out_k) * region_k
+    references = [(c, w, region) for c, w, region in (
+        (unconditional, options.guidance_scale, 1.0),
+        (None if opposite is None else opposite.conditions, options.scenario_guidance,
+         None if opposite is None else opposite.region)) if c is not None and w != 1.0]
     branches = 1 + len(references)
-    both = _cat(*(repeat_conditions(c, n) for c in [conditions, *(r for r, _ in references)]))
+    both = _cat(*(repeat_conditions(c, n) for c in [conditions, *(r for r, _, _ in references)]))
     layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
     if both.control is not None:
         both = Conditions(both.context, both.control.contiguous(memory_format=layout))
@@ -161,8 +179,8 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
             model_input = torch.cat([x] * branches).contiguous(memory_format=layout)
             outputs = denoise(model_input, batch_t).float().chunk(branches)
             output = outputs[0]
-            for (_, weight), reference in zip(references, outputs[1:], strict=True):
-                output = output + (weight - 1.0) * (outputs[0] - reference)
+            for (_, weight, region), reference in zip(references, outputs[1:], strict=True):
+                output = output + (weight - 1.0) * (outputs[0] - reference) * region
             step_generator = torch.Generator(device=device).manual_seed(
                 options.seed * 7919 + index)
             if isinstance(scheduler, DDPMScheduler):
