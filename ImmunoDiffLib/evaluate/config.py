@@ -5,6 +5,9 @@
 | crop                        | 96x96x16 at 3x3x0.5 mm     | 48x48x8 at 3x3x2 mm              |
 | diffusion U-Net channels    | not stated                 | (16, 32, 32), attention at level 3|
 | training timesteps          | 1000                       | 1000                             |
+| generator                   | ε-prediction of the        | the shipped one: x0-prediction of|
+|                             | follow-up, U-Net frozen    | the change, U-Net fine-tuned,    |
+|                             | in stage 2                 | lesion mask, tokens, scenario    |
 | stage 1A / 1B / 1C steps    | to convergence             | 60 / 300 / 150 (once, shared)    |
 | stage 2 steps (per fold)    | to convergence             | 150                              |
 | learning rate               | 2.5e-5 (Adam)              | 1e-3 (Adam; few steps)           |
@@ -42,7 +45,8 @@ class EvaluationConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(
         channels=(16, 32, 32), num_head_channels=(0, 0, 16), norm_num_groups=8, context_dim=32,
         control_channels=8, vl_widths=(8, 16), vl_embed_dim=32, vl_projection_dim=16,
-        adapter_dim=32, adapter_heads=2, use_flash_attention=True))
+        adapter_dim=32, adapter_heads=2, use_flash_attention=True,
+        target="change"))  # the shipped generator's target (scripts/train_demo_bundle.py)
     learning_rate: float = 1e-3
     batch_size: int = 2
     stage_steps: dict = field(default_factory=lambda: {"1A": 60, "1B": 300, "1C": 150,
