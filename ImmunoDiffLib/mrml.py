@@ -1,4 +1,5 @@
-"""The bridge to 3D Slicer's MRML scene: the only library file that imports ``slicer``.
+"""The bridge to 3D Slicer's MRML scene (nodes in, nodes out; mrml_views.py shows them): with
+mrml_views.py the only library files that import ``slicer``.
 
 Geometry: SimpleITK images live in LPS (origin, spacing, direction); a Slicer volume node keeps
 an IJK-to-RAS matrix. RAS = diag(-1, -1, 1) * LPS, so
