@@ -29,6 +29,18 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _as_if_created(path: Path, folder: bool) -> None:
+    """Give a temporary file or folder the mode a plain open()/mkdir() would have: mkstemp
+    and mkdtemp make them private (0600/0700), unreadable to colleagues on a shared server."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike, overwrite: bool = False,
                   suffix: str | None = None) -> Iterator[Path]:
@@ -41,6 +53,7 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False,
     temporary = Path(temporary)
     try:
         yield temporary
+        _as_if_created(temporary, folder=False)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -67,6 +80,7 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     previous = _previous(path)
     try:
         yield staging
+        _as_if_created(staging, folder=True)
         shutil.rmtree(previous, ignore_errors=True)
         if path.exists():
             os.replace(path, previous)

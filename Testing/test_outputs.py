@@ -56,3 +56,23 @@ def test_drawing_the_pictures_leaves_matplotlib_settings_alone():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["svg", "0", "True"]
+
+
+def test_outputs_keep_the_users_umask(tmp_path):
+    """Atomic outputs are not private: a colleague on a shared server can read them (umask
+    022 gives 0644 files and 0755 folders, as a plain write would)."""
+    import os
+    import stat
+
+    from ImmunoDiffLib.outputs import atomic_folder, atomic_output
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_output(tmp_path / "a.txt") as temporary:
+            temporary.write_text("x")
+        with atomic_folder(tmp_path / "case") as staging:
+            (staging / "f.txt").write_text("y")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "case").stat().st_mode) == 0o755
