@@ -37,17 +37,27 @@ VARIANTS = {  # ModelConfig overrides on top of the demo's (change target)
     "x0_unet_scaled": dict(prediction_type="sample"),
     "v_unet_scaled": dict(prediction_type="v_prediction"),
     "x0_unet_scaled_no_mask": dict(prediction_type="sample", lesion_control=False),
+    "x0_unet_unscaled_no_tokens": dict(prediction_type="sample", clinical_tokens=False),
+    "x0_unet_unscaled_no_aux": dict(prediction_type="sample"),
 }
-UNSCALED = ("eps_frozen_paper", "x0_frozen", "x0_unet_unscaled")
-COLUMNS = ["auc_synthesized_shrink", "auc_baseline_size_only", "auc_clinical_only_logistic",
+TRAIN_OVERRIDES = {  # TrainConfig overrides of a variant
+    "x0_unet_unscaled_no_aux": dict(response_loss_weight=0.0),
+}
+UNSCALED = ("eps_frozen_paper", "x0_frozen", "x0_unet_unscaled", "x0_unet_unscaled_no_tokens",
+            "x0_unet_unscaled_no_aux")
+COLUMNS = ["auc_generator_estimate", "auc_synthesized_shrink", "auc_baseline_size_only",
+           "auc_clinical_only_logistic",
            "synthesized_shrinks_responders", "false_shrink_non_responders",
            "scenario_responder_shrinks", "scenario_non_responder_keeps", "background_mae_hu",
            "true_background_mae_hu", "tissue_change_fraction", "ssim", "ssim_copy_baseline"]
 
 
 def load_stage1(model, bundle: Path) -> int:
-    """Copy the stage-1 parts' tensors of ``bundle`` whose shapes match; returns the count."""
-    tensors = load_file(str(bundle / "weights.safetensors"))
+    """Copy the stage-1 parts' tensors of ``bundle`` (a bundle folder, or a training
+    checkpoint folder such as the demo work's runs/1C/checkpoint) whose shapes match; returns
+    the count."""
+    weights = bundle / "weights.safetensors"
+    tensors = load_file(str(weights if weights.is_file() else bundle / "model.safetensors"))
     own = model.state_dict()
     parts = ("unet.", "controlnet.", "vl.", "anatomy_tokens.", "anatomy_map.")
     chosen = {k: v for k, v in tensors.items() if k.startswith(parts)
@@ -105,7 +115,8 @@ def main() -> int:
         train_stage(model, dataset, TrainConfig(
             stage="2", steps=args.steps, batch_size=2, learning_rate=1e-3, seed=0,
             checkpoint_every=args.steps, lesion_loss_weight=demo.LESION_LOSS_WEIGHT,
-            fit_target_scale=name not in UNSCALED),  # the scaled variants fit target_scale
+            fit_target_scale=name not in UNSCALED,  # the scaled variants fit target_scale
+            **TRAIN_OVERRIDES.get(name, {})),
             args.work / "experiments" / f"{name}_{args.steps}")
         seconds = time.perf_counter() - clock
         model.eval()
