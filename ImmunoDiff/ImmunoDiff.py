@@ -367,7 +367,7 @@ class ImmunoDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.onParameterChanged()
 
     def onDifferenceToggled(self, checked):
-        from ImmunoDiffLib import mrml_views
+        from ImmunoDiffLib.mrml import views as mrml_views
 
         mrml_views.set_difference_visible(slicer.mrmlScene, checked)
 
@@ -542,7 +542,8 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
     def saveReviewPicture(self, baselineNode, nodes, path, fieldOfViewMm=110.0):
         """The side-by-side review (axial and coronal through the tumour, with the predictions)
         as a PNG, rendered offscreen from the scene: works without views, e.g. in batch."""
-        from ImmunoDiffLib import mrml, mrml_views
+        from ImmunoDiffLib import mrml
+        from ImmunoDiffLib.mrml import views as mrml_views
         from ImmunoDiffLib.report import save_review_figure
 
         summary = nodes["summary"] if "summary" in nodes else nodes["result"].summary()
@@ -557,7 +558,8 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         """Baseline | synthesized follow-up in the side-by-side layout (Red | Yellow), centred
         on the tumour, linked, same window/level, the difference as a ±200 HU overlay; the
         outputs under the baseline's study in the subject hierarchy."""
-        from ImmunoDiffLib import mrml, mrml_views
+        from ImmunoDiffLib import mrml
+        from ImmunoDiffLib.mrml import views as mrml_views
 
         layoutManager = slicer.app.layoutManager()
         layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)

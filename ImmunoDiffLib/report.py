@@ -111,7 +111,7 @@ def save_review_figure(panels: dict, summary: dict, path: str | os.PathLike,
                        title: str = "", caption: str = "", overwrite: bool = True) -> Path:
     """The side-by-side review as one PNG: a row per orientation of the rendered slice views
     (``panels``: {(orientation, panel): (H, W, 3) uint8}, as
-    :func:`ImmunoDiffLib.mrml_views.render_review` returns), and the predictions beside them."""
+    :func:`ImmunoDiffLib.mrml.views.render_review` returns), and the predictions beside them."""
     orientations = list(dict.fromkeys(o for o, _ in panels))
     kinds = [k for k in REVIEW_TITLES if any((o, k) in panels for o in orientations)]
     figure, axes = subplots(len(orientations), len(kinds) + 1, squeeze=False,

@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 slicer = pytest.importorskip("slicer")
 mrml = pytest.importorskip("ImmunoDiffLib.mrml")
-mrml_views = pytest.importorskip("ImmunoDiffLib.mrml_views")
+mrml_views = pytest.importorskip("ImmunoDiffLib.mrml.views")
 
 
 def test_volume_node_round_trip_keeps_voxels_and_oblique_geometry(lung2):

@@ -32,9 +32,10 @@ def main() -> int:
 
     import slicer
 
-    from ImmunoDiffLib import mrml, mrml_views
+    from ImmunoDiffLib import mrml
     from ImmunoDiffLib.demo import DEMO_CLINICAL, demo_bundle
     from ImmunoDiffLib.imaging import label_centroid, read_ct, read_image
+    from ImmunoDiffLib.mrml import views as mrml_views
     from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
     from ImmunoDiffLib.report import save_review_figure
     from ImmunoDiffLib.sample_data import sample_case_paths

@@ -1,5 +1,5 @@
-"""The bridge to 3D Slicer's MRML scene (nodes in, nodes out; mrml_views.py shows them): with
-mrml_views.py the only library files that import ``slicer``.
+"""The bridge to 3D Slicer's MRML scene: nodes in, nodes out (``views`` shows them). This
+package is the only part of the library that imports ``slicer``.
 
 Geometry: SimpleITK images live in LPS (origin, spacing, direction); a Slicer volume node keeps
 an IJK-to-RAS matrix. RAS = diag(-1, -1, 1) * LPS, so
@@ -14,7 +14,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from .mrml_views import nodes_added_since, scene_node_ids
+from .views import nodes_added_since, scene_node_ids
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
@@ -77,7 +77,7 @@ ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 def terminology_entry(structure) -> str:
     """Slicer's terminology string for a :class:`~ImmunoDiffLib.anatomy.Structure`:
     context~category~type~type modifier~anatomic context~region~region modifier."""
-    from .anatomy.labels import LATERALITY_CODES
+    from ..anatomy.labels import LATERALITY_CODES
 
     category = "SCT^123037004^Anatomical Structure"
     kind = f"SCT^{structure.snomed_code}^{structure.snomed_meaning}"
@@ -90,7 +90,7 @@ def terminology_entry(structure) -> str:
 
 def _structures(anatomy):
     """(structure, binary mask image, display name) for every segment to show."""
-    from .anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
+    from ..anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
 
     suffix = " (approximate)" if anatomy.lobes_approximate else ""
     lobes = sitk.GetArrayViewFromImage(anatomy.lobes)
@@ -173,7 +173,7 @@ def terminology_codes(segment) -> tuple[str | None, str | None]:
 def _segment_finder(segmentation):
     """find(structure) -> the name of the segment that is it, matched by our name, by the
     TotalSegmentator name, or by its SNOMED CT type (and laterality) code; None if absent."""
-    from .anatomy.totalseg_backend import LOBE_NAMES, VESSEL_NAMES
+    from ..anatomy.totalseg_backend import LOBE_NAMES, VESSEL_NAMES
 
     segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
     by_name = {s.GetName(): s.GetName() for s in segments}
@@ -183,7 +183,7 @@ def _segment_finder(segmentation):
     totalseg = {**{value: name for name, value in LOBE_NAMES.items()}, **VESSEL_NAMES}
 
     def find(structure):
-        from .anatomy.labels import LATERALITY_CODES, LOBES
+        from ..anatomy.labels import LATERALITY_CODES, LOBES
 
         for name in (structure.name, structure.name + " (approximate)"):
             if name in by_name or name.lower() in by_name:
@@ -206,8 +206,8 @@ def segmentation_to_anatomy(node, reference_volume):
     'pulmonary veins', or TotalSegmentator's names — or by SNOMED CT terminology code), on
     ``reference_volume``'s grid. Lobes named "... (approximate)" or tagged approximate stay
     marked as approximate."""
-    from .anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
-    from .anatomy.segment import Anatomy
+    from ..anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
+    from ..anatomy.segment import Anatomy
 
     segmentation = node.GetSegmentation()
     names = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
@@ -362,8 +362,8 @@ def load_case_folder(scene, folder, volume_node, name_prefix: str | None = None)
     import json
     from pathlib import Path
 
-    from .anatomy.segment import Anatomy
-    from .imaging import read_image
+    from ..anatomy.segment import Anatomy
+    from ..imaging import read_image
 
     folder = Path(folder)
     names = ("followup_ct", "baseline_crop", "followup_crop", "uncertainty_crop", "lobes",
