@@ -433,6 +433,9 @@ def module_under_test(monkeypatch, blocked: tuple[str, ...] = ()):
 
     sys.meta_path.insert(0, blocker)
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.syspath_prepend(str(MODULE_FILE.parent))  # as Slicer adds the module's folder
+    for name in [m for m in sys.modules if m.split(".")[0] == "ImmunoDiffModuleLib"]:
+        monkeypatch.delitem(sys.modules, name)  # imported afresh with this test's stand-ins
     try:
         spec = importlib.util.spec_from_file_location("ImmunoDiff", MODULE_FILE)
         module = importlib.util.module_from_spec(spec)

@@ -73,7 +73,7 @@ def test_library_cmake_lists_exactly_the_python_files_on_disk(configured):
 def test_module_cmake_lists_exactly_its_scripts_and_resources(configured):
     listed, _ = configured
     module = REPO / "ImmunoDiff"
-    assert listed[("ImmunoDiff", "script")] == {p.resolve() for p in module.glob("*.py")}
+    assert listed[("ImmunoDiff", "script")] == _on_disk(module, "*.py")
     assert listed[("ImmunoDiff", "resource")] == {
         p for p in _on_disk(module / "Resources", "*") if p.is_file()}
 
@@ -106,7 +106,9 @@ def test_cmake_install_puts_the_library_once_beside_the_module_with_the_bundle(t
     installed = {p.relative_to(modules).as_posix() for p in modules.rglob("*") if p.is_file()}
     library = {f"ImmunoDiffLib/{p.relative_to(REPO / 'ImmunoDiffLib').as_posix()}"
                for p in (REPO / "ImmunoDiffLib").rglob("*.py") if "__pycache__" not in p.parts}
-    assert {f for f in installed if f.endswith(".py")} == library | {"ImmunoDiff.py"}
+    module = {p.relative_to(REPO / "ImmunoDiff").as_posix()
+              for p in (REPO / "ImmunoDiff").rglob("*.py") if "__pycache__" not in p.parts}
+    assert {f for f in installed if f.endswith(".py")} == library | module
     assert not any("ImmunoDiffLib/ImmunoDiffLib" in f for f in installed)
     assert {"Resources/UI/ImmunoDiff.ui", "Resources/Icons/ImmunoDiff.png"} <= installed
     for name in ("bundle.json", "weights.safetensors"):
@@ -197,7 +199,8 @@ def test_the_module_installs_every_library_dependency_slicer_lacks_and_pins_none
 
     import tomllib
 
-    tree = ast.parse((REPO / "ImmunoDiff/ImmunoDiff.py").read_text(encoding="utf-8"))
+    tree = ast.parse((REPO / "ImmunoDiff/ImmunoDiffModuleLib/parameters.py").read_text(
+        encoding="utf-8"))
     values = {node.targets[0].id: ast.literal_eval(node.value) for node in tree.body
               if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
               and node.targets[0].id in ("REQUIRED_PACKAGES", "MINIMUM_TORCH")}

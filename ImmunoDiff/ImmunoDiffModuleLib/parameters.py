@@ -1,0 +1,90 @@
+"""The ImmunoDiff panel's inputs: the parameter node (every input, typed), what the library
+needs installed, and whether the inputs are complete. No Qt here."""
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated
+
+from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+
+UNKNOWN = -1.0  # spin boxes: their minimum, shown as "unknown"
+MINIMUM_TORCH = "2.2"
+# Python packages the library needs beyond what Slicer ships (numpy, SimpleITK, VTK): import
+# name -> pip requirement. No pins: Slicer's Python is shared with other extensions.
+REQUIRED_PACKAGES = {"monai": "monai>=1.4", "safetensors": "safetensors",
+                     "sksurv": "scikit-survival", "sklearn": "scikit-learn",
+                     "skimage": "scikit-image", "scipy": "scipy", "pydicom": "pydicom>=2.4",
+                     "tqdm": "tqdm", "matplotlib": "matplotlib"}
+# parameters without a GUI connector in parameterNodeWrapper: synced by hand
+
+
+@parameterNodeWrapper
+class ImmunoDiffParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    tumourPoint: vtkMRMLMarkupsFiducialNode
+    tumourSegmentation: vtkMRMLSegmentationNode
+    tumourSegmentId: str = ""
+    bundlePath: Path
+    anatomyBackend: Annotated[str, Choice(["auto", "paper", "lungmask", "totalsegmentator",
+                                           "classic"])] = "auto"
+    useExistingSegmentation: bool = False
+    existingSegmentation: vtkMRMLSegmentationNode
+    steps: Annotated[int, WithinRange(1, 1000)] = 25
+    samples: Annotated[int, WithinRange(1, 16)] = 2
+    seed: Annotated[int, WithinRange(0, 99999)] = 0
+    device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
+    scenarios: bool = False
+    age: float = UNKNOWN
+    sex: Annotated[str, Choice(["unknown", "female", "male"])] = "unknown"
+    race: Annotated[str, Choice(["unknown", "white", "black", "asian", "other"])] = "unknown"
+    cea: float = UNKNOWN
+    anc: float = UNKNOWN
+    alc: float = UNKNOWN
+    aec: float = UNKNOWN
+    amc: float = UNKNOWN
+    pdl1: float = UNKNOWN
+    pdl1Category: Annotated[str, Choice(["unknown", "<1%", "1-49%", ">=50%"])] = "unknown"
+
+
+CLINICAL_PARAMETERS = {"age": "age", "sex": "sex", "race": "race", "cea": "cea", "anc": "anc",
+                       "alc": "alc", "aec": "aec", "amc": "amc", "pdl1": "pdl1",
+                       "pdl1_category": "pdl1Category"}  # library name -> parameter
+
+
+def clinicalValues(parameters) -> dict:
+    """The library's clinical dict from the parameter node; "unknown" entries left out."""
+    values = {}
+    for variable, name in CLINICAL_PARAMETERS.items():
+        value = getattr(parameters, name)
+        if isinstance(value, str):
+            if value != "unknown":
+                values[variable] = value
+        elif value > UNKNOWN:
+            values[variable] = value
+    return values
+
+
+def missingPackages() -> list:
+    """pip requirements of the packages not importable here (torch first, when missing)."""
+    missing = [] if importlib.util.find_spec("torch") else [f"torch>={MINIMUM_TORCH}"]
+    return missing + [r for m, r in REQUIRED_PACKAGES.items() if importlib.util.find_spec(m)
+                      is None]
+
+
+def applyProblems(parameters, clinicalError=None) -> list:
+    """Why Apply cannot run yet (empty list: it can)."""
+    problems = []
+    if parameters.inputVolume is None:
+        problems.append("Choose the baseline CT.")
+    point = parameters.tumourPoint
+    hasPoint = point is not None and point.GetNumberOfDefinedControlPoints() > 0
+    hasSegment = parameters.tumourSegmentation is not None and bool(parameters.tumourSegmentId)
+    if not hasPoint and not hasSegment:
+        problems.append("Place the tumour point (one click in a slice view) or choose a tumour "
+                        "segment.")
+    if parameters.useExistingSegmentation and parameters.existingSegmentation is None:
+        problems.append("Choose the existing lobe/vessel segmentation, or untick it.")
+    if clinicalError:
+        problems.append(clinicalError)
+    return problems
