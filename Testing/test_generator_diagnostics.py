@@ -121,7 +121,7 @@ SHIPPED = replace(TOY_MODEL, target="change")
 GUIDANCE_STEPS = 60  # stage-2 steps that leave the toy scenario half learned
 
 
-def _train_conditional(config, tmp_path) -> ImmunoDiffModel:
+def _train_conditional(config, tmp_path, stage2_steps: int = 300) -> ImmunoDiffModel:
     torch.manual_seed(0)
     model = ImmunoDiffModel(config)
     data = ShrinkOrStay(32, seed=3)
@@ -129,7 +129,8 @@ def _train_conditional(config, tmp_path) -> ImmunoDiffModel:
     train_stage(model, data, TrainConfig(stage="1B", steps=150, checkpoint_every=150, **common),
                 tmp_path / "1B")
     model.init_controlnet_from_unet()
-    train_stage(model, data, TrainConfig(stage="2", steps=300, checkpoint_every=300,
+    train_stage(model, data, TrainConfig(stage="2", steps=stage2_steps,
+                                         checkpoint_every=stage2_steps,
                                          lesion_loss_weight=5.0, **common), tmp_path / "2")
     return model.eval()
 
@@ -188,17 +189,7 @@ def test_scenario_guidance_makes_a_half_learned_scenario_decisive(tmp_path):
     """Stage 2 stopped early: told "responder", the model draws the blob only partly gone (the
     regression to the mean of an x0 model). Guidance against the opposite scenario removes
     it and moves the rest of the crop much less; told "non-responder" nothing is guided."""
-    torch.manual_seed(0)
-    model = ImmunoDiffModel(SHIPPED)
-    data = ShrinkOrStay(32, seed=3)
-    common = dict(batch_size=4, learning_rate=3e-3, bf16=False, channels_last=False)
-    train_stage(model, data, TrainConfig(stage="1B", steps=150, checkpoint_every=150, **common),
-                tmp_path / "1B")
-    model.init_controlnet_from_unet()
-    train_stage(model, data, TrainConfig(stage="2", steps=GUIDANCE_STEPS,
-                                         checkpoint_every=GUIDANCE_STEPS,
-                                         lesion_loss_weight=5.0, **common), tmp_path / "2")
-    model.eval()
+    model = _train_conditional(SHIPPED, tmp_path, GUIDANCE_STEPS)
     held = ShrinkOrStay(4, seed=11)
     gone, kept, moved_outside = [], [], []
     for item in held.items:
