@@ -141,6 +141,11 @@ def main() -> int:
                         help="step count of a stage after scaling, e.g. 2=600")
     parser.add_argument("--lesion-loss-weight", type=float, default=LESION_LOSS_WEIGHT,
                         help="stage 2: weight of the voxels near the lesion (1 = plain loss)")
+    parser.add_argument("--response-loss-weight", type=float, default=1.0,
+                        help="stage 2: weight of the auxiliary response loss (0 = none)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="folder of the stages' checkpoints (default WORK/runs); stages "
+                             "already complete there are not trained again")
     parser.add_argument("--train-patients", type=int, default=TRAIN_COHORT["n_patients"],
                         help="size of the simulated training cohort")
     parser.add_argument("--clinical-weight", type=float, default=None,
@@ -179,7 +184,7 @@ def main() -> int:
     dataset = CohortDataset(train_cases, preprocess, standardisation=standardisation)
     torch.manual_seed(config.seed)
     model = ImmunoDiffModel(config.model)
-    runs = args.work / "runs"
+    runs = args.runs or args.work / "runs"
     timings_file = runs / TIMINGS_NAME
     timings = (json.loads(timings_file.read_text(encoding="utf-8"))
                if timings_file.is_file() else {})
@@ -192,7 +197,8 @@ def main() -> int:
                                                 seed=config.seed,
                                                 checkpoint_every=max(1, steps[stage] // 10),
                                                 lesion_loss_weight=(args.lesion_loss_weight
-                                                                    if stage == "2" else 1.0)),
+                                                                    if stage == "2" else 1.0),
+                                                response_loss_weight=args.response_loss_weight),
                     runs / stage, _progress(f"stage {stage}"))
         timings[stage] = round(resumed + time.perf_counter() - clock, 1)
         timings_file.write_text(json.dumps(timings), encoding="utf-8")
@@ -211,6 +217,7 @@ def main() -> int:
     training = {"stages": list(steps), "steps": steps, "seed": config.seed,
                 "batch_size": config.batch_size, "learning_rate": config.learning_rate,
                 "lesion_loss_weight": args.lesion_loss_weight,
+                "response_loss_weight": args.response_loss_weight,
                 "commit": _commit(), "data_hash": data_hash([train_manifest]),
                 "train_cohort": {**train_cohort, "response_signal": RESPONSE_SIGNAL},
                 "held_out_cohort": {**HELD_OUT_COHORT, "response_signal": RESPONSE_SIGNAL},

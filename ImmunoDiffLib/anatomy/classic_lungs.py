@@ -90,9 +90,10 @@ def _airways(ct: sitk.Image, body_air: sitk.Image) -> sitk.Image:
     direction_z = ct.GetDirection()[8]
     order = range(values.shape[0] - 1, -1, -1) if direction_z > 0 else range(values.shape[0])
     for z in list(order)[: max(1, values.shape[0] // 8)]:
-        labels = sitk.GetArrayFromImage(sitk.ConnectedComponent(
-            sitk.GetImageFromArray(values[z].astype(np.uint8))))
-        for label in range(1, labels.max() + 1):
+        # ndimage numbers the components in raster order, so the seed (and the lungs) do not
+        # depend on how a multi-threaded labelling happened to number them
+        labels, count = ndimage.label(values[z])
+        for label in range(1, count + 1):
             area = (labels == label).sum() * pixel_mm2
             if 50.0 <= area <= 600.0:  # trachea cross-section, about 1.5-2.5 cm across
                 ys, xs = np.nonzero(labels == label)
