@@ -25,6 +25,7 @@ from ImmunoDiffModuleLib.parameters import (  # noqa: F401 (the console and test
     MINIMUM_TORCH,
     REQUIRED_PACKAGES,
     ImmunoDiffParameterNode,
+    anatomyPlan,
     applyProblems,
     clinicalValues,
     missingPackages,
@@ -189,11 +190,15 @@ class ImmunoDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateClinicalStatus()
         problems = applyProblems(parameters, self._clinicalError)
         missing = missingPackages()
+        plan = ""
         if missing:
             problems.append("Install the Python packages first (button above).")
+        else:
+            plan, problem = anatomyPlan(parameters)
+            problems += [problem] if problem else []
         running = self._run is not None
         self.ui.applyButton.enabled = running or not problems
-        self.ui.applyReasonLabel.text = "" if running else "\n".join(problems)
+        self.ui.applyReasonLabel.text = "" if running else "\n".join(problems) or plan
         self.ui.existingSegmentationSelector.enabled = parameters.useExistingSegmentation
 
     def updateClinicalStatus(self):

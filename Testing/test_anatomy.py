@@ -3,6 +3,7 @@ here, TotalSegmentator's offline behaviour and call, cancel and cache."""
 
 import inspect
 import json
+import sys
 import threading
 import time
 
@@ -11,7 +12,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from ImmunoDiffLib.anatomy import lungmask_backend, segment_anatomy, totalseg_backend
+from ImmunoDiffLib.anatomy import (
+    lungmask_backend,
+    resolve_backends,
+    segment_anatomy,
+    totalseg_backend,
+)
 from ImmunoDiffLib.anatomy.classic import segment_vessels
 from ImmunoDiffLib.anatomy.classic_lungs import segment_lungs
 from ImmunoDiffLib.anatomy.labels import LEFT_LOBES, RIGHT_LOBES
@@ -240,3 +246,31 @@ def test_segment_command_writes_label_maps_and_overlay(cip_dir, tmp_path, capsys
     assert lobes.GetSize() == (64, 64, 79)
     assert set(np.unique(sitk.GetArrayFromImage(lobes))) == {0, 1, 2, 3, 4, 5}
     assert sitk.ReadImage(str(tmp_path / "anatomy.png")).GetSize()[0] > 1000
+
+
+def test_auto_takes_each_structure_from_the_totalsegmentator_models_installed(totalseg_home,
+                                                                               monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(totalseg_home / "torch"))  # no lungmask weights
+    assert resolve_backends("auto")[:2] == ("classic", "classic")
+    for folder in totalseg_backend.required_weights("lung_vessels").values():
+        folder.mkdir(parents=True, exist_ok=True)
+    assert resolve_backends("auto")[:2] == ("classic", "totalsegmentator")
+    for folder in totalseg_backend.required_weights("total").values():
+        folder.mkdir(parents=True, exist_ok=True)
+    lobes, vessels, warnings = resolve_backends("auto")
+    assert (lobes, vessels) == ("totalsegmentator", "totalsegmentator")
+    assert len(warnings) == 1 and "lungmask unavailable, used TotalSegmentator" in warnings[0]
+    assert resolve_backends("classic") == ("classic", "classic", [])
+
+
+def test_auto_without_the_totalsegmentator_package_falls_back_and_says_so(monkeypatch,
+                                                                           tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "totalsegmentator.config", None)  # import fails
+    with pytest.raises(BackendUnavailableError, match="TotalSegmentator package is not"):
+        totalseg_backend.check_weights("lung_vessels")
+    lobes, vessels, warnings = resolve_backends("auto")
+    assert (lobes, vessels) == ("classic", "classic")
+    assert "install the TotalSegmentator extension in 3D Slicer" in " ".join(warnings)
+    with pytest.raises(ValueError, match="Unknown anatomy backend 'lungs'"):
+        resolve_backends("lungs")

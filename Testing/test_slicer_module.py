@@ -102,7 +102,7 @@ def test_apply_is_enabled_exactly_when_the_inputs_are_valid(monkeypatch):
         ui.tumourPointSelector.setCurrentNode(point)
         assert parameters.tumourPoint is point and not ui.applyButton.enabled
         point.AddControlPoint(1.0, 2.0, 3.0)  # the one click in a slice view
-        assert ui.applyButton.enabled and ui.applyReasonLabel.text == ""
+        assert ui.applyButton.enabled and ui.applyReasonLabel.text.startswith("Ready. Lobes:")
         ui.ancSpinBox.setValue(100.0)  # out of range
         assert not ui.applyButton.enabled
         assert "ANC" in ui.applyReasonLabel.text and "#f8d7da" in ui.ancSpinBox.styleSheet
@@ -117,6 +117,43 @@ def test_apply_is_enabled_exactly_when_the_inputs_are_valid(monkeypatch):
         # the inputs live in the parameter node
         assert parameters.anc == 4.0 and module.clinicalValues(parameters) == {"anc": 4.0,
                                                                                "alc": 2.0}
+
+
+def test_the_panel_says_where_lobes_and_vessels_come_from_and_finds_the_extension_models(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no lungmask weights
+    monkeypatch.setenv("TOTALSEG_HOME_DIR", str(tmp_path / "home"))
+    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", str(tmp_path / "weights"))
+    from ImmunoDiffLib.anatomy import totalseg_backend
+
+    with module_under_test(monkeypatch) as (module, _):
+        scene = slicer.mrmlScene
+        _volume(scene)
+        widget = module.ImmunoDiffWidget()
+        widget.setup()
+        ui = widget.ui
+        point = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Tumour point")
+        ui.tumourPointSelector.setCurrentNode(point)
+        point.AddControlPoint(1.0, 2.0, 3.0)
+        assert ui.applyButton.enabled
+        assert "Lobes: classic" in ui.applyReasonLabel.text
+        assert "vessels: classic" in ui.applyReasonLabel.text
+        ui.anatomyBackendComboBox.setCurrentText("totalsegmentator")  # asked for, not there
+        assert not ui.applyButton.enabled
+        assert "Dataset291" in ui.applyReasonLabel.text
+        assert "extension installs" not in ui.applyReasonLabel.text
+        monkeypatch.setattr(slicer, "modules", types.SimpleNamespace(
+            totalsegmentator=object()), raising=False)  # the extension is installed
+        ui.anatomyBackendComboBox.setCurrentText("auto")
+        ui.anatomyBackendComboBox.setCurrentText("totalsegmentator")
+        assert "extension installs these models" in ui.applyReasonLabel.text
+        for task in ("total", "lung_vessels"):  # ... and has downloaded them
+            for folder in totalseg_backend.required_weights(task).values():
+                folder.mkdir(parents=True, exist_ok=True)
+        ui.anatomyBackendComboBox.setCurrentText("auto")
+        assert ui.applyButton.enabled
+        assert ui.applyReasonLabel.text == ("Ready. Lobes: TotalSegmentator; vessels: "
+                                            "TotalSegmentator.")
 
 
 class LayoutManager:

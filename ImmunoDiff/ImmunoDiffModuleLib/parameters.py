@@ -88,3 +88,41 @@ def applyProblems(parameters, clinicalError=None) -> list:
     if clinicalError:
         problems.append(clinicalError)
     return problems
+
+
+METHOD_NAMES = {"lungmask": "lungmask", "totalsegmentator": "TotalSegmentator",
+                "classic": "classic (no weights; lobes approximate)"}
+
+
+def totalSegmentatorExtensionInstalled():
+    import slicer
+
+    return hasattr(getattr(slicer, "modules", None), "totalsegmentator")
+
+
+def anatomyPlan(parameters):
+    """(where the lobes and vessels will come from, as a sentence; the problem that stops the
+    run, or None). The models of the TotalSegmentator extension are found where it installs
+    them. Needs the library's packages (call only when :func:`missingPackages` is empty)."""
+    from ImmunoDiffLib.anatomy import lungmask_backend, resolve_backends, totalseg_backend
+    from ImmunoDiffLib.errors import BackendUnavailableError
+
+    if parameters.useExistingSegmentation:
+        return "Lobes and vessels: from the chosen segmentation.", None
+    backend = parameters.anatomyBackend
+    lobes, vessels, _ = resolve_backends(backend)
+    try:
+        if lobes == "lungmask":
+            lungmask_backend.find_weights()
+        for method, task in ((lobes, totalseg_backend.LOBES_TASK),
+                             (vessels, totalseg_backend.VESSELS_TASK)):
+            if method == "totalsegmentator":
+                totalseg_backend.check_weights(task)
+    except BackendUnavailableError as error:
+        hint = ""
+        if "TotalSegmentator" in str(error) and totalSegmentatorExtensionInstalled():
+            hint = (" The TotalSegmentator extension installs these models the first time its "
+                    "own module segments a CT (with the internet); after that they are used "
+                    "here too.")
+        return "", f"Anatomy '{backend}': {error}{hint}"
+    return f"Ready. Lobes: {METHOD_NAMES[lobes]}; vessels: {METHOD_NAMES[vessels]}.", None

@@ -7,8 +7,9 @@ Backends (``backend=``):
 * ``"totalsegmentator"``: lobes from TotalSegmentator's ``total`` task, vessels from
   ``lung_vessels``;
 * ``"classic"``: no weights at all; lobes are a geometric approximation (flagged);
-* ``"auto"`` (default): the paper's backends where their weights are installed, else classic,
-  with a warning naming what was missing.
+* ``"auto"`` (default): the paper's backends where their weights are installed (lobes from
+  TotalSegmentator when only its weights are), else classic, with a warning naming what was
+  missing (:func:`resolve_backends`).
 """
 
 from __future__ import annotations
@@ -74,16 +75,33 @@ def _binary(values: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def _resolve(backend: str, lungmask_weights, totalseg_fast: bool) -> tuple[str, str, list[str]]:
+def resolve_backends(backend: str, lungmask_weights=None,
+                     totalseg_fast: bool = False) -> tuple[str, str, list[str]]:
+    """(lobes from, vessels from, warnings) for ``backend``, without running anything.
+
+    ``"auto"``: lobes from lungmask where its weights are installed, else from TotalSegmentator's
+    ``total`` task where its weights are (the TotalSegmentator Slicer extension installs them),
+    else classic; vessels from TotalSegmentator's ``lung_vessels`` where installed, else classic.
+    Each fallback adds a warning naming what was missing.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown anatomy backend {backend!r}; choose one of {BACKENDS}.")
     if backend != "auto":
         return (*PRESETS[backend], [])
     warnings = []
     lobes, vessels = "lungmask", "totalsegmentator"
     try:
         lungmask_backend.find_weights(*(lungmask_weights or (None, None)))
-    except BackendUnavailableError as error:
-        lobes = "classic"
-        warnings.append(f"Lobes: lungmask unavailable, used the classic approximation. {error}")
+    except BackendUnavailableError as lungmask_error:
+        try:
+            totalseg_backend.check_weights(totalseg_backend.LOBES_TASK, totalseg_fast)
+            lobes = "totalsegmentator"
+            warnings.append(f"Lobes: lungmask unavailable, used TotalSegmentator. "
+                            f"{lungmask_error}")
+        except BackendUnavailableError as error:
+            lobes = "classic"
+            warnings.append(f"Lobes: lungmask unavailable, TotalSegmentator's lobe models too; "
+                            f"used the classic approximation. {lungmask_error} {error}")
     try:
         totalseg_backend.check_weights(totalseg_backend.VESSELS_TASK, totalseg_fast)
     except BackendUnavailableError as error:
@@ -125,11 +143,10 @@ def segment_anatomy(
     ``cache``: True for the user cache, a folder, or False. ``cancel`` stops the work within a
     few seconds by raising :class:`~ImmunoDiffLib.progress.Cancelled`; nothing is cached then.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown anatomy backend {backend!r}; choose one of {BACKENDS}.")
     validate_ct(ct)
     task = Task(progress, cancel)
-    lobes_from, vessels_from, warnings = _resolve(backend, lungmask_weights, totalseg_fast)
+    lobes_from, vessels_from, warnings = resolve_backends(backend, lungmask_weights,
+                                                         totalseg_fast)
     store = None
     if cache:
         folder = Path(cache) if not isinstance(cache, bool) else cache_dir() / "anatomy"

@@ -30,10 +30,17 @@ CROP_TASK_ID = 297  # TotalSegmentator's 3 mm "total" model, used to crop tasks 
 
 
 def required_weights(task: str, fast: bool = False) -> dict[int, Path]:
-    """{task id: weight folder} that ``task`` needs, in TotalSegmentator's weights directory."""
-    from totalsegmentator.config import get_weights_dir
-    from totalsegmentator.map_tasks_config import TASK_ID_WEIGHTS_CONFIGS
-    from totalsegmentator.python_api import get_task_config
+    """{task id: weight folder} that ``task`` needs, in TotalSegmentator's weights directory.
+    Raises :class:`BackendUnavailableError` when the TotalSegmentator package is absent."""
+    try:  # deferred: an optional dependency, and a heavy one
+        from totalsegmentator.config import get_weights_dir
+        from totalsegmentator.map_tasks_config import TASK_ID_WEIGHTS_CONFIGS
+        from totalsegmentator.python_api import get_task_config
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"The TotalSegmentator package is not installed ({error}): pip install "
+            "TotalSegmentator, or install the TotalSegmentator extension in 3D Slicer.") \
+            from error
 
     config = get_task_config(task, fast=fast, quiet=True)
     ids = config["task_id"] if isinstance(config["task_id"], list) else [config["task_id"]]
