@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ImmunoDiffError
+from .imaging.crop import CropSpec
 from .progress import Cancelled
 
 CANCELLED_EXIT = 130  # the shell's code for a command stopped by the user
@@ -63,7 +64,6 @@ def _cancel_file_flag(path):
 
 def _crop_command(args) -> dict:
     from .imaging import (
-        CropSpec,
         crop_around_point,
         label_centroid,
         read_ct,
@@ -162,9 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--mask", type=Path, help="tumour label map; its centroid is used")
     crop.add_argument("-o", "--output", type=Path, required=True, help="crop file to write")
     crop.add_argument("--png", type=Path, help="also write an overview picture")
-    crop.add_argument("--size", type=int, nargs=3, default=[96, 96, 16], metavar=("NX", "NY", "NZ"))
-    crop.add_argument("--spacing", type=float, nargs=3, default=[3.0, 3.0, 0.5],
-                      metavar=("SX", "SY", "SZ"), help="mm (default: the paper's 3 3 0.5)")
+    paper = CropSpec()
+    crop.add_argument("--size", type=int, nargs=3, default=list(paper.size),
+                      metavar=("NX", "NY", "NZ"),
+                      help=f"voxels (default: the paper's {' '.join(map(str, paper.size))})")
+    crop.add_argument("--spacing", type=float, nargs=3, default=list(paper.spacing),
+                      metavar=("SX", "SY", "SZ"),
+                      help=f"mm (default: the paper's {' '.join(map(str, paper.spacing))})")
     crop.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
     segment = commands.add_parser("segment", help="lung lobes and vessels of a CT")

@@ -43,6 +43,7 @@ def train_quick_bundle(folder: Path, cohort: Path | None = None, steps: int = 80
     from .datasets import CohortDataset, PreprocessConfig
     from .imaging import CropSpec
     from .models import ImmunoDiffModel
+    from .models.config import Stage
     from .progress import Task
     from .simulation import SimulationConfig, simulate_cohort
     from .train import TrainConfig, train_stage
@@ -61,7 +62,7 @@ def train_quick_bundle(folder: Path, cohort: Path | None = None, steps: int = 80
     dataset = CohortDataset(cases, PreprocessConfig(crop=crop), standardisation=standardisation)
     torch.manual_seed(0)
     model = ImmunoDiffModel(quick_bundle_config())
-    stages = ("1A", "1B", "1C", "2", "heads")
+    stages = list(Stage)
     for index, stage in enumerate(stages):
         part = task.sub(0.4 + 0.6 * index / len(stages), 0.4 + 0.6 * (index + 1) / len(stages))
         train_stage(model, dataset, TrainConfig(stage=stage, steps=steps, learning_rate=1e-3,

@@ -25,6 +25,11 @@ class ClinicalValueError(ImmunoDiffError, ValueError):
         super().__init__("Clinical variables rejected:\n  - " + "\n  - ".join(self.problems))
 
 
+class SettingError(ImmunoDiffError, ValueError):
+    """An option or setting outside what it accepts (a step count of 0, an unknown stage or
+    sampler, a training run without the data it needs...)."""
+
+
 class OutputPathError(ImmunoDiffError, OSError):
     """An output path that exists already, or whose folder cannot be written."""
 

@@ -36,7 +36,6 @@ from .precision import describe, native_bf16, resolve_channels_last
 from .progress import CancelFlag, ProgressCallback, Task
 from .sampling import (
     SamplingOptions,
-    make_sampling_scheduler,
     opposite_scenario,
     repeat_conditions,
     sample,
@@ -219,13 +218,9 @@ class ImmunoDiffPipeline:
     def _heads(self, batch, conditions, options: SamplingOptions):
         """Response probabilities and log-risks for ``options.prediction_draws`` noise draws."""
         model = self.model
-        scheduler = make_sampling_scheduler(model, SamplingOptions(sampler="ddpm"))
         n = options.prediction_draws
-        generator = torch.Generator().manual_seed(options.seed + 1)
-        noise = torch.randn((n, *batch["baseline"].shape[1:]), generator=generator)
-        t = torch.full((n,), model.config.feature_timestep)
-        x_t = scheduler.add_noise(batch["baseline"].expand(n, -1, -1, -1, -1),
-                                  noise.to(self.device), t.to(self.device))
+        x_t, t = model.feature_inputs(batch["baseline"], n,
+                                      torch.Generator().manual_seed(options.seed + 1))
         layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
         x_t = x_t.contiguous(memory_format=layout)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
@@ -239,7 +234,7 @@ class ImmunoDiffPipeline:
                                    draws.control.contiguous(memory_format=layout))
             with autocast:
                 features.append(model.up_block_features(
-                    x_t[start:start + count], t[start:start + count].to(self.device), draws,
+                    x_t[start:start + count], t[start:start + count], draws,
                     fused=options.fused).float())
         features = torch.cat(features)
         probability = torch.sigmoid(model.response_head(features))

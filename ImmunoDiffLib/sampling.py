@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
+from .errors import SettingError
 from .memory_reuse import reuse_freed_memory
 from .models.diffusion import SAMPLERS, make_scheduler
 from .models.fused_inference import FusedDenoiser
@@ -68,11 +69,11 @@ class SamplingOptions:
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
+            raise SettingError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
         if self.steps < 1 or self.samples < 1 or self.prediction_draws < 1:
-            raise ValueError("steps, samples and prediction_draws must be at least 1.")
+            raise SettingError("steps, samples and prediction_draws must be at least 1.")
         if self.scenario_guidance < 1.0:
-            raise ValueError("scenario_guidance must be at least 1 (1 = off), got "
+            raise SettingError("scenario_guidance must be at least 1 (1 = off), got "
                              f"{self.scenario_guidance}.")
 
     def for_device(self, device: torch.device | str) -> SamplingOptions:

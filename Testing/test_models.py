@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from ImmunoDiffLib.clinical import encode_clinical, feature_layout, parse_clinical
+from ImmunoDiffLib.evaluate.metrics import c_index
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.models.cbi_adapter import CbiAdapter, apply_rope, fuse_condition
-from ImmunoDiffLib.models.heads import concordance_index, cox_partial_likelihood_loss
+from ImmunoDiffLib.models.heads import cox_partial_likelihood_loss
 from ImmunoDiffLib.models.vl_encoder import info_nce, lobe_input, vessel_input
 
 
@@ -154,7 +155,7 @@ def test_cox_loss_fit_matches_scikit_survival():
 
     optimiser.step(closure)
     np.testing.assert_allclose(beta.detach().numpy(), reference.coef_, atol=1e-3)
-    assert concordance_index(time, event, x @ reference.coef_) > 0.6
+    assert c_index(time, event, x @ reference.coef_) > 0.6
 
 
 def test_change_target_round_trips(tiny_batch):

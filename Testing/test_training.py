@@ -19,7 +19,8 @@ from ImmunoDiffLib.imaging import CropSpec
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.progress import Cancelled
 from ImmunoDiffLib.train import TrainConfig, train_stage
-from ImmunoDiffLib.train.runner import step_generator, weights_digest
+from ImmunoDiffLib.train.records import weights_digest
+from ImmunoDiffLib.train.runner import step_generator
 from ImmunoDiffLib.train.stages import StageLoss
 
 SMALL_CROP = ["--crop-size", "32", "32", "8", "--crop-spacing", "6", "6", "2"]

@@ -95,11 +95,13 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from inference_speed import matmul_peak
 
+    from ImmunoDiffLib.models.config import Stage
+
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
     print(f"{'stage':<6} {'what':<44} {'arith':>5} {'s/step':>7} {'GFLOP':>7} {'% peak':>7} "
           f"{'RSS MB':>7} {'GPU MB':>7} {'trainable':>10}")
-    for stage in ("1A", "1B", "1C", "2", "heads"):
+    for stage in Stage:
         done = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, stage, str(args.steps),
                                args.device, args.size], capture_output=True, encoding="utf-8",
                               errors="replace", check=True)

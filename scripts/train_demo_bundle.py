@@ -159,6 +159,7 @@ def main() -> int:
     from ImmunoDiffLib.evaluate.config import DEMO
     from ImmunoDiffLib.evaluate.data import CohortTensors
     from ImmunoDiffLib.models import ImmunoDiffModel
+    from ImmunoDiffLib.models.config import Stage
     from ImmunoDiffLib.train import TrainConfig, train_stage
     from ImmunoDiffLib.train.command import data_hash
 
@@ -188,7 +189,7 @@ def main() -> int:
     timings_file = runs / TIMINGS_NAME
     timings = (json.loads(timings_file.read_text(encoding="utf-8"))
                if timings_file.is_file() else {})
-    for stage in ("1A", "1B", "1C", "2", "heads"):
+    for stage in Stage:
         clock = time.perf_counter()
         resumed = timings.get(stage, 0.0)
         train_stage(model, dataset, TrainConfig(stage=stage, steps=steps[stage],

@@ -15,7 +15,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..progress import Task
-from .classic_lungs import segment_lungs
 
 VESSEL_SCALES_MM = (1.5, 2.0, 3.0)
 VESSELNESS_THRESHOLD = 3.0
@@ -112,13 +111,3 @@ def approximate_lobes(lungs: sitk.Image) -> sitk.Image:
     result.CopyInformation(lungs)
     return result
 
-
-def segment_classic(ct: sitk.Image, task: Task | None = None):
-    """(lungs, lobes, vessels) label maps on the CT's grid, without trained weights."""
-    task = task or Task()
-    task.report(0.0, "lungs (classic)")
-    lungs = segment_lungs(ct)
-    task.report(0.3, "lobes (approximate)")
-    lobes = approximate_lobes(lungs)
-    vessels = segment_vessels(ct, lungs, task.sub(0.4, 1.0))
-    return lungs, lobes, vessels

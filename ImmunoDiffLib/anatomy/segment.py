@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .. import __version__
-from ..errors import BackendUnavailableError, ImageError
+from ..errors import BackendUnavailableError, ImageError, SettingError
 from ..imaging import validate_ct
 from ..progress import CancelFlag, ProgressCallback, Task
 from ..sample_data import cache_dir
@@ -85,7 +85,7 @@ def resolve_backends(backend: str, lungmask_weights=None,
     Each fallback adds a warning naming what was missing.
     """
     if backend not in BACKENDS:
-        raise ValueError(f"Unknown anatomy backend {backend!r}; choose one of {BACKENDS}.")
+        raise SettingError(f"Unknown anatomy backend {backend!r}; choose one of {BACKENDS}.")
     if backend != "auto":
         return (*PRESETS[backend], [])
     warnings = []

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from ..errors import SettingError
 from ..imaging import CropSpec
 from ..models.config import ModelConfig
 
@@ -67,10 +68,10 @@ class EvaluationConfig:
 
     def __post_init__(self):
         if self.n_folds < 2:
-            raise ValueError(f"n_folds must be at least 2, got {self.n_folds}.")
+            raise SettingError(f"n_folds must be at least 2, got {self.n_folds}.")
         unknown = set(self.image_baselines) - set(IMAGE_BASELINES)
         if unknown:
-            raise ValueError(f"Unknown image baseline(s) {sorted(unknown)}; choose from "
+            raise SettingError(f"Unknown image baseline(s) {sorted(unknown)}; choose from "
                              f"{IMAGE_BASELINES}.")
 
     def as_dict(self) -> dict:

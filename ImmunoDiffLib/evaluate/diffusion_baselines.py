@@ -17,13 +17,15 @@ The DDPM is MONAI's ``DiffusionModelUNet`` with ``num_class_embeds=3``: 0 non-re
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from sklearn.linear_model import LogisticRegression
 
+from ..models.diffusion import make_scheduler
 from .config import EvaluationConfig
 from .data import minibatches
 
@@ -38,12 +40,21 @@ def build_class_ddpm(config: EvaluationConfig) -> DiffusionModelUNet:
                               norm_num_groups=min(8, channels[0]), num_class_embeds=3)
 
 
+def baseline_scheduler(config: EvaluationConfig, sampler: str = "ddpm",
+                       steps: int | None = None):
+    """The baselines' own diffusion process, as their papers use it: ε-prediction, linear β,
+    samples clipped to [-1, 1]; built by the project's one scheduler factory."""
+    process = replace(config.model, prediction_type="epsilon", target_scale=1.0,
+                      schedule="linear_beta")
+    return make_scheduler(process, sampler, steps)
+
+
 def train_class_ddpm(images: torch.Tensor, labels: torch.Tensor, config: EvaluationConfig,
                      seed: int, task=None) -> DiffusionModelUNet:
     """images (N, 1, X, Y, Z) in [-1, 1], labels (N,) in {0, 1}; eps-prediction DDPM loss."""
     torch.manual_seed(seed)
     model = build_class_ddpm(config)
-    scheduler = DDPMScheduler(num_train_timesteps=config.model.num_train_timesteps)
+    scheduler = baseline_scheduler(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     generator = torch.Generator().manual_seed(seed)
     steps = config.diffusion_baseline_steps
@@ -69,7 +80,7 @@ def train_class_ddpm(images: torch.Tensor, labels: torch.Tensor, config: Evaluat
 def class_errors(model, images: torch.Tensor, config: EvaluationConfig,
                  seed: int) -> np.ndarray:
     """(N, 2) mean noise-prediction errors per class over shared (t, noise) pairs."""
-    scheduler = DDPMScheduler(num_train_timesteps=config.model.num_train_timesteps)
+    scheduler = baseline_scheduler(config)
     generator = torch.Generator().manual_seed(seed)
     k = config.zero_shot_timesteps
     timesteps = torch.linspace(0, scheduler.num_train_timesteps - 1, k + 2)[1:-1].long()
@@ -95,8 +106,8 @@ def anomaly_scores(model, images: torch.Tensor, config: EvaluationConfig,
                    seed: int) -> np.ndarray:
     """(N,) mean |x - x_hat| after noising to ``anomaly_noise_level`` and guided DDIM denoising
     towards the responder class."""
-    scheduler = DDIMScheduler(num_train_timesteps=config.model.num_train_timesteps)
-    scheduler.set_timesteps(max(1, round(config.anomaly_steps / config.anomaly_noise_level)))
+    scheduler = baseline_scheduler(
+        config, "ddim", max(1, round(config.anomaly_steps / config.anomaly_noise_level)))
     start = config.anomaly_noise_level * (config.model.num_train_timesteps - 1)
     timesteps = [t for t in scheduler.timesteps if t <= start]
     generator = torch.Generator().manual_seed(seed)

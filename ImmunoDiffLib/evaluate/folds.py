@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from ..errors import SettingError
 from ..outputs import atomic_output
 
 
@@ -16,11 +17,11 @@ def make_folds(patient_ids: list[str], labels, n_folds: int = 5, seed: int = 0) 
     """[{"fold": k, "train": [...ids], "test": [...ids]}], stratified by the response label;
     each patient is in exactly one test fold."""
     if len(set(patient_ids)) != len(patient_ids):
-        raise ValueError("Patient IDs must be unique to split by patient.")
+        raise SettingError("Patient IDs must be unique to split by patient.")
     labels = np.asarray(labels, int)
     smallest = np.bincount(labels).min() if len(np.unique(labels)) > 1 else 0
     if smallest < n_folds:
-        raise ValueError(f"{n_folds}-fold stratification needs at least {n_folds} patients of "
+        raise SettingError(f"{n_folds}-fold stratification needs at least {n_folds} patients of "
                          f"each class; the smaller class has {smallest}.")
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     ids = np.asarray(patient_ids)

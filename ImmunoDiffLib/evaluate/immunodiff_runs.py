@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ..imaging import HUWindow, denormalise
+from ..models.config import PRETRAINING_STAGES
 from ..models.heads import ResponseHead, SurvivalHead
 from ..models.immunodiff import ImmunoDiffModel
 from ..sampling import SamplingOptions, sample
@@ -43,7 +44,7 @@ def pretrain_stage1(dataset, config: EvaluationConfig, folder: Path, task) -> Im
     """Stages 1A, 1B, 1C on every patient's baseline crop (no outcomes, no follow-ups)."""
     torch.manual_seed(config.seed)
     model = ImmunoDiffModel(config.model)
-    for index, stage in enumerate(("1A", "1B", "1C")):
+    for index, stage in enumerate(PRETRAINING_STAGES):
         train_stage(model, dataset, _train_config(config, stage, config.seed), folder / stage,
                     task.sub(index / 3, (index + 1) / 3).callback(), task.cancel)
     return model

@@ -15,7 +15,7 @@ import torch
 
 from .config import EvaluationConfig
 from .data import CohortTensors, clinical_matrix
-from .harness import PREDICTIONS, SYNTHESIS, FoldStore
+from .store import PREDICTIONS, SYNTHESIS, FoldStore
 
 CLINICAL = "Clinical only"
 ORACLE = "Oracle (true follow-up)"

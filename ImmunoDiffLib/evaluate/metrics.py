@@ -19,8 +19,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-CLASSIFICATION_METRICS = ("balanced_accuracy", "f1", "precision", "recall", "auc")
-
 
 def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float]:
     """Metrics of responder predictions; AUC is NaN when only one class is present."""

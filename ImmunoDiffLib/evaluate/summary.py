@@ -13,7 +13,6 @@ import numpy as np
 
 from .config import EvaluationConfig
 from .data import CohortTensors
-from .harness import SYNTHESIS, _write_json, pooled
 from .methods import (
     ANOMALY,
     CLINICAL,
@@ -27,6 +26,7 @@ from .methods import (
 )
 from .metrics import bootstrap, c_index, classification_metrics, mean_sd
 from .plots import save_kaplan_meier, save_roc_curves
+from .store import SYNTHESIS, pooled, write_json
 from .synthesis import shrinks
 from .tables import write_table
 
@@ -152,5 +152,5 @@ def write_summary(output: Path, tensors: CohortTensors, folds, config: Evaluatio
                "folds": len(folds), "seconds": round(seconds, 1),
                "config": json.loads(json.dumps(config.as_dict(), default=str)),
                "table1": table1, "table2": table2, "table3": table3, "figures": figures}
-    _write_json(output / "evaluation.json", json.loads(json.dumps(summary, default=str)))
+    write_json(output / "evaluation.json", json.loads(json.dumps(summary, default=str)))
     return summary

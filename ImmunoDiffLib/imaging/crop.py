@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import ImageError, TumourPointError
+from ..errors import ImageError, SettingError, TumourPointError
 from .intensity import AIR_HU
 from .resample import resample_like
 
@@ -34,13 +34,13 @@ class CropSpec:
 
     def __post_init__(self):
         if len(self.size) != 3 or any(int(s) != s or s < 1 for s in self.size):
-            raise ValueError(f"Crop size must be three positive integers, got {self.size}.")
+            raise SettingError(f"Crop size must be three positive integers, got {self.size}.")
         if len(self.spacing) != 3 or any(not (s > 0 and math.isfinite(s)) for s in self.spacing):
-            raise ValueError(
+            raise SettingError(
                 f"Crop spacing must be three positive numbers (mm), got {self.spacing}."
             )
         if not 0.0 <= self.max_padded_fraction <= 1.0:
-            raise ValueError(
+            raise SettingError(
                 f"max_padded_fraction must be within 0..1, got {self.max_padded_fraction}."
             )
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import SettingError
+
 AIR_HU = -1024.0
 
 
@@ -20,7 +22,7 @@ class HUWindow:
 
     def __post_init__(self):
         if not self.upper > self.lower:
-            raise ValueError(
+            raise SettingError(
                 f"HU window upper ({self.upper}) must be greater than lower ({self.lower})."
             )
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-RECIST_CATEGORIES = ("CR", "PR", "SD", "PD")
-
 
 def longest_axial_diameter_mm(mask: sitk.Image) -> float:
     """The longest in-plane (axial) diameter of the mask's voxels over all slices, in mm

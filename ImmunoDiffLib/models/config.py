@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
 from pathlib import Path
 
+from ..errors import SettingError
+
+
+class Stage(StrEnum):
+    """The training stages, in the order they run (each member is its own string: "1A"...)."""
+
+    CONTRASTIVE = "1A"  # vessel-lobe encoders, contrastive
+    DIFFUSION = "1B"  # the U-Net as a DDPM on baseline crops
+    CONTROLNET = "1C"  # ControlNet on the anatomy
+    CONDITIONED = "2"  # the clinically conditioned generator of the follow-up
+    HEADS = "heads"  # responder and survival heads on the generator's features
+
+
+PRETRAINING_STAGES = (Stage.CONTRASTIVE, Stage.DIFFUSION, Stage.CONTROLNET)  # no outcomes
 ANATOMY_CONTROL_MODES = ("context", "broadcast", "both")
 TARGETS = ("followup", "change")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # MONAI's names: ε, x0, v
@@ -64,22 +79,22 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.anatomy_control not in ANATOMY_CONTROL_MODES:
-            raise ValueError(f"anatomy_control must be one of {ANATOMY_CONTROL_MODES}, got "
+            raise SettingError(f"anatomy_control must be one of {ANATOMY_CONTROL_MODES}, got "
                              f"{self.anatomy_control!r}.")
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}.")
+            raise SettingError(f"target must be one of {TARGETS}, got {self.target!r}.")
         if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got "
+            raise SettingError(f"prediction_type must be one of {PREDICTION_TYPES}, got "
                              f"{self.prediction_type!r}.")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+            raise SettingError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
         if not self.target_scale > 0:
-            raise ValueError(f"target_scale must be positive, got {self.target_scale}.")
+            raise SettingError(f"target_scale must be positive, got {self.target_scale}.")
         if not 0.0 <= self.scenario_probability <= 1.0:
-            raise ValueError(f"scenario_probability must be within 0..1, got "
+            raise SettingError(f"scenario_probability must be within 0..1, got "
                              f"{self.scenario_probability}.")
         if not (len(self.channels) == len(self.attention_levels) == len(self.num_head_channels)):
-            raise ValueError("channels, attention_levels and num_head_channels need one entry "
+            raise SettingError("channels, attention_levels and num_head_channels need one entry "
                              "per U-Net level.")
 
     def to_dict(self) -> dict:
@@ -92,7 +107,7 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"Unknown model setting(s): {', '.join(sorted(unknown))}.")
+            raise SettingError(f"Unknown model setting(s): {', '.join(sorted(unknown))}.")
         converted = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         if legacy:
             converted = {**{k: v for k, v in LEGACY_DEFAULTS.items() if k not in data},

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -69,11 +68,3 @@ def cox_partial_likelihood_loss(risk: torch.Tensor, time: torch.Tensor,
     at_risk = (time[None, :] >= time[:, None]).to(risk.dtype)  # [i, j]: j at risk at t_i
     log_denominator = torch.logsumexp(risk[None, :] + torch.log(at_risk), dim=1)
     return -((risk - log_denominator) * event).sum() / event.sum()
-
-
-def concordance_index(time, event, risk) -> float:
-    """Harrell's c-index (scikit-survival)."""
-    from sksurv.metrics import concordance_index_censored
-
-    return float(concordance_index_censored(np.asarray(event, bool), np.asarray(time, float),
-                                            np.asarray(risk, float))[0])

@@ -28,17 +28,19 @@ from torch import nn
 
 from ..clinical import feature_layout
 from .cbi_adapter import BaselineImageEmbedding, CbiAdapter, drop_conditions, fuse_condition
-from .config import ModelConfig
+from .config import ModelConfig, Stage
+from .diffusion import make_scheduler
 from .fused_inference import FusedDenoiser
 from .heads import ResponseHead, SurvivalHead, capture_up_block_features, up_block_channels
 from .vl_encoder import VLEncoders
 
 STAGE_PARTS = {  # the parts each training stage updates; everything else is frozen
-    "1A": ("vl",),
-    "1B": ("unet",),
-    "1C": ("controlnet", "anatomy_tokens", "anatomy_map"),
-    "2": ("controlnet", "anatomy_tokens", "anatomy_map", "adapter", "image_embedding"),
-    "heads": ("response_head", "survival_head"),
+    Stage.CONTRASTIVE: ("vl",),
+    Stage.DIFFUSION: ("unet",),
+    Stage.CONTROLNET: ("controlnet", "anatomy_tokens", "anatomy_map"),
+    Stage.CONDITIONED: ("controlnet", "anatomy_tokens", "anatomy_map", "adapter",
+                        "image_embedding"),
+    Stage.HEADS: ("response_head", "survival_head"),
 }
 SCENARIO_MARGIN = 2  # voxels around the baseline lesion where the scenario vector enters
 STAGE2_EXTRA_PARTS = ("clinical_tokens", "clinical_response", "scenario_tokens",
@@ -188,6 +190,17 @@ class ImmunoDiffModel(nn.Module):
         return self.unet(x_t, timesteps, context=conditions.context,
                          down_block_additional_residuals=down,
                          mid_block_additional_residual=mid)
+
+    def feature_inputs(self, baseline: torch.Tensor, draws: int,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t (draws, 1, X, Y, Z), t (draws,)): one baseline crop (1, 1, X, Y, Z) noised
+        ``draws`` times to ``feature_timestep`` with noise from ``generator`` (CPU), the inputs
+        of :meth:`up_block_features` for training and predicting alike."""
+        noise = torch.randn((draws, *baseline.shape[1:]), generator=generator)
+        t = torch.full((draws,), self.config.feature_timestep, device=baseline.device)
+        x_t = make_scheduler(self.config, "ddpm").add_noise(
+            baseline.expand(draws, -1, -1, -1, -1), noise.to(baseline.device), t)
+        return x_t, t
 
     def up_block_features(self, x_t: torch.Tensor, timesteps: torch.Tensor,
                           conditions: Conditions, fused: bool = False) -> torch.Tensor:

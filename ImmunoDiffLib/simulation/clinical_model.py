@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import brentq
 
+from ..errors import SettingError
+
 
 @dataclass(frozen=True)
 class ResponseModel:
@@ -50,7 +52,7 @@ class ResponseModel:
 
     def __post_init__(self):
         if not self.signal > 0:
-            raise ValueError(f"response signal must be above 0, got {self.signal}.")
+            raise SettingError(f"response signal must be above 0, got {self.signal}.")
 
     def linear_predictor(self, variables: dict, diameter_mm: float) -> float:
         return self.signal * (self.pdl1_per_100pct * variables["pdl1"] / 100.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from ..errors import SettingError
 from .clinical_model import ClinicalModel
 
 
@@ -41,9 +42,9 @@ class SimulationConfig:
 
     def __post_init__(self):
         if self.n_patients < 1:
-            raise ValueError(f"n_patients must be at least 1, got {self.n_patients}.")
+            raise SettingError(f"n_patients must be at least 1, got {self.n_patients}.")
         if not 0.0 < self.responder_rate < 1.0:
-            raise ValueError(f"responder_rate must be within 0..1, got {self.responder_rate}.")
+            raise SettingError(f"responder_rate must be within 0..1, got {self.responder_rate}.")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -13,7 +13,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..models.config import TINY, ModelConfig
+from ..errors import SettingError
+from ..models.config import PRETRAINING_STAGES, TINY, ModelConfig
 from .config import STAGES, TrainConfig
 
 MODEL_PRESETS = {"paper": ModelConfig(), "default": ModelConfig(), "tiny": TINY}
@@ -67,10 +68,10 @@ def _datasets(args, stage: str, preprocess, standardisation):
     from ..cohort import load_cohort, load_pretraining_manifest
     from ..datasets import CohortDataset, PretrainingDataset
 
-    if stage in ("1A", "1B", "1C") and args.pretraining:
+    if stage in PRETRAINING_STAGES and args.pretraining:
         return PretrainingDataset(load_pretraining_manifest(args.pretraining), preprocess)
     if args.cohort is None:
-        raise ValueError(f"Stage {stage} needs --cohort (or --pretraining for stages 1A-1C).")
+        raise SettingError(f"Stage {stage} needs --cohort (or --pretraining for stages 1A-1C).")
     cases = load_cohort(args.cohort, require_followup=stage == "2",
                         require_outcomes=stage == "heads")
     return CohortDataset(cases, preprocess, standardisation=standardisation)
@@ -94,8 +95,9 @@ def run_train(args, progress=None) -> dict:
     from .checkpoint import load_model_weights
     from .runner import train_stage
 
-    crop = CropSpec(size=tuple(args.crop_size) if args.crop_size else (96, 96, 16),
-                    spacing=tuple(args.crop_spacing) if args.crop_spacing else (3.0, 3.0, 0.5))
+    paper = CropSpec()
+    crop = CropSpec(size=tuple(args.crop_size) if args.crop_size else paper.size,
+                    spacing=tuple(args.crop_spacing) if args.crop_spacing else paper.spacing)
     preprocess = PreprocessConfig(crop=crop)
     standardisation = None
     if args.cohort:

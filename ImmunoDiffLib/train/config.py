@@ -6,7 +6,10 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-STAGES = ("1A", "1B", "1C", "2", "heads")
+from ..errors import SettingError
+from ..models.config import Stage
+
+STAGES = tuple(Stage)  # "1A", "1B", "1C", "2", "heads"
 
 
 @dataclass(frozen=True)
@@ -35,17 +38,17 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.stage not in STAGES:
-            raise ValueError(f"Unknown training stage {self.stage!r}; choose one of {STAGES}.")
+            raise SettingError(f"Unknown training stage {self.stage!r}; choose one of {STAGES}.")
         if not self.lesion_loss_weight >= 1.0:
-            raise ValueError(f"lesion_loss_weight must be at least 1, got "
+            raise SettingError(f"lesion_loss_weight must be at least 1, got "
                              f"{self.lesion_loss_weight}.")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be within [0, 1), got {self.ema_decay}.")
+            raise SettingError(f"ema_decay must be within [0, 1), got {self.ema_decay}.")
         if self.response_loss_weight < 0:
-            raise ValueError(f"response_loss_weight must be >= 0, got "
+            raise SettingError(f"response_loss_weight must be >= 0, got "
                              f"{self.response_loss_weight}.")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("steps, batch_size and checkpoint_every must be at least 1.")
+            raise SettingError("steps, batch_size and checkpoint_every must be at least 1.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +57,7 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
+            raise SettingError(f"Unknown training setting(s): {', '.join(sorted(unknown))}.")
         return cls(**data)
 
     @classmethod

@@ -8,7 +8,6 @@ partial likelihood on survival.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -17,23 +16,20 @@ from torch.utils.data import default_collate
 from ..progress import Task
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
-from .stages import make_scheduler
+from .records import TrainResult, weights_digest, write_records
 
 
 @torch.no_grad()
 def case_features(model, items: list[dict], seed: int = 0, stage: str = "2") -> torch.Tensor:
     """(N, F) up-block features of ``items`` (dataset items), deterministic for ``seed``, under
     the conditions of ``stage`` ("1B": none, the plain DDPM; "1C": anatomy; "2": all)."""
-    scheduler = make_scheduler(model)
     rows = []
     for index, item in enumerate(items):
         batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.uint8
                      else v) for k, v in default_collate([item]).items()}
         conditions = model.encode_conditions(batch, stage)
         generator = torch.Generator().manual_seed(seed * 100_003 + index)
-        noise = torch.randn(batch["baseline"].shape, generator=generator)
-        t = torch.tensor([model.config.feature_timestep])
-        x_t = scheduler.add_noise(batch["baseline"], noise, t)
+        x_t, t = model.feature_inputs(batch["baseline"], 1, generator)
         rows.append(model.up_block_features(x_t, t, conditions))
     return torch.cat(rows)
 
@@ -65,8 +61,6 @@ def fit_heads(model, features: torch.Tensor, response: torch.Tensor, time: torch
 
 
 def train_heads(model, dataset, config: TrainConfig, output: Path, task: Task, world):
-    from .runner import LOSSES_NAME, SUMMARY_NAME, TrainResult, _write_losses, weights_digest
-
     model.eval()
     items = []
     for index in range(len(dataset)):
@@ -83,10 +77,8 @@ def train_heads(model, dataset, config: TrainConfig, output: Path, task: Task, w
     save_checkpoint(output / "checkpoint", model, None,
                     {"stage": "heads", "step": config.steps, "losses": losses,
                      "config": config.to_dict(), "model_config": model.config.to_dict()})
-    _write_losses(output / LOSSES_NAME, losses)
     digest = weights_digest(model)
-    (output / SUMMARY_NAME).write_text(json.dumps(
-        {"stage": "heads", "steps": config.steps, "final_loss": losses[-1],
-         "features": list(features.shape), "rank_weight_digests": [digest]}, indent=2),
-        encoding="utf-8")
+    write_records(output, losses, {
+        "stage": "heads", "steps": config.steps, "final_loss": losses[-1],
+        "features": list(features.shape), "rank_weight_digests": [digest]})
     return TrainResult("heads", config.steps, losses, output, [digest])

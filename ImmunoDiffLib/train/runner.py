@@ -9,11 +9,8 @@ step k continues exactly as an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, default_collate
 
+from ..errors import SettingError
+from ..models.config import Stage
 from ..models.diffusion import fit_target_scale
 from ..precision import resolve_bf16, resolve_channels_last
 from ..progress import CancelFlag, Cancelled, ProgressCallback, Task, is_cancelled
@@ -29,22 +28,11 @@ from .config import TrainConfig
 from .distributed import World, gather, init_world
 from .ema import WeightAverage
 from .heads import train_heads
+from .records import CHECKPOINT_DIR, TrainResult, weights_digest, write_records
 from .stages import StageLoss
 
-EMA_STAGES = ("1B", "1C", "2")  # the diffusion stages: their samples use the averaged weights
-
-CHECKPOINT_DIR = "checkpoint"
-LOSSES_NAME = "losses.csv"
-SUMMARY_NAME = "training.json"
-
-
-@dataclass
-class TrainResult:
-    stage: str
-    steps: int
-    losses: list[float]
-    output: Path
-    weight_digests: list[str]
+# the diffusion stages: their samples use the averaged weights
+EMA_STAGES = (Stage.DIFFUSION, Stage.CONTROLNET, Stage.CONDITIONED)
 
 
 def batch_indices(n_items: int, batch_size: int, step: int, seed: int, world: World):
@@ -85,14 +73,6 @@ def dataset_target_scale(model, dataset: Dataset) -> float:
     return fit_target_scale(targets)
 
 
-def weights_digest(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.PathLike,
                 progress: ProgressCallback | None = None, cancel: CancelFlag = None,
                 world: World | None = None) -> TrainResult:
@@ -121,7 +101,7 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
     if checkpoint.is_dir():
         state = load_checkpoint(checkpoint, model, optimizer)
         if state.get("stage") != config.stage:
-            raise ValueError(f"'{checkpoint}' belongs to stage {state.get('stage')}, not "
+            raise SettingError(f"'{checkpoint}' belongs to stage {state.get('stage')}, not "
                              f"{config.stage}; use another output folder.")
         start, losses = int(state["step"]), list(state["losses"])
         last_saved = start
@@ -176,18 +156,10 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
     model.to(memory_format=torch.contiguous_format)
     digests = gather(weights_digest(model), world)
     if world.is_main:
-        _write_losses(output / LOSSES_NAME, losses)
-        (output / SUMMARY_NAME).write_text(json.dumps(
-            {"stage": config.stage, "steps": config.steps, "world_size": world.size,
-             "final_loss": losses[-1] if losses else None, "rank_weight_digests": digests,
-             "config": config.to_dict()}, indent=2), encoding="utf-8")
+        write_records(output, losses, {
+            "stage": config.stage, "steps": config.steps, "world_size": world.size,
+            "final_loss": losses[-1] if losses else None, "rank_weight_digests": digests,
+            "config": config.to_dict()})
     model.eval()
     return TrainResult(config.stage, config.steps, losses, output, digests)
 
-
-def _write_losses(path: Path, losses: list[float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["step", "loss"])
-        writer.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
+from ..errors import SettingError
 from ..models.diffusion import make_scheduler as make_model_scheduler
 from ..models.diffusion import regression_target
 from ..models.immunodiff import ImmunoDiffModel
@@ -105,7 +106,7 @@ class StageLoss(nn.Module):
             return None
         masks = [batch[name] for name in ("tumour", "followup_tumour") if name in batch]
         if not masks:
-            raise ValueError("lesion_loss_weight needs tumour masks in the training cohort "
+            raise SettingError("lesion_loss_weight needs tumour masks in the training cohort "
                              "(columns tumour_mask / followup_tumour_mask).")
         region = torch.stack([m > 0 for m in masks]).any(dim=0).float()
         region = F.max_pool3d(region, kernel_size=3, stride=1, padding=1)
