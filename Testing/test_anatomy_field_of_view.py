@@ -1,0 +1,69 @@
+"""Lungs found whatever the field of view: real chest CTs (lung2, LIDC-IDRI-0001) cut so that
+a lung touches one or two image borders, a one-lung crop, and a circular field of view padded
+with -2048 HU; each compared with the lungs found on the whole scan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from ImmunoDiffLib.anatomy.classic_lungs import segment_lungs
+from ImmunoDiffLib.imaging import read_ct
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(1.0, float(a.sum() + b.sum()))
+
+
+@pytest.fixture(scope="module")
+def whole_scans(sample_paths):
+    """{name: (CT, lungs (z, y, x) bool found on the whole scan)}."""
+    scans = {}
+    for name, key in (("lung2", "lung2_image"), ("lidc", "lidc_ct")):
+        ct = read_ct(sample_paths[key])
+        scans[name] = ct, sitk.GetArrayFromImage(segment_lungs(ct)) > 0
+    return scans
+
+
+def _box(lungs: np.ndarray, cut: str, size) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1) of a reduced field of view cutting through the lungs' extent."""
+    _, ys, xs = np.nonzero(lungs)
+    x_lo, x_hi, y_lo, y_hi = xs.min(), xs.max(), ys.min(), ys.max()
+    nx, ny = size[:2]
+    if cut == "lateral":  # one lung cut at the side: it touches the left image border
+        return x_lo + (x_hi - x_lo) // 8, nx, 0, ny
+    if cut == "lateral and anterior":  # ... and the top border
+        return x_lo + (x_hi - x_lo) // 8, nx, y_lo + (y_hi - y_lo) // 8, ny
+    return 0, (x_lo + x_hi) // 2, 0, ny  # one lung, cut at the midline
+
+
+@pytest.mark.parametrize("name,cut", [("lung2", "lateral"), ("lung2", "lateral and anterior"),
+                                      ("lidc", "one lung"), ("lidc", "lateral and anterior")])
+def test_lungs_cut_by_a_reduced_field_of_view_are_found(whole_scans, name, cut):
+    ct, lungs = whole_scans[name]
+    x0, x1, y0, y1 = (int(v) for v in _box(lungs, cut, ct.GetSize()))
+    reduced = ct[x0:x1, y0:y1, :]
+    expected = lungs[:, y0:y1, x0:x1]
+    found = sitk.GetArrayFromImage(segment_lungs(reduced)) > 0
+    touching = expected[:, :, 0].any() or expected[:, 0, :].any() or expected[:, :, -1].any()
+    assert touching, "the crop must cut through a lung"
+    assert _dice(found, expected) >= 0.95
+
+
+def test_padding_outside_a_circular_field_of_view_is_not_lung(whole_scans):
+    ct, lungs = whole_scans["lung2"]
+    values = sitk.GetArrayFromImage(ct)
+    _, ys, xs = np.nonzero(lungs)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    radius = 0.45 * (xs.max() - xs.min())  # the circle cuts through both lungs
+    yy, xx = np.indices(values.shape[1:])
+    outside = (yy - cy) ** 2 + (xx - cx) ** 2 > radius ** 2
+    padded = values.copy()
+    padded[:, outside] = -2048
+    image = sitk.GetImageFromArray(padded)
+    image.CopyInformation(ct)
+    found = sitk.GetArrayFromImage(segment_lungs(image)) > 0
+    assert not found[:, outside].any()
+    expected = lungs & ~outside[None]
+    assert _dice(found, expected) >= 0.95
