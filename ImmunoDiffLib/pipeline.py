@@ -17,6 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from .anatomy import Anatomy, segment_anatomy
+from .anatomy.tumour_site import LUNG_MARGIN_MM, tumour_site
 from .bundle import BundleInfo, load_bundle
 from .clinical import ClinicalRecord, encode_clinical, parse_clinical
 from .errors import TumourPointError
@@ -42,7 +43,6 @@ from .sampling import (
 )
 
 PREDICTION_BATCH = 2  # noise draws per forward pass of the prediction heads' features
-LUNG_MARGIN_MM = 10.0  # a tumour point this close to the lungs counts as in the lungs
 SCENARIOS = {"responder": 1.0, "non-responder": 0.0}  # the "if it responds / if not" values
 RESPONSE_RECIST = ("CR", "PR")  # RECIST categories of a response
 
@@ -198,18 +198,18 @@ class ImmunoDiffPipeline:
                             "of the condition (the model was trained with condition dropout).")
         return record
 
-    def _check_in_lungs(self, anatomy: Anatomy, point, allow: bool, warnings: list[str]):
-        lungs = anatomy.lungs
-        index = np.array(lungs.TransformPhysicalPointToIndex([float(v) for v in point]))
-        radius = np.ceil(LUNG_MARGIN_MM / np.array(lungs.GetSpacing())).astype(int)
-        low, high = np.maximum(index - radius, 0), index + radius + 1
-        region = sitk.GetArrayViewFromImage(lungs)[low[2]:high[2], low[1]:high[1],
-                                                   low[0]:high[0]]
-        if region.any():
+    def _check_in_lungs(self, ct: sitk.Image, anatomy: Anatomy, point, allow: bool,
+                        warnings: list[str]):
+        site = tumour_site(ct, anatomy.lungs, point)
+        if site.in_lungs:
             return
+        distance = ("no lung within 45 mm" if not np.isfinite(site.distance_mm)
+                    else f"{site.distance_mm:.0f} mm from the nearest lung voxel")
         message = (f"Tumour point ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm LPS is "
-                   f"more than {LUNG_MARGIN_MM:g} mm from the lungs ({anatomy.lobes_backend} "
-                   "segmentation). Check the point (Slicer shows RAS: negate x and y)")
+                   f"more than {LUNG_MARGIN_MM:g} mm from the lungs ({distance}, "
+                   f"{anatomy.lobes_backend} segmentation), and the lesion grown from it does "
+                   f"not border them ({site.lung_contact:.0%} of its surface). Check the point "
+                   "(Slicer shows RAS: negate x and y)")
         if not allow:
             raise TumourPointError(message + ", or allow points outside the lungs.")
         warnings.append(message + "; continued as asked.")
@@ -270,7 +270,7 @@ class ImmunoDiffPipeline:
             _check_same_grid(anatomy, ct)
         timings["anatomy"] = time.perf_counter() - clock
         warnings += anatomy.warnings
-        self._check_in_lungs(anatomy, point, allow_outside_lungs, warnings)
+        self._check_in_lungs(ct, anatomy, point, allow_outside_lungs, warnings)
 
         clock = time.perf_counter()
         baseline_hu = _xyz(crop.image)

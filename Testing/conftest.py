@@ -14,6 +14,7 @@ from ImmunoDiffLib.sample_data import CACHE_ENV, SAMPLE_DATA_ENV, fetch_sample_d
 
 REPO = Path(__file__).resolve().parents[1]
 CIP_DIR = REPO.parent / "shared" / "data" / "cip"
+LIDC_LABELS = REPO.parent / "shared" / "data" / "lidc" / "LIDC-IDRI-0001_totalseg_labels.nii.gz"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,6 +54,25 @@ def cip_dir() -> Path:
     if not (CIP_DIR / "ct-64.nrrd").is_file():
         pytest.skip("CIP fixtures (../shared/data/cip) are not beside this checkout")
     return CIP_DIR
+
+
+@pytest.fixture(scope="session")
+def lidc_labels() -> sitk.Image:
+    """TotalSegmentator-style labels of LIDC-IDRI-0001 (10-14 lobes, 51 heart, 52 aorta, 5
+    liver...), from ../shared/data/lidc."""
+    if not LIDC_LABELS.is_file():
+        pytest.skip("LIDC-IDRI-0001 labels (../shared/data/lidc) are not beside this checkout")
+    return sitk.ReadImage(str(LIDC_LABELS))
+
+
+@pytest.fixture(scope="session")
+def lidc_ct_and_lungs(sample_paths):
+    """(LIDC-IDRI-0001 CT, its classic lung mask)."""
+    from ImmunoDiffLib.anatomy.classic_lungs import segment_lungs
+    from ImmunoDiffLib.imaging import read_ct
+
+    ct = read_ct(sample_paths["lidc_ct"])
+    return ct, segment_lungs(ct)
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,12 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def whole_scans(sample_paths):
+def whole_scans(sample_paths, lidc_ct_and_lungs):
     """{name: (CT, lungs (z, y, x) bool found on the whole scan)}."""
-    scans = {}
-    for name, key in (("lung2", "lung2_image"), ("lidc", "lidc_ct")):
-        ct = read_ct(sample_paths[key])
-        scans[name] = ct, sitk.GetArrayFromImage(segment_lungs(ct)) > 0
-    return scans
+    lung2 = read_ct(sample_paths["lung2_image"])
+    lidc, lidc_lungs = lidc_ct_and_lungs
+    return {"lung2": (lung2, sitk.GetArrayFromImage(segment_lungs(lung2)) > 0),
+            "lidc": (lidc, sitk.GetArrayFromImage(lidc_lungs) > 0)}
 
 
 def _box(lungs: np.ndarray, cut: str, size) -> tuple[int, int, int, int]:

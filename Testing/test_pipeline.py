@@ -2,6 +2,7 @@
 and the bad inputs that reach this layer."""
 
 import json
+import re
 import threading
 from dataclasses import replace
 
@@ -121,8 +122,9 @@ def test_cohort_run_resumes_without_redoing_finished_cases(pipeline, small_cohor
 
 def test_point_outside_the_lungs_is_refused_unless_allowed(pipeline, lung2):
     outside = lung2.TransformIndexToPhysicalPoint((256, 60, 30))  # anterior chest wall
-    with pytest.raises(TumourPointError, match="more than 10 mm from the lungs"):
+    with pytest.raises(TumourPointError, match="more than 10 mm from the lungs") as error:
         pipeline.run(lung2, CLINICAL, outside, FAST)
+    assert re.search(r"\(\d+ mm from the nearest lung voxel", str(error.value))
     result = pipeline.run(lung2, CLINICAL, outside, FAST, allow_outside_lungs=True)
     assert any("continued as asked" in w for w in result.warnings)
 
