@@ -1,7 +1,10 @@
-"""Seconds and peak memory of the classic (offline) anatomy backend on the real sample CTs.
+"""Seconds, peak memory and lobe accuracy of the classic (offline) anatomy backend on the real
+sample CTs (lung2, the TotalSegmentator chest CT, LIDC-IDRI-0001).
 
-Each case runs in a fresh process so its peak resident memory is its own.
-Usage: python benchmarks/anatomy_classic.py [--repeats N]
+Each case runs in a fresh process so its peak resident memory is its own. Where reference lobe
+labels sit beside a CT (LIDC-IDRI-0001's TotalSegmentator labels, ``--lidc-labels``), the Dice
+of each offline lobe against them is printed too.
+Usage: python benchmarks/anatomy_classic.py [--repeats N] [--lidc-labels FILE]
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 CASE_SCRIPT = """
 import json, resource, sys, time
@@ -25,27 +29,43 @@ for _ in range(int(sys.argv[2])):
     anatomy = segment_anatomy(ct, "classic", cache=False)
     times.append(time.perf_counter() - start)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+import numpy as np
+dice = {}
+if len(sys.argv) > 3:  # reference labels: TotalSegmentator's 10 LUL, 11 LLL, 12 RUL, 13 RML, 14 RLL
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(sys.argv[3]))
+    lobes = sitk.GetArrayFromImage(anatomy.lobes)
+    for ours, theirs, name in ((1, 10, "LUL"), (2, 11, "LLL"), (3, 12, "RUL"), (4, 13, "RML"),
+                               (5, 14, "RLL")):
+        a, b = lobes == ours, reference == theirs
+        dice[name] = round(2 * float((a & b).sum()) / max(1, a.sum() + b.sum()), 3)
 print(json.dumps({"size": ct.GetSize(), "spacing": [round(s, 3) for s in ct.GetSpacing()],
                   "seconds": min(times), "peak_mb": peak, "ct_loaded_mb": before,
                   "lungs_ml": float(sitk.GetArrayViewFromImage(anatomy.lungs).sum()
-                                    * __import__("numpy").prod(ct.GetSpacing()) / 1000)}))
+                                    * np.prod(ct.GetSpacing()) / 1000), "dice": dice}))
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--lidc-labels", default=str(
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "lidc"
+        / "LIDC-IDRI-0001_totalseg_labels.nii.gz"), help="reference lobes of LIDC-IDRI-0001")
     args = parser.parse_args()
     print(f"{'case':<16} {'grid':<16} {'spacing mm':<20} {'seconds':>8} {'peak RSS MB':>12} "
-          f"{'lungs ml':>9}")
-    for key in ("lung2_image", "totalseg_chest"):
-        done = subprocess.run([sys.executable, "-c", CASE_SCRIPT, key, str(args.repeats)],
-                              capture_output=True, text=True, check=True)
+          f"{'lungs ml':>9}  lobe Dice vs reference")
+    for key in ("lung2_image", "totalseg_chest", "lidc_ct"):
+        labels = [args.lidc_labels] if key == "lidc_ct" and Path(args.lidc_labels).is_file() \
+            else []
+        done = subprocess.run([sys.executable, "-c", CASE_SCRIPT, key, str(args.repeats),
+                               *labels], capture_output=True, text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         grid = "x".join(str(v) for v in row["size"])
         spacing = "x".join(str(v) for v in row["spacing"])
         print(f"{key:<16} {grid:<16} {spacing:<20} {row['seconds']:>8.1f} "
-              f"{row['peak_mb']:>12.0f} {row['lungs_ml']:>9.0f}")
+              f"{row['peak_mb']:>12.0f} {row['lungs_ml']:>9.0f}  "
+              + (" ".join(f"{k} {v:.2f}" for k, v in row["dice"].items())
+                 + f" (mean {sum(row['dice'].values()) / 5:.2f})" if row["dice"] else "-"))
 
 
 if __name__ == "__main__":
