@@ -141,6 +141,8 @@ def _simulate_command(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .anatomy import BACKENDS  # deferred like the other commands' parsers: torch
+
     parser = argparse.ArgumentParser(
         prog="immunodiff",
         description="ImmunoDiff: immunotherapy response prediction from chest CT "
@@ -174,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment = commands.add_parser("segment", help="lung lobes and vessels of a CT")
     segment.add_argument("ct", type=Path, help="CT file or DICOM folder")
     segment.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    segment.add_argument("--backend", default="auto",
-                         choices=["auto", "paper", "lungmask", "totalsegmentator", "classic"],
+    segment.add_argument("--backend", default="auto", choices=BACKENDS,
                          help="auto: lungmask + TotalSegmentator where installed, else classic")
     segment.add_argument("--lungmask-weights", nargs=2, type=Path, metavar=("LOBES", "R231"),
                          help="lungmask weight files (unet_ltrclobes-*.pth, unet_r231-*.pth)")

@@ -30,6 +30,7 @@ from .imaging.labels import label_centroid
 from .imaging.rtstruct import read_rtstruct_roi
 from .outputs import atomic_output
 from .progress import CancelFlag, ProgressCallback, Task
+from .settings import cache_dir as default_cache
 
 
 @dataclass(frozen=True)
@@ -127,8 +128,6 @@ class CohortDataset(Dataset):
     def __init__(self, cases: list[CohortCase], config: PreprocessConfig = PreprocessConfig(),
                  cache_dir: str | os.PathLike | None = None,
                  standardisation: Standardisation | None = None):
-        from .sample_data import cache_dir as default_cache
-
         self.cases, self.config = list(cases), config
         self.cache = PreprocessCache(cache_dir or default_cache() / "preprocessed")
         self.encoded = encode_clinical([c.clinical for c in self.cases],
@@ -191,8 +190,6 @@ class PretrainingDataset(Dataset):
     def __init__(self, cases: list[PretrainingCase],
                  config: PreprocessConfig = PreprocessConfig(),
                  cache_dir: str | os.PathLike | None = None, seed: int = 0):
-        from .sample_data import cache_dir as default_cache
-
         self.cases, self.config, self.seed = list(cases), config, seed
         self.cache = PreprocessCache(cache_dir or default_cache() / "preprocessed")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .sample_data import cache_dir
+from .settings import cache_dir
 
 QUICK_BUNDLE_VERSION = 1
 DEMO_CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 6.1, "anc": 4.6,
@@ -78,7 +78,7 @@ def train_quick_bundle(folder: Path, cohort: Path | None = None, steps: int = 80
 
 def demo_bundle(progress=None) -> tuple[Path, bool]:
     """(bundle path, is it the quick untrained-quality one)."""
-    from .predict import default_bundle
+    from .settings import default_bundle
 
     shipped = default_bundle()
     if shipped is not None:

@@ -326,17 +326,25 @@ class ImmunoDiffPipeline:
         scenario_results = {}
         for name, values in scenario_hu.items():
             image = _crop_image(values.mean(0), point, spec)
-            scenario_results[name] = ScenarioResult(image, *_measure(image, point, before_mm))
+            volume, diameter, category = _measure(image, point, before_mm)
+            scenario_results[name] = ScenarioResult(
+                followup_crop=image, followup_lesion_ml=volume, followup_diameter_mm=diameter,
+                recist=category)
         timings["predict"] = time.perf_counter() - clock
         timings["total"] = time.perf_counter() - started
         estimate = (None if conditions.scenario is None
                     else float(conditions.scenario.float().mean()))
         result = Result(
-            followup_ct, baseline_crop, mean_crop, spread_crop, anatomy, point,
-            float(probability.mean()), float(probability.std()), float(risk.mean()),
-            float(risk.std()), recist, label_volume_ml(lesion_before), after, before_mm,
-            after_mm, options.samples, warnings, timings,
-            describe(options.bf16, options.channels_last), estimate, scenario_results)
+            followup_ct=followup_ct, baseline_crop=baseline_crop, followup_crop=mean_crop,
+            uncertainty_crop=spread_crop, anatomy=anatomy, tumour_point_lps=point,
+            response_probability=float(probability.mean()),
+            response_probability_sd=float(probability.std()),
+            survival_risk=float(risk.mean()), survival_risk_sd=float(risk.std()),
+            recist=recist, baseline_lesion_ml=label_volume_ml(lesion_before),
+            followup_lesion_ml=after, baseline_diameter_mm=before_mm,
+            followup_diameter_mm=after_mm, samples=options.samples, warnings=warnings,
+            timings=timings, arithmetic=describe(options.bf16, options.channels_last),
+            generator_response_estimate=estimate, scenarios=scenario_results)
         if result.agreement is False:
             said = "a responder" if result.predicted_responder else "a non-responder"
             shown = "shows a response" if result.synthesized_response else "shows no response"

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from .anatomy import BACKENDS
 from .cohort import load_cohort
 from .errors import OutputPathError, TumourPointError
 from .imaging import label_centroid, read_ct, read_image, write_image
@@ -22,7 +23,8 @@ from .pipeline import ImmunoDiffPipeline, Result
 from .precision import PRECISIONS
 from .progress import CancelFlag, ProgressCallback, Task
 from .report import save_case_report
-from .sampling import SamplingOptions
+from .sampling import SAMPLERS, SamplingOptions
+from .settings import DEFAULT_BUNDLE_ENV, default_bundle
 
 PREDICTIONS_NAME = "predictions.json"
 CSV_COLUMNS = ("patient_id", "response_probability", "response_probability_sd",
@@ -129,17 +131,6 @@ def write_predictions_csv(output: Path, patient_ids: list[str]) -> Path:
     return output / "predictions.csv"
 
 
-DEFAULT_BUNDLE_ENV = "IMMUNODIFF_BUNDLE"
-
-
-def default_bundle() -> Path | None:
-    """``IMMUNODIFF_BUNDLE``, else the demo bundle shipped in Resources/ (if present)."""
-    if os.environ.get(DEFAULT_BUNDLE_ENV):
-        return Path(os.environ[DEFAULT_BUNDLE_ENV])
-    shipped = Path(__file__).resolve().parents[1] / "Resources" / "demo_bundle"
-    return shipped if shipped.is_dir() else None
-
-
 def add_predict_parser(commands) -> None:
     parser = commands.add_parser("predict", help="synthesize follow-ups and predict response")
     parser.add_argument("--bundle", type=Path, help="model bundle folder (default: the demo "
@@ -159,7 +150,7 @@ def add_predict_parser(commands) -> None:
                         help="one clinical variable, e.g. --var age=64 --var pdl1=60")
     parser.add_argument("--id", default="case", help="case name (single CT)")
     parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     parser.add_argument("--steps", type=int, default=SamplingOptions().steps)
     parser.add_argument("--samples", type=int, default=SamplingOptions().samples,
                         help="generated follow-ups (2+ give the uncertainty map)")
@@ -174,7 +165,7 @@ def add_predict_parser(commands) -> None:
                         help="arithmetic of the denoising steps: bf16 autocast, full fp32, or "
                         "auto: bf16 where the device multiplies bf16 in hardware (AMX, "
                         "AVX512-BF16, a recent GPU), else fp32")
-    parser.add_argument("--anatomy", default="auto", help="anatomy backend (auto, classic, ...)")
+    parser.add_argument("--anatomy", default="auto", choices=BACKENDS, help="anatomy backend")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--allow-outside-lungs", action="store_true")
     parser.add_argument("--scenarios", action="store_true",

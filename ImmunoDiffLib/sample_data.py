@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SampleDataError
-
-SAMPLE_DATA_ENV = "IMMUNODIFF_SAMPLE_DATA"
-CACHE_ENV = "IMMUNODIFF_CACHE"
+from .settings import SAMPLE_DATA_ENV, cache_dir
 
 
 @dataclass(frozen=True)
@@ -95,14 +93,6 @@ SAMPLE_CASES = {
 }
 
 Progress = Callable[[float, str], None]
-
-
-def cache_dir() -> Path:
-    """The user cache of the project (``IMMUNODIFF_CACHE``, else ~/.cache/immunodiff)."""
-    base = os.environ.get(CACHE_ENV) or Path(
-        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
-    ) / "immunodiff"
-    return Path(base)
 
 
 def sha256_of(path: Path) -> str:

@@ -10,7 +10,8 @@ import pytest
 import SimpleITK as sitk
 
 from ImmunoDiffLib.imaging import label_centroid
-from ImmunoDiffLib.sample_data import CACHE_ENV, SAMPLE_DATA_ENV, fetch_sample_data
+from ImmunoDiffLib.sample_data import fetch_sample_data
+from ImmunoDiffLib.settings import CACHE_ENV, SAMPLE_DATA_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CIP_DIR = REPO.parent / "shared" / "data" / "cip"

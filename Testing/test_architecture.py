@@ -119,6 +119,8 @@ BAD_COMMANDS = {
                                       "-o", "{tmp}/p"],
     "predict, zero steps": ["predict", "--ct", "{ct}", "--point", "0", "0", "0",
                             "--steps", "0", "-o", "{tmp}/p"],
+    "predict, unknown anatomy backend": ["predict", "--ct", "{ct}", "--point", "0", "0", "0",
+                                         "--anatomy", "lungs", "-o", "{tmp}/p"],
     "predict, missing cohort": ["predict", "--cohort", "{tmp}/none.csv", "-o", "{tmp}/p"],
     "evaluate, missing cohort": ["evaluate", "--cohort", "{tmp}/none.csv", "-o", "{tmp}/e"],
     "segment, missing CT": ["segment", "{tmp}/none.nrrd", "-o", "{tmp}/s"],

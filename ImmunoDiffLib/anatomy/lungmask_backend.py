@@ -18,8 +18,8 @@ import torch
 
 from ..errors import BackendUnavailableError
 from ..progress import Task
+from ..settings import LUNGMASK_WEIGHTS_ENV as WEIGHTS_ENV
 
-WEIGHTS_ENV = "IMMUNODIFF_LUNGMASK_WEIGHTS"
 WEIGHT_FILES = {"LTRCLobes": "unet_ltrclobes-3a07043d.pth", "R231": "unet_r231-d5d2fc3d.pth"}
 RELEASE_PAGE = "https://github.com/JoHof/lungmask/releases/tag/v0.0"
 

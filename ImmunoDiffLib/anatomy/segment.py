@@ -25,7 +25,7 @@ from .. import __version__
 from ..errors import BackendUnavailableError, ImageError, SettingError
 from ..imaging import validate_ct
 from ..progress import CancelFlag, ProgressCallback, Task
-from ..sample_data import cache_dir
+from ..settings import cache_dir
 from . import classic, lungmask_backend, totalseg_backend
 from .cache import AnatomyCache, cache_key
 from .classic_lungs import segment_lungs
