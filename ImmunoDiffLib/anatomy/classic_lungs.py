@@ -106,16 +106,18 @@ def _split_lungs(candidates: sitk.Image) -> sitk.Image:
     values = sitk.GetArrayFromImage(joined).astype(bool)
     if not values.any():
         return joined
-    box = tuple(slice(i.min(), i.max() + 1) for i in np.nonzero(values))
+    # the box around the lungs with one voxel of background where the image has it (outside
+    # the image counts as lung, as for ITK's erosion)
+    box = tuple(slice(max(int(i.min()) - 1, 0), int(i.max()) + 2) for i in np.nonzero(values))
     inner = values[box]
     # in-plane distance to the background, in pixels (z weighted out): eroding by a disk of
     # radius r keeps the voxels farther than r from it, so one transform serves every radius
     depth = ndimage.distance_transform_edt(inner, sampling=(1e4, 1.0, 1.0))
     for radius in (1, 2, 3, 4):
         parts, count = ndimage.label(depth > radius)
-        sizes = np.sort(np.bincount(parts.ravel())[1:])[::-1]
-        if count >= 2 and sizes[1] > 0.15 * sizes[0]:
-            order = np.argsort(np.bincount(parts.ravel())[1:])[::-1]
+        sizes = np.bincount(parts.ravel())[1:]
+        order = np.argsort(sizes)[::-1]
+        if count >= 2 and sizes[order[1]] > 0.15 * sizes[order[0]]:
             two = np.isin(parts, order[:2] + 1)
             grown = ndimage.distance_transform_edt(~two, sampling=(1e4, 1.0, 1.0)) <= radius
             result = np.zeros_like(values)
