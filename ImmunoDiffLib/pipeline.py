@@ -33,6 +33,7 @@ from .imaging.labels import label_volume_ml
 from .imaging.lesion import segment_lesion
 from .imaging.recist import longest_axial_diameter_mm, recist_category
 from .models import Conditions
+from .models.batch import model_batch
 from .precision import describe, native_bf16, resolve_channels_last
 from .progress import CancelFlag, ProgressCallback, Task
 from .sampling import (
@@ -283,13 +284,12 @@ class ImmunoDiffPipeline:
         encoded = encode_clinical([record], self.info.standardisation)
 
         def tensor(values):
-            return torch.from_numpy(values)[None, None].to(self.device)
+            return torch.from_numpy(values)[None, None]
 
-        batch = {"baseline": tensor(normalise(baseline_hu, window)),
-                 "lobes": tensor(labels["lobes"]), "vessels": tensor(labels["vessels"]),
-                 "tumour": tensor((_xyz(condition_lesion) > 0).astype(np.float32)),
-                 "clinical": {g: v.to(self.device) for g, v in encoded.values.items()},
-                 "clinical_mask": {g: m.to(self.device) for g, m in encoded.mask.items()}}
+        batch = model_batch(tensor(normalise(baseline_hu, window)), tensor(labels["lobes"]),
+                            tensor(labels["vessels"]), encoded,
+                            tumour=tensor((_xyz(condition_lesion) > 0).astype(np.float32)),
+                            device=self.device)
         with torch.inference_mode():
             conditions = self.model.encode_conditions(batch, "2")
             unconditional = (self.model.encode_conditions(batch, "2", drop_clinical=True)

@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+from ImmunoDiffLib.models.batch import model_batch
 from ImmunoDiffLib.models.fused_inference import FusedDenoiser
 from ImmunoDiffLib.sampling import SamplingOptions, sample
 
@@ -27,11 +28,11 @@ def model_and_conditions():
     model = model.to(memory_format=LAST)
     clinical = encode_clinical([parse_clinical({"age": 64, "pdl1": 40, "anc": 5.1})])
     generator = torch.Generator().manual_seed(1)
-    batch = {"baseline": torch.rand((1, *SHAPE), generator=generator) * 2 - 1,
-             "vessels": (torch.rand((1, *SHAPE), generator=generator) > 0.8).float(),
-             "lobes": torch.randint(0, 6, (1, *SHAPE), generator=generator).float(),
-             "tumour": (torch.rand((1, *SHAPE), generator=generator) > 0.9).float(),
-             "clinical": clinical.values, "clinical_mask": clinical.mask}
+    baseline = torch.rand((1, *SHAPE), generator=generator) * 2 - 1
+    vessels = torch.rand((1, *SHAPE), generator=generator) > 0.8
+    lobes = torch.randint(0, 6, (1, *SHAPE), generator=generator)
+    tumour = torch.rand((1, *SHAPE), generator=generator) > 0.9
+    batch = model_batch(baseline, lobes, vessels, clinical, tumour=tumour)
     with torch.inference_mode():
         conditions = model.encode_conditions(batch, "2")
     return model, conditions

@@ -9,6 +9,7 @@ import torch
 from ImmunoDiffLib.clinical import encode_clinical, feature_layout, parse_clinical
 from ImmunoDiffLib.evaluate.metrics import c_index
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+from ImmunoDiffLib.models.batch import model_batch
 from ImmunoDiffLib.models.cbi_adapter import CbiAdapter, apply_rope, fuse_condition
 from ImmunoDiffLib.models.heads import cox_partial_likelihood_loss
 from ImmunoDiffLib.models.vl_encoder import info_nce, lobe_input, vessel_input
@@ -83,12 +84,13 @@ def tiny_batch():
     generator = torch.Generator().manual_seed(0)
     clinical = encode_clinical([parse_clinical({"age": 60, "pdl1": 10}),
                                 parse_clinical({"age": 70, "pdl1": 80, "anc": 5, "alc": 1})])
-    return {"baseline": torch.rand(2, 1, 16, 16, 8, generator=generator) * 2 - 1,
-            "followup": torch.rand(2, 1, 16, 16, 8, generator=generator) * 2 - 1,
-            "vessels": (torch.rand(2, 1, 16, 16, 8, generator=generator) > 0.8).float(),
-            "lobes": torch.randint(0, 6, (2, 1, 16, 16, 8), generator=generator).float(),
-            "tumour": (torch.rand(2, 1, 16, 16, 8, generator=generator) > 0.9).float(),
-            "clinical": clinical.values, "clinical_mask": clinical.mask}
+    shape = (2, 1, 16, 16, 8)
+    baseline = torch.rand(shape, generator=generator) * 2 - 1
+    followup = torch.rand(shape, generator=generator) * 2 - 1
+    vessels = torch.rand(shape, generator=generator) > 0.8
+    lobes = torch.randint(0, 6, shape, generator=generator)
+    tumour = torch.rand(shape, generator=generator) > 0.9
+    return model_batch(baseline, lobes, vessels, clinical, tumour=tumour, followup=followup)
 
 
 def test_vl_inputs_have_the_documented_channels(tiny_batch):

@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
 from ImmunoDiffLib.models import Conditions, ImmunoDiffModel, ModelConfig
+from ImmunoDiffLib.models.batch import model_batch
 from ImmunoDiffLib.models.fused_inference import FusedDenoiser
 from ImmunoDiffLib.precision import describe, native_bf16
 from ImmunoDiffLib.sampling import SamplingOptions, repeat_conditions, sample
@@ -120,10 +121,8 @@ def step_without_normalisation(model, x, t, conditions, flops: float, peak: floa
 
 def default_batch(shape=(1, 1, 96, 96, 16)):
     clinical = encode_clinical([parse_clinical({"age": 60, "pdl1": 10, "anc": 4, "alc": 1})])
-    return {"baseline": torch.rand(shape) * 2 - 1, "vessels": (torch.rand(shape) > 0.9).float(),
-            "lobes": torch.randint(0, 6, shape).float(), "tumour": torch.rand(shape) > 0.95,
-            "clinical": clinical.values,
-            "clinical_mask": clinical.mask}
+    return model_batch(torch.rand(shape) * 2 - 1, torch.randint(0, 6, shape),
+                       torch.rand(shape) > 0.9, clinical, tumour=torch.rand(shape) > 0.95)
 
 
 @dataclass(frozen=True)

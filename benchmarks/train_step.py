@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
 from ImmunoDiffLib.evaluate.config import DEMO
 from ImmunoDiffLib.models import ImmunoDiffModel, ModelConfig
+from ImmunoDiffLib.models.batch import model_batch
 from ImmunoDiffLib.precision import resolve_bf16, resolve_channels_last
 from ImmunoDiffLib.train.runner import _to_device, step_generator
 from ImmunoDiffLib.train.stages import StageLoss
@@ -40,10 +41,9 @@ model = ImmunoDiffModel(config).to(device, memory_format=layout)
 autocast = (lambda: torch.autocast(torch.device(device).type, dtype=torch.bfloat16)) if bf16 \
     else contextlib.nullcontext
 clinical = encode_clinical([parse_clinical({"age": 60, "pdl1": 10, "anc": 4, "alc": 1})] * 2)
-batch = {"baseline": torch.rand(shape) * 2 - 1, "followup": torch.rand(shape) * 2 - 1,
-         "vessels": (torch.rand(shape) > 0.9).float(), "lobes": torch.randint(0, 6, shape).float(),
-         "tumour": (torch.rand(shape) > 0.95).float(), "response": torch.tensor([0.0, 1.0]),
-         "clinical": clinical.values, "clinical_mask": clinical.mask}
+batch = model_batch(torch.rand(shape) * 2 - 1, torch.randint(0, 6, shape),
+                    torch.rand(shape) > 0.9, clinical, tumour=torch.rand(shape) > 0.95,
+                    followup=torch.rand(shape) * 2 - 1, response=torch.tensor([0.0, 1.0]))
 batch = _to_device(batch, device, layout)
 flops = 0.0
 def sync():

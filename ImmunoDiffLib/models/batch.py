@@ -1,0 +1,33 @@
+"""The model's input batch, built in one place: the dict that
+``ImmunoDiffModel.encode_conditions`` and the stage losses read."""
+
+from __future__ import annotations
+
+import torch
+
+from ..clinical import ClinicalTensors
+
+
+def model_batch(baseline: torch.Tensor, lobes: torch.Tensor, vessels: torch.Tensor,
+                clinical: ClinicalTensors, tumour: torch.Tensor | None = None,
+                followup: torch.Tensor | None = None, device: torch.device | str | None = None,
+                **extra: torch.Tensor) -> dict:
+    """``baseline``/``followup`` (B, 1, X, Y, Z) in [-1, 1]; ``lobes`` (B, 1, X, Y, Z) 0-5;
+    ``vessels``, ``tumour`` (B, 1, X, Y, Z) 0/1; ``clinical`` from
+    :func:`~ImmunoDiffLib.clinical.encode_clinical` (per group: values and mask (B, F_g)).
+    Labels become float; everything moves to ``device`` when given. ``extra`` (e.g.
+    ``response`` (B,)) is passed through."""
+    def place(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor if tensor.is_floating_point() else tensor.float()
+        return tensor if device is None else tensor.to(device)
+
+    batch = {"baseline": place(baseline), "lobes": place(lobes), "vessels": place(vessels),
+             "clinical": {g: place(v) for g, v in clinical.values.items()},
+             "clinical_mask": {g: (m if device is None else m.to(device))
+                               for g, m in clinical.mask.items()}}
+    if tumour is not None:
+        batch["tumour"] = place(tumour)
+    if followup is not None:
+        batch["followup"] = place(followup)
+    batch.update({k: place(v) for k, v in extra.items()})
+    return batch
