@@ -98,8 +98,8 @@ class _Silent:
 
 
 def _predict_demo(ct, point, output: Path, name: str, progress, tumour_mask=None) -> dict:
+    from .inference.pipeline import ImmunoDiffPipeline
     from .outputs import check_output_path
-    from .pipeline import ImmunoDiffPipeline
     from .predict import write_case
     from .progress import Task
 

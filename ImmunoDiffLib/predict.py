@@ -18,12 +18,12 @@ from .anatomy import BACKENDS
 from .cohort import load_cohort
 from .errors import OutputPathError, TumourPointError
 from .imaging import label_centroid, read_ct, read_image, write_image
+from .inference.pipeline import ImmunoDiffPipeline, Result
+from .inference.precision import PRECISIONS
+from .inference.sampling import SAMPLERS, SamplingOptions
 from .outputs import atomic_folder, atomic_output
-from .pipeline import ImmunoDiffPipeline, Result
-from .precision import PRECISIONS
 from .progress import CancelFlag, ProgressCallback, Task
 from .report import save_case_report
-from .sampling import SAMPLERS, SamplingOptions
 from .settings import DEFAULT_BUNDLE_ENV, default_bundle
 
 PREDICTIONS_NAME = "predictions.json"

@@ -25,7 +25,7 @@ DIFFERENCE_HU = 200  # the difference maps' diverging window, ± HU
 
 def save_case_report(result, path: str | os.PathLike, title: str = "",
                      overwrite: bool = True) -> Path:
-    """``result``: a :class:`~ImmunoDiffLib.pipeline.Result`."""
+    """``result``: a :class:`~ImmunoDiffLib.inference.pipeline.Result`."""
     baseline, extent = _axial(result.baseline_crop)
     followup, _ = _axial(result.followup_crop)
     spread, _ = _axial(result.uncertainty_crop)

@@ -19,10 +19,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
+from ImmunoDiffLib.inference.sampling import SamplingOptions, sample
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.models.config import PREDICTION_TYPES
 from ImmunoDiffLib.models.immunodiff import Conditions
-from ImmunoDiffLib.sampling import SamplingOptions, sample
 from ImmunoDiffLib.train import TrainConfig, train_stage
 
 SHAPE = (1, 8, 8, 4)
@@ -173,7 +173,7 @@ def test_paper_set_up_does_not_learn_it_in_the_same_budget(tmp_path):
 
 def _blob_and_outside(model, one, scenario: float, weight: float) -> tuple[float, torch.Tensor]:
     """(mean synthesized blob value, follow-up outside the blob) under a given scenario."""
-    from ImmunoDiffLib.sampling import opposite_scenario
+    from ImmunoDiffLib.inference.sampling import opposite_scenario
 
     options = SamplingOptions(steps=10, samples=4, seed=5, bf16=False, channels_last=False,
                               scenario_guidance=weight)

@@ -91,9 +91,9 @@ def test_result_nodes_are_new_and_the_input_node_is_untouched(lung2, lung2_tumou
 
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
     from ImmunoDiffLib.imaging import CropSpec
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.models import TINY, ImmunoDiffModel
-    from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
-    from ImmunoDiffLib.sampling import SamplingOptions
 
     torch.manual_seed(0)
     bundle = save_bundle(tmp_path / "b", ImmunoDiffModel(TINY), BundleInfo(
@@ -156,9 +156,9 @@ def processed_lung2(lung2, lung2_tumour_point, tmp_path_factory):
 
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
     from ImmunoDiffLib.imaging import CropSpec
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.models import TINY, ImmunoDiffModel
-    from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
-    from ImmunoDiffLib.sampling import SamplingOptions
 
     torch.manual_seed(0)
     spec = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))
@@ -286,9 +286,9 @@ def test_process_case_uses_the_existing_segmentation_instead_of_segmenting(
     from ImmunoDiffLib.anatomy import segment_anatomy
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
     from ImmunoDiffLib.imaging import CropSpec
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.models import TINY, ImmunoDiffModel
-    from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
-    from ImmunoDiffLib.sampling import SamplingOptions
 
     torch.manual_seed(0)
     spec = CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0))

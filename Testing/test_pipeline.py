@@ -14,13 +14,13 @@ import torch
 from ImmunoDiffLib.bundle import BundleInfo, save_bundle
 from ImmunoDiffLib.errors import ClinicalValueError, ImageError, OutputPathError, TumourPointError
 from ImmunoDiffLib.imaging import CropSpec
+from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.inference.precision import describe
+from ImmunoDiffLib.inference.sampling import SamplingOptions
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
-from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
-from ImmunoDiffLib.precision import describe
 from ImmunoDiffLib.predict import predict_case, predict_cohort
 from ImmunoDiffLib.progress import Cancelled
 from ImmunoDiffLib.report import prediction_lines
-from ImmunoDiffLib.sampling import SamplingOptions
 
 CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 3.2, "anc": 4.5, "alc": 1.5,
             "aec": 0.2, "amc": 0.5, "pdl1": 60}
@@ -178,7 +178,7 @@ def test_predictions_do_not_depend_on_the_fused_forward_or_the_draw_batches(
         pipeline, lung2, lung2_tumour_point, monkeypatch):
     exact = replace(FAST, bf16=False, prediction_draws=5)
     fused = pipeline.run(lung2, CLINICAL, lung2_tumour_point, exact)
-    monkeypatch.setattr("ImmunoDiffLib.pipeline.PREDICTION_BATCH", 8)  # all five at once
+    monkeypatch.setattr("ImmunoDiffLib.inference.pipeline.PREDICTION_BATCH", 8)  # all five at once
     plain = pipeline.run(lung2, CLINICAL, lung2_tumour_point, replace(exact, fused=False))
     for name in ("response_probability", "response_probability_sd", "survival_risk",
                  "survival_risk_sd"):

@@ -5,12 +5,12 @@ timings), so the same machine and seed give the same output."""
 import pytest
 import torch
 
-from ImmunoDiffLib import precision
+from ImmunoDiffLib.inference import precision
 from ImmunoDiffLib.cli import build_parser
+from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.inference.precision import describe, native_bf16, resolve_channels_last
+from ImmunoDiffLib.inference.sampling import SamplingOptions, sample
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
-from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
-from ImmunoDiffLib.precision import describe, native_bf16, resolve_channels_last
-from ImmunoDiffLib.sampling import SamplingOptions, sample
 
 
 def _cpu_reports(monkeypatch, amx: bool, avx512_bf16: bool):

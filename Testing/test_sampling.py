@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ImmunoDiffLib.inference.sampling import SamplingOptions, make_sampling_scheduler, sample
 from ImmunoDiffLib.models import ModelConfig
 from ImmunoDiffLib.models.config import PREDICTION_TYPES
 from ImmunoDiffLib.models.immunodiff import Conditions
-from ImmunoDiffLib.sampling import SamplingOptions, make_sampling_scheduler, sample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +81,7 @@ def test_sampling_options_are_checked():
 
 RETAINED_AFTER_FREE = """
 import os, sys, torch
-from ImmunoDiffLib.memory_reuse import reuse_freed_memory
+from ImmunoDiffLib.inference.memory_reuse import reuse_freed_memory
 applied = reuse_freed_memory() if sys.argv[1] == "reuse" else False
 def rss_mb():
     with open("/proc/self/statm") as f:

@@ -20,10 +20,10 @@ import torch
 
 from ImmunoDiffLib.bundle import BundleInfo, save_bundle
 from ImmunoDiffLib.imaging import label_centroid, read_ct, read_image
+from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.inference.sampling import SamplingOptions
 from ImmunoDiffLib.models import ImmunoDiffModel, ModelConfig
-from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
 from ImmunoDiffLib.sample_data import fetch_sample_data
-from ImmunoDiffLib.sampling import SamplingOptions
 
 CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 6.1, "anc": 4.6, "alc": 1.4,
             "aec": 0.21, "amc": 0.55, "pdl1": 70}

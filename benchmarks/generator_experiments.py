@@ -88,8 +88,8 @@ def main() -> int:
         clinical_only_scores,
         summarise,
     )
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.models import ImmunoDiffModel
-    from ImmunoDiffLib.sampling import SamplingOptions
     from ImmunoDiffLib.train import TrainConfig, train_stage
 
     train_manifest, _ = demo._cohort(args.work / "train_cohort",

@@ -5,9 +5,9 @@ Part A (default ModelConfig, crop 96 x 96 x 16, random weights: speed does not d
 them): per-step time, FLOPs per step (torch's FlopCounterMode, attention counted through its
 matmuls, since the counter does not see the CPU flash kernel), achieved GFLOP/s against the
 measured matmul rate of the row's precision and against the bf16 rate, whole generate time,
-peak RSS, for the default precision (precision.py: bf16 only where the CPU multiplies it in
-hardware) and the others, the fused forward and MONAI's; where a default step's time goes, and
-the bound if GroupNorm and SiLU cost nothing; and MONAI's stock
+peak RSS, for the default precision (inference/precision.py: bf16 only where the CPU
+multiplies it in hardware) and the others, the fused forward and MONAI's; where a default
+step's time goes, and the bound if GroupNorm and SiLU cost nothing; and MONAI's stock
 ControlNetDiffusionInferer.sample with a 1000-step DDPMScheduler in fp32 on the same model —
 timed over a few steps in the same process and extrapolated to 1000 (said so in the table).
 
@@ -38,11 +38,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
+from ImmunoDiffLib.inference.fused_denoiser import FusedDenoiser
+from ImmunoDiffLib.inference.precision import describe, native_bf16
+from ImmunoDiffLib.inference.sampling import SamplingOptions, repeat_conditions, sample
 from ImmunoDiffLib.models import Conditions, ImmunoDiffModel, ModelConfig
 from ImmunoDiffLib.models.batch import model_batch
-from ImmunoDiffLib.models.fused_inference import FusedDenoiser
-from ImmunoDiffLib.precision import describe, native_bf16
-from ImmunoDiffLib.sampling import SamplingOptions, repeat_conditions, sample
 
 
 def matmul_peak(dtype, size=4096, repeats=5, trials=3) -> float:
@@ -129,7 +129,7 @@ def default_batch(shape=(1, 1, 96, 96, 16)):
 class Row:
     name: str
     samples: int = 1
-    bf16: bool | None = None  # None: the default (precision.py)
+    bf16: bool | None = None  # None: the default (inference/precision.py)
     flash: bool = True
     channels_last: bool | None = None  # None: with bf16
     reuse: bool = True

@@ -1,6 +1,6 @@
 """Seconds per training step, FLOPs, share of the matmul peak and peak memory of every stage,
-each stage in a fresh process, in the arithmetic training uses (precision.py: bf16 autocast
-and channels-last where the CPU multiplies bf16 in hardware, else fp32).
+each stage in a fresh process, in the arithmetic training uses (inference/precision.py: bf16
+autocast and channels-last where the CPU multiplies bf16 in hardware, else fp32).
 
 Usage: python benchmarks/train_step.py [--steps 3] [--device cpu|cuda] [--size paper|demo]
   paper: crop 96 x 96 x 16, ModelConfig defaults; demo: the demo bundle's 48 x 48 x 8 and
@@ -26,7 +26,7 @@ from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
 from ImmunoDiffLib.evaluate.config import DEMO
 from ImmunoDiffLib.models import ImmunoDiffModel, ModelConfig
 from ImmunoDiffLib.models.batch import model_batch
-from ImmunoDiffLib.precision import resolve_bf16, resolve_channels_last
+from ImmunoDiffLib.inference.precision import resolve_bf16, resolve_channels_last
 from ImmunoDiffLib.train.runner import _to_device, step_generator
 from ImmunoDiffLib.train.stages import StageLoss
 from ImmunoDiffLib.train.heads import case_features

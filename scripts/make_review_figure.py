@@ -35,11 +35,11 @@ def main() -> int:
     from ImmunoDiffLib import mrml
     from ImmunoDiffLib.demo import DEMO_CLINICAL, demo_bundle
     from ImmunoDiffLib.imaging import label_centroid, read_ct, read_image
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.mrml import views as mrml_views
-    from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
     from ImmunoDiffLib.report import save_review_figure
     from ImmunoDiffLib.sample_data import sample_case_paths
-    from ImmunoDiffLib.sampling import SamplingOptions
 
     _, image_path, label_path = sample_case_paths("lung2")
     ct = read_ct(image_path)

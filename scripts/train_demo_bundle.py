@@ -104,7 +104,7 @@ def held_out_numbers(model, tensors, train_tensors, config) -> dict:
         summarise,
     )
     from ImmunoDiffLib.evaluate.metrics import c_index, classification_metrics
-    from ImmunoDiffLib.sampling import SamplingOptions
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.train.heads import case_features
 
     batch = tensors.batch

@@ -72,7 +72,7 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         return restart
 
     def pipeline(self, bundlePath=None, anatomyBackend="auto", device="cpu"):
-        from ImmunoDiffLib.pipeline import ImmunoDiffPipeline
+        from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
 
         bundle = resolveBundle(bundlePath)
         key = (str(bundle), anatomyBackend, device)
@@ -145,7 +145,7 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         uncertainty, segmentation, table) and the result. ``tumourPoint``: a markups node
         (first point) or RAS (x, y, z). The input volume node is never modified."""
         from ImmunoDiffLib import mrml
-        from ImmunoDiffLib.sampling import SamplingOptions
+        from ImmunoDiffLib.inference.sampling import SamplingOptions
 
         if hasattr(tumourPoint, "GetNthControlPointPositionWorld"):
             pointRAS = [0.0, 0.0, 0.0]
@@ -165,8 +165,8 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
                       steps=25, samples=2, progress=None, cancel=None):
         """Every case of a cohort manifest into ``outputDir`` (resumable); returns the path of
         predictions.csv."""
+        from ImmunoDiffLib.inference.sampling import SamplingOptions
         from ImmunoDiffLib.predict import predict_cohort
-        from ImmunoDiffLib.sampling import SamplingOptions
 
         return predict_cohort(self.pipeline(bundlePath, anatomyBackend), csvPath, outputDir,
                               SamplingOptions(steps=steps, samples=samples), progress, cancel)

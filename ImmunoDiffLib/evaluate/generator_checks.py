@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ..imaging import HUWindow, denormalise
-from ..sampling import SamplingOptions, opposite_scenario, sample
+from ..inference.sampling import SamplingOptions, opposite_scenario, sample
 from .data import clinical_matrix
 from .synthesis import SHRINK_VOLUME_RATIO, ssim
 

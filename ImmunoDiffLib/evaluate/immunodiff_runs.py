@@ -20,10 +20,10 @@ from torch import nn
 from torch.utils.data import Subset
 
 from ..imaging import HUWindow, denormalise
+from ..inference.sampling import SamplingOptions, sample
 from ..models.config import PRETRAINING_STAGES
 from ..models.heads import ResponseHead, SurvivalHead
 from ..models.immunodiff import ImmunoDiffModel
-from ..sampling import SamplingOptions, sample
 from ..train.config import TrainConfig
 from ..train.heads import case_features, fit_heads
 from ..train.runner import train_stage

@@ -27,10 +27,10 @@ from monai.networks.nets import ControlNet, DiffusionModelUNet
 from torch import nn
 
 from ..clinical import feature_layout
+from ..inference.fused_denoiser import FusedDenoiser
 from .cbi_adapter import BaselineImageEmbedding, CbiAdapter, drop_conditions, fuse_condition
 from .config import ModelConfig, Stage
 from .diffusion import make_scheduler
-from .fused_inference import FusedDenoiser
 from .heads import ResponseHead, SurvivalHead, capture_up_block_features, up_block_channels
 from .vl_encoder import VLEncoders
 

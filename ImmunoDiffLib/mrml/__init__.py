@@ -306,11 +306,12 @@ def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None
                  progress=None, cancel=None, allow_outside_lungs: bool = False,
                  name_prefix: str | None = None, existing_segmentation=None,
                  scenarios: bool = False, tumour_mask=None) -> dict:
-    """Run ``pipeline`` (an :class:`~ImmunoDiffLib.pipeline.ImmunoDiffPipeline`) on a volume
-    node and put the results into ``scene`` as NEW nodes (the input is never modified):
+    """Run ``pipeline`` (an :class:`~ImmunoDiffLib.inference.pipeline.ImmunoDiffPipeline`)
+    on a volume node and put the results into ``scene`` as NEW nodes (the input is never
+    modified):
     ``followup`` (full geometry), ``difference`` and ``uncertainty`` (crop grid, HU),
     ``segmentation`` (lobes + vessels) and ``table`` (predictions). Returns them with the
-    :class:`~ImmunoDiffLib.pipeline.Result` under ``result``. ``existing_segmentation``: a
+    :class:`~ImmunoDiffLib.inference.pipeline.Result` under ``result``. ``existing_segmentation``: a
     segmentation node whose lobes and vessels are used instead of segmenting again.
     ``scenarios``: also ``followup if responder`` / ``followup if non-responder`` (crop grid).
     ``tumour_mask``: the drawn tumour (SimpleITK label map) the generator is told to change."""

@@ -32,7 +32,7 @@ class TrainConfig:
     # for the diffusion stages 1B, 1C and 2
     ema_decay: float = 0.999
     # bfloat16 autocast and channels-last; None: as sampling decides for the device
-    # (precision.py: bf16 only where it is multiplied in hardware)
+    # (inference/precision.py: bf16 only where it is multiplied in hardware)
     bf16: bool | None = None
     channels_last: bool | None = None
 

@@ -19,9 +19,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, default_collate
 
 from ..errors import SettingError
+from ..inference.precision import resolve_bf16, resolve_channels_last
 from ..models.config import Stage
 from ..models.diffusion import fit_target_scale
-from ..precision import resolve_bf16, resolve_channels_last
 from ..progress import CancelFlag, Cancelled, ProgressCallback, Task, is_cancelled
 from .checkpoint import load_checkpoint, load_ema, save_checkpoint
 from .config import TrainConfig

@@ -16,12 +16,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .anatomy import Anatomy, segment_anatomy
-from .anatomy.tumour_site import LUNG_MARGIN_MM, tumour_site
-from .bundle import BundleInfo, load_bundle
-from .clinical import ClinicalRecord, encode_clinical, parse_clinical
-from .errors import TumourPointError
-from .imaging import (
+from ..anatomy import Anatomy, segment_anatomy
+from ..anatomy.tumour_site import LUNG_MARGIN_MM, tumour_site
+from ..bundle import BundleInfo, load_bundle
+from ..clinical import ClinicalRecord, encode_clinical, parse_clinical
+from ..errors import TumourPointError
+from ..imaging import (
     crop_around_point,
     crop_grid,
     denormalise,
@@ -29,13 +29,13 @@ from .imaging import (
     paste_back,
     validate_ct,
 )
-from .imaging.labels import label_volume_ml
-from .imaging.lesion import segment_lesion
-from .imaging.recist import longest_axial_diameter_mm, recist_category
-from .models import Conditions
-from .models.batch import model_batch
+from ..imaging.labels import label_volume_ml
+from ..imaging.lesion import segment_lesion
+from ..imaging.recist import longest_axial_diameter_mm, recist_category
+from ..models import Conditions
+from ..models.batch import model_batch
+from ..progress import CancelFlag, ProgressCallback, Task
 from .precision import describe, native_bf16, resolve_channels_last
-from .progress import CancelFlag, ProgressCallback, Task
 from .sampling import (
     SamplingOptions,
     opposite_scenario,
@@ -169,7 +169,7 @@ class ImmunoDiffPipeline:
                  anatomy_backend: str = "auto", flash_attention: bool = True,
                  anatomy_cache: bool = True, channels_last: bool | None = None):
         """``channels_last``: the model's memory layout; None: the one the device's default
-        precision runs fastest in (precision.py)."""
+        precision runs fastest in (inference/precision.py)."""
         if model is None:
             if bundle is None:
                 raise ValueError("Give a bundle path (or a model with its BundleInfo).")

@@ -9,10 +9,10 @@ from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ImmunoDiffLib.clinical import encode_clinical, parse_clinical
+from ImmunoDiffLib.inference.fused_denoiser import FusedDenoiser
+from ImmunoDiffLib.inference.sampling import SamplingOptions, sample
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.models.batch import model_batch
-from ImmunoDiffLib.models.fused_inference import FusedDenoiser
-from ImmunoDiffLib.sampling import SamplingOptions, sample
 
 SHAPE = (1, 16, 16, 8)
 LAST = torch.channels_last_3d

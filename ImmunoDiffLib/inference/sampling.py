@@ -2,7 +2,7 @@
 paper, DDIM for speed), several samples in one batch, with progress and cancel.
 
 Conditions are encoded once per case and repeated for the samples; every step is one
-(ControlNet + U-Net) evaluation (by default the fused one of models/fused_inference.py), or
+(ControlNet + U-Net) evaluation (by default the fused one of inference/fused_denoiser.py), or
 two with classifier-free guidance on the clinical variables (guidance_scale g != 1:
 out = out_uncond + g · (out_cond − out_uncond), for any prediction type), or with scenario
 guidance for the "if it responds" follow-up (scenario_guidance w != 1: on the dilated lesion
@@ -31,13 +31,13 @@ from dataclasses import dataclass, replace
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
-from .errors import SettingError
+from ..errors import SettingError
+from ..models.diffusion import SAMPLERS, make_scheduler
+from ..models.immunodiff import Conditions, ImmunoDiffModel
+from ..progress import CancelFlag, ProgressCallback, Task
+from .fused_denoiser import FusedDenoiser
 from .memory_reuse import reuse_freed_memory
-from .models.diffusion import SAMPLERS, make_scheduler
-from .models.fused_inference import FusedDenoiser
-from .models.immunodiff import Conditions, ImmunoDiffModel
 from .precision import resolve_bf16, resolve_channels_last
-from .progress import CancelFlag, ProgressCallback, Task
 
 SCENARIO_GUIDANCE = 3.0
 
@@ -54,17 +54,17 @@ class SamplingOptions:
     # push a given-scenario follow-up away from the opposite scenario (models with scenarios);
     # 1 = off; the default was chosen on held-out simulated patients (docs/results.md)
     scenario_guidance: float = SCENARIO_GUIDANCE
-    # bfloat16 autocast; None: where the device multiplies bf16 in hardware (precision.py),
-    # fp32 elsewhere (emulated bf16 is several times slower than fp32)
+    # bfloat16 autocast; None: where the device multiplies bf16 in hardware
+    # (inference/precision.py), fp32 elsewhere (emulated bf16 is several times slower than fp32)
     bf16: bool | None = None
     # channels-last 3-D tensors; None: on the CPU always (oneDNN's native layout), on a GPU
     # with bf16. The model should be in the same layout (ImmunoDiffPipeline converts it).
     channels_last: bool | None = None
     # keep freed activation buffers in the process for the next step (glibc; see
-    # memory_reuse.py): 10-15 % less time per step on the CPU
+    # inference/memory_reuse.py): 10-15 % less time per step on the CPU
     reuse_freed_memory: bool = True
     # the ControlNet's conditioning embedding once per case, time embeddings folded into conv
-    # biases, residual additions fused into oneDNN convolutions (models/fused_inference.py)
+    # biases, residual additions fused into oneDNN convolutions (inference/fused_denoiser.py)
     fused: bool = True
 
     def __post_init__(self):
