@@ -86,7 +86,7 @@ def _crop_command(args) -> dict:
     crop = crop_around_point(ct, point, spec, source=f"CT '{args.ct}'")
     write_image(crop.image, args.output, overwrite=args.overwrite)
     if args.png:
-        from .figures import save_crop_overview
+        from .reporting.figures import save_crop_overview
 
         label_crop = crop_around_point(label, point, spec, is_label=True).image if label else None
         save_crop_overview(ct, crop.image, point, args.png, label_crop, spec,
@@ -97,8 +97,8 @@ def _crop_command(args) -> dict:
 
 def _segment_command(args) -> dict:
     from .anatomy import segment_anatomy
-    from .figures import save_anatomy_overview
     from .imaging import read_ct, write_image
+    from .reporting.figures import save_anatomy_overview
 
     output = Path(args.output)
     suffix = ".nii.gz" if args.format == "nifti" else ".nrrd"

@@ -128,7 +128,6 @@ def run_demo(output: Path, case_name: str = "lung2", progress_factory=None) -> d
     lobes + vessels of every sample CT as PNG overlays (offline backends unless weights are
     installed)."""
     from .anatomy import segment_anatomy
-    from .figures import save_anatomy_overview, save_crop_overview
     from .imaging import (
         CropSpec,
         crop_around_point,
@@ -137,6 +136,7 @@ def run_demo(output: Path, case_name: str = "lung2", progress_factory=None) -> d
         read_image,
         write_image,
     )
+    from .reporting.figures import save_anatomy_overview, save_crop_overview
     from .sample_data import SAMPLE_CASES, sample_case_paths
 
     progress = progress_factory("ImmunoDiff demo") if progress_factory else _Silent()

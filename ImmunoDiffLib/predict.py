@@ -23,7 +23,7 @@ from .inference.precision import PRECISIONS
 from .inference.sampling import SAMPLERS, SamplingOptions
 from .outputs import atomic_folder, atomic_output
 from .progress import CancelFlag, ProgressCallback, Task
-from .report import save_case_report
+from .reporting.case_report import save_case_report
 from .settings import DEFAULT_BUNDLE_ENV, default_bundle
 
 PREDICTIONS_NAME = "predictions.json"

@@ -239,7 +239,7 @@ def test_the_review_rendered_offscreen_shows_the_scene_at_the_right_place(
     assert 0.05 < tinted.mean() < 0.9
     difference = panels[("Coronal", "difference")].astype(int)
     assert difference[:62].std() == 0 and difference[72:86].std() > 5  # only the crop
-    from ImmunoDiffLib.report import save_review_figure
+    from ImmunoDiffLib.reporting.case_report import save_review_figure
 
     path = save_review_figure(panels, nodes["result"].summary(), tmp_path / "review.png",
                               caption="rendered offscreen by vtkMRMLSliceLogic")

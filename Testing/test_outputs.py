@@ -44,9 +44,10 @@ def test_drawing_the_pictures_leaves_matplotlib_settings_alone():
     import sys
 
     code = ("import matplotlib; matplotlib.use('svg'); "
-            "import ImmunoDiffLib.report, ImmunoDiffLib.figures, ImmunoDiffLib.evaluate.plots; "
-            "import ImmunoDiffLib.simulation.montage; "
-            "from ImmunoDiffLib.figures import subplots, save_figure; import tempfile, os; "
+            "import ImmunoDiffLib.reporting.case_report, ImmunoDiffLib.reporting.figures; "
+            "import ImmunoDiffLib.reporting.evaluation, ImmunoDiffLib.reporting.cohort_montage; "
+            "from ImmunoDiffLib.reporting.figures import subplots, save_figure; "
+            "import tempfile, os; "
             "f, a = subplots(1, 2); a[0].plot([0, 1]); "
             "p = save_figure(f, os.path.join(tempfile.mkdtemp(), 'x.png')); "
             "import matplotlib.pyplot as plt; "

@@ -20,7 +20,7 @@ from ImmunoDiffLib.inference.sampling import SamplingOptions
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.predict import predict_case, predict_cohort
 from ImmunoDiffLib.progress import Cancelled
-from ImmunoDiffLib.report import prediction_lines
+from ImmunoDiffLib.reporting.case_report import prediction_lines
 
 CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 3.2, "anc": 4.5, "alc": 1.5,
             "aec": 0.2, "amc": 0.5, "pdl1": 60}

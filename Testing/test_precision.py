@@ -5,8 +5,8 @@ timings), so the same machine and seed give the same output."""
 import pytest
 import torch
 
-from ImmunoDiffLib.inference import precision
 from ImmunoDiffLib.cli import build_parser
+from ImmunoDiffLib.inference import precision
 from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
 from ImmunoDiffLib.inference.precision import describe, native_bf16, resolve_channels_last
 from ImmunoDiffLib.inference.sampling import SamplingOptions, sample

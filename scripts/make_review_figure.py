@@ -38,7 +38,7 @@ def main() -> int:
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
     from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.mrml import views as mrml_views
-    from ImmunoDiffLib.report import save_review_figure
+    from ImmunoDiffLib.reporting.case_report import save_review_figure
     from ImmunoDiffLib.sample_data import sample_case_paths
 
     _, image_path, label_path = sample_case_paths("lung2")

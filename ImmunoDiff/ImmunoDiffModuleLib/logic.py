@@ -176,7 +176,7 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         as a PNG, rendered offscreen from the scene: works without views, e.g. in batch."""
         from ImmunoDiffLib import mrml
         from ImmunoDiffLib.mrml import views as mrml_views
-        from ImmunoDiffLib.report import save_review_figure
+        from ImmunoDiffLib.reporting.case_report import save_review_figure
 
         summary = nodes["summary"] if "summary" in nodes else nodes["result"].summary()
         pointRAS = mrml.lps_to_ras(summary["tumour_point_lps"])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..reporting.evaluation import save_kaplan_meier, save_roc_curves
 from .config import EvaluationConfig
 from .data import CohortTensors
 from .methods import (
@@ -25,7 +26,6 @@ from .methods import (
     image_method,
 )
 from .metrics import bootstrap, c_index, classification_metrics, mean_sd
-from .plots import save_kaplan_meier, save_roc_curves
 from .store import SYNTHESIS, pooled, write_json
 from .synthesis import shrinks
 from .tables import write_table

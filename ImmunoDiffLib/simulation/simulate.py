@@ -271,7 +271,7 @@ def simulate_cohort(output: str | os.PathLike, config: SimulationConfig | None =
                  "patients": truths}
         (staging / TRUTH_NAME).write_text(json.dumps(truth, indent=2, default=str),
                                           encoding="utf-8")
-        from .montage import save_montage
+        from ..reporting.cohort_montage import save_montage
 
         save_montage(staging, rows, staging / "montage.png")
     task.report(1.0, "cohort written")

@@ -9,9 +9,9 @@ import numpy as np
 import SimpleITK as sitk
 from matplotlib.figure import Figure
 
-from .imaging.crop import CropSpec, physical_extent
-from .imaging.resample import resample_like
-from .outputs import atomic_output
+from ..imaging.crop import CropSpec, physical_extent
+from ..imaging.resample import resample_like
+from ..outputs import atomic_output
 
 LUNG_WINDOW = (-1350.0, 150.0)  # HU shown black..white (level -600, width 1500)
 
@@ -142,7 +142,7 @@ def save_anatomy_overview(ct: sitk.Image, anatomy, path: str | os.PathLike,
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    from .anatomy.labels import LOBES
+    from ..anatomy.labels import LOBES
 
     if point_lps is None:
         lungs = sitk.GetArrayViewFromImage(anatomy.lungs)

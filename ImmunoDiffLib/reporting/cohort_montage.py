@@ -6,8 +6,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..figures import LUNG_WINDOW, save_figure, subplots
 from ..imaging import CropSpec, crop_around_point
+from .figures import LUNG_WINDOW, save_figure, subplots
 
 FIELD_MM = 90.0
 

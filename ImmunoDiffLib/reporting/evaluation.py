@@ -13,7 +13,7 @@ import matplotlib
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ..figures import save_figure, subplots
+from .figures import save_figure, subplots
 
 
 def save_roc_curves(labels: np.ndarray, probabilities: dict[str, np.ndarray],
