@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -171,6 +172,4 @@ class BackgroundJob:
 def python_executable() -> str:
     """The Python to run the child with: Slicer's PythonSlicer where there is one, else this
     interpreter."""
-    import shutil
-
     return shutil.which("PythonSlicer") or sys.executable

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from .clinical import Standardisation
 from .errors import BundleError
 from .imaging import CropSpec, HUWindow
 from .models.config import ModelConfig
+from .models.immunodiff import ImmunoDiffModel
 from .outputs import atomic_folder
 from .sample_data import sha256_of
 
@@ -109,8 +110,6 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu",
                 flash_attention: bool | None = None):
     """Verify and load a bundle: returns (ImmunoDiffModel in eval mode, BundleInfo).
     ``flash_attention`` switches the attention kernel (same weights, faster on most hardware)."""
-    from .models.immunodiff import ImmunoDiffModel
-
     path = Path(path)
     if not path.exists():
         raise BundleError(f"Model bundle '{path}' does not exist.")
@@ -129,8 +128,6 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu",
         raise BundleError(f"'{weights}' cannot be read as safetensors: {error}") from error
     config = info.model
     if flash_attention is not None:
-        from dataclasses import replace
-
         config = replace(config, use_flash_attention=flash_attention)
     model = ImmunoDiffModel(config)
     try:

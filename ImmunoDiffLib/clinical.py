@@ -324,7 +324,7 @@ def encode_clinical(
     Numeric variables are standardised (z-scores); sex is 1 for male; race and the PD-L1
     category are one-hot; the PD-L1 TPS is a fraction (0..1).
     """
-    import torch  # here, not at import: the Slicer panel validates values before torch exists
+    import torch  # deferred: the Slicer panel validates values without loading torch
 
     records = list(records)
     layout = feature_layout()

@@ -1,10 +1,13 @@
 """The house rules that a test can check: no import cycle inside ImmunoDiffLib (imports inside
-functions count: they only hide a cycle), only the MRML binding imports slicer or vtk, and every
-command-line error a user can cause ends in exit status 2 with a message, not a traceback."""
+functions count: they only hide a cycle), imports at the top unless a comment says why they are
+deferred, every module importable on its own, only the MRML binding imports slicer or vtk, and
+every command-line error a user can cause ends in exit status 2 with a message, not a traceback."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,6 +83,58 @@ def test_the_library_has_no_import_cycle():
              if p.name != "__init__.py"}
     assert sum(map(len, graph.values())) > 100  # the walk sees the library's imports
     assert _cycles(graph) == []
+
+
+def _deferred_imports_without_a_reason(path: Path) -> list[str]:
+    """Imports inside functions whose statement (or the ``try:`` around it) does not say why
+    they are deferred (a comment with the word "deferred")."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    found = []
+    for function in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        tries = {n.lineno: n for n in ast.walk(function) if isinstance(n, ast.Try)}
+        for node in ast.walk(function):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            said = " ".join(lines[node.lineno - 1:node.end_lineno])
+            said += " ".join(lines[n - 1] for n, t in tries.items() if node in t.body)
+            if "deferred" not in said:
+                found.append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_imports_sit_at_the_top_of_modules_unless_deliberately_deferred():
+    offenders = [o for path in LIBRARY.rglob("*.py") for o in
+                 _deferred_imports_without_a_reason(path)]
+    assert offenders == []
+
+
+def test_the_deferral_check_finds_an_unexplained_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    import json\n\n\ndef g():\n    try:  # deferred: optional"
+                      "\n        import lzma\n    except ImportError:\n        pass\n")
+    assert _deferred_imports_without_a_reason(module) == ["m.py:2"]
+
+
+def test_every_module_imports_on_its_own():
+    """Each module imported first, in a fresh set of library modules: no import-order trap."""
+    script = (
+        "import importlib, sys\n"
+        f"names = {sorted(m for m in _modules())!r}\n"
+        "failed = []\n"
+        "for name in names:\n"
+        "    for loaded in [m for m in sys.modules if m.startswith('ImmunoDiffLib')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as error:\n"
+        "        failed.append(f'{name}: {error!r}')\n"
+        "print('\\n'.join(failed))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=LIBRARY.parent, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
 
 
 def test_the_cycle_finder_finds_a_cycle_through_three_modules():

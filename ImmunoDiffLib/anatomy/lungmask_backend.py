@@ -72,7 +72,7 @@ def segment_lobes(ct: sitk.Image, lobes_path: Path, fill_path: Path, task: Task 
 
     Progress and cancel are checked before every batch of ``batch_size`` slices.
     """
-    from lungmask import LMInferer
+    from lungmask import LMInferer  # deferred: an optional dependency, and a heavy one
 
     task = task or Task()
     if check_weight_file(lobes_path) != 6:

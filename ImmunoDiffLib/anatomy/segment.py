@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -115,14 +116,10 @@ def _signature(lobes: str, vessels: str, lungmask_weights, totalseg_fast: bool) 
     parts = [f"immunodiff{__version__}", f"lobes={lobes}", f"vessels={vessels}",
              f"classic{CLASSIC_VERSION}"]
     if lobes == "lungmask":
-        from importlib.metadata import version
-
         paths = lungmask_backend.find_weights(*(lungmask_weights or (None, None)))
         parts += [f"lungmask{version('lungmask')}"] + [f"{p.name}:{p.stat().st_size}"
                                                       for p in paths]
     if "totalsegmentator" in (lobes, vessels):
-        from importlib.metadata import version
-
         parts += [f"totalsegmentator{version('TotalSegmentator')}", f"fast={totalseg_fast}"]
     return "|".join(parts)
 

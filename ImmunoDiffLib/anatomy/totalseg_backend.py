@@ -72,7 +72,11 @@ def check_weights(task: str, fast: bool = False) -> None:
 
 def disable_usage_statistics() -> Path:
     """Make sure TotalSegmentator's config.json exists with ``send_usage_stats`` false."""
-    from totalsegmentator.config import get_totalseg_dir, set_config_key, setup_totalseg
+    from totalsegmentator.config import (  # deferred: optional, heavy (torch, nnU-Net)
+        get_totalseg_dir,
+        set_config_key,
+        setup_totalseg,
+    )
 
     home = Path(get_totalseg_dir())
     home.mkdir(parents=True, exist_ok=True)
@@ -91,7 +95,7 @@ def build_call(input_path: Path, task: str, fast: bool = False, device: str = "c
 
 
 def _class_map(task: str) -> dict[int, str]:
-    from totalsegmentator.map_to_binary import class_map
+    from totalsegmentator.map_to_binary import class_map  # deferred: optional dependency
 
     return class_map[task]
 
@@ -99,7 +103,7 @@ def _class_map(task: str) -> dict[int, str]:
 def run_task(ct: sitk.Image, task: str, fast: bool = False, device: str = "cpu",
              progress: Task | None = None) -> dict[str, sitk.Image]:
     """Run one TotalSegmentator task on ``ct``; {structure name: binary map on the CT grid}."""
-    from totalsegmentator.python_api import totalsegmentator
+    from totalsegmentator.python_api import totalsegmentator  # deferred: optional, heavy
 
     progress = progress or Task()
     check_weights(task, fast)
@@ -110,7 +114,7 @@ def run_task(ct: sitk.Image, task: str, fast: bool = False, device: str = "cpu",
         sitk.WriteImage(ct, str(input_path))
         labelled = totalsegmentator(**build_call(input_path, task, fast, device))
         output_path = Path(scratch) / "labels.nii.gz"
-        import nibabel
+        import nibabel  # deferred: comes with TotalSegmentator, needed only here
 
         nibabel.save(labelled, str(output_path))
         labels = resample_like(sitk.ReadImage(str(output_path)), ct, sitk.sitkNearestNeighbor,
@@ -135,7 +139,7 @@ def lobes_from_maps(maps: dict[str, sitk.Image], reference: sitk.Image) -> sitk.
 
 
 def weights_dir() -> Path:
-    from totalsegmentator.config import get_weights_dir
+    from totalsegmentator.config import get_weights_dir  # deferred: optional dependency
 
     return Path(get_weights_dir())
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.networks import nets
+from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from .config import EvaluationConfig
@@ -20,8 +22,6 @@ FEATURES = 32
 
 
 def _swin(crop_size, paper: bool) -> nn.Module:
-    from monai.networks.nets.swin_unetr import SwinTransformer
-
     embed = 48 if paper else 12
     backbone = SwinTransformer(in_chans=1, embed_dim=embed, window_size=(4, 4, 4),
                                patch_size=(2, 2, 2), depths=(2, 2, 2, 2),
@@ -57,8 +57,6 @@ class MinimumSize(nn.Module):
 
 def build_backbone(name: str, crop_size: tuple[int, int, int], paper: bool = False) -> nn.Module:
     """(B, 1, X, Y, Z) -> (B, FEATURES). ``paper``: the published sizes; else the demo's."""
-    from monai.networks import nets
-
     if name == "ResNet-50":
         return nets.resnet50(spatial_dims=3, n_input_channels=1, num_classes=FEATURES,
                              widen_factor=1.0 if paper else 0.25)

@@ -15,6 +15,16 @@ import torch
 
 from .config import EvaluationConfig
 from .data import CohortTensors, clinical_matrix
+from .diffusion_baselines import (
+    anomaly_scores,
+    class_errors,
+    fit_score_calibration,
+    train_class_ddpm,
+    zero_shot_probability,
+)
+from .image_baselines import predict_image_classifier, train_image_classifier
+from .immunodiff_runs import heads_predictions, stage2_only_start, synthesis_rows, train_stage2
+from .reference_models import fit_cox, fit_logistic, volume_change_score
 from .store import PREDICTIONS, SYNTHESIS, FoldStore
 
 CLINICAL = "Clinical only"
@@ -75,8 +85,6 @@ class Step:
 
 
 def _clinical(context: FoldContext, task) -> None:
-    from .reference_models import fit_cox, fit_logistic
-
     started = time.perf_counter()
     train_x, test_x = clinical_matrix(context.train).numpy(), clinical_matrix(
         context.test).numpy()
@@ -87,8 +95,6 @@ def _clinical(context: FoldContext, task) -> None:
 
 
 def _oracle(context: FoldContext, task) -> None:
-    from .reference_models import fit_cox, fit_logistic, volume_change_score
-
     started = time.perf_counter()
     spacing = context.tensors.spacing
     train_x = volume_change_score(context.train, spacing).reshape(-1, 1)
@@ -101,8 +107,6 @@ def _oracle(context: FoldContext, task) -> None:
 
 def _image_baseline(name: str, with_clinical: bool):
     def run(context: FoldContext, task) -> None:
-        from .image_baselines import predict_image_classifier, train_image_classifier
-
         started = time.perf_counter()
         clinical = (clinical_matrix(context.train), clinical_matrix(context.test)) \
             if with_clinical else (None, None)
@@ -120,14 +124,6 @@ def image_method(name: str, with_clinical: bool) -> str:
 
 
 def _diffusion_baselines(context: FoldContext, task) -> None:
-    from .diffusion_baselines import (
-        anomaly_scores,
-        class_errors,
-        fit_score_calibration,
-        train_class_ddpm,
-        zero_shot_probability,
-    )
-
     started = time.perf_counter()
     train_images, test_images = context.train["baseline"], context.test["baseline"]
     labels = context.labels(context.train)
@@ -147,13 +143,6 @@ def _diffusion_baselines(context: FoldContext, task) -> None:
 
 def _variant(variant: str):
     def run(context: FoldContext, task) -> None:
-        from .immunodiff_runs import (
-            heads_predictions,
-            stage2_only_start,
-            synthesis_rows,
-            train_stage2,
-        )
-
         started = time.perf_counter()
         config, batch = context.config, context.tensors.batch
         if variant in ("ddpm", "stage1"):

@@ -18,6 +18,7 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+from sksurv.metrics import concordance_index_censored
 
 
 def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float]:
@@ -41,8 +42,6 @@ def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dic
 
 def c_index(time, event, risk) -> float:
     """Harrell's concordance index (higher risk = earlier event)."""
-    from sksurv.metrics import concordance_index_censored
-
     return float(concordance_index_censored(np.asarray(event, bool), np.asarray(time, float),
                                             np.asarray(risk, float))[0])
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+from sksurv.util import Surv
+
+from ..imaging import HUWindow, denormalise
+from .synthesis import lesion_volume_ml
 
 
 def _survival_array(time, event):
-    from sksurv.util import Surv
-
     return Surv.from_arrays(event=np.asarray(event, bool), time=np.asarray(time, float))
 
 
@@ -41,8 +44,6 @@ def fit_logistic(features: np.ndarray, labels: np.ndarray):
 
 def fit_cox(features: np.ndarray, time, event):
     """Ridge Cox model; alpha by inner 3-fold c-index."""
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-
     if len(features) < 6:
         return CoxPHSurvivalAnalysis(alpha=1.0).fit(features, _survival_array(time, event))
     search = GridSearchCV(CoxPHSurvivalAnalysis(), {"alpha": list(PENALTIES)},
@@ -53,9 +54,6 @@ def fit_cox(features: np.ndarray, time, event):
 
 def volume_change_score(batch: dict, spacing) -> np.ndarray:
     """(N,) -log(V_followup / V_baseline) of the tumour (mL, floored at one voxel)."""
-    from ..imaging import HUWindow, denormalise
-    from .synthesis import lesion_volume_ml
-
     voxel_ml = float(np.prod(spacing)) / 1000.0
     before = batch["tumour"].flatten(1).sum(1).numpy() * voxel_ml
     if "followup_tumour" in batch:

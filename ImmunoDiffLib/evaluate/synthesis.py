@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 import torch
+from monai.metrics import MMDMetric, SSIMMetric
 
 from ..imaging.lesion import segment_lesion
 
@@ -40,8 +41,6 @@ def shrinks(volume_before_ml: float, volume_after_ml: float) -> bool:
 
 def ssim(synthesized: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     """(B,) SSIM of (B, 1, X, Y, Z) images in [-1, 1]."""
-    from monai.metrics import SSIMMetric
-
     metric = SSIMMetric(spatial_dims=3, data_range=2.0, win_size=7, reduction="none")
     return metric(synthesized.float(), true.float()).reshape(-1)
 
@@ -49,6 +48,4 @@ def ssim(synthesized: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 def mmd(synthesized: torch.Tensor, true: torch.Tensor) -> float:
     """MMD between the set of synthesized and the set of true images (B >= 2 each): a
     distribution-level distance, so it is computed per fold, not per case."""
-    from monai.metrics import MMDMetric
-
     return float(MMDMetric()(synthesized.float(), true.float()).mean())

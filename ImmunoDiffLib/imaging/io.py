@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from ..errors import ImageError, OutputPathError
 from ..outputs import atomic_output
+from .dicom import read_dicom_series
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
 
@@ -51,8 +52,6 @@ def _check_gzip_complete(path: Path) -> None:
 
 def read_image(path: str | os.PathLike) -> sitk.Image:
     """Read any image file SimpleITK understands, or a DICOM folder, without CT checks."""
-    from .dicom import read_dicom_series
-
     path = Path(path)
     if not path.exists():
         raise ImageError(f"Image '{path}' does not exist.")
@@ -76,8 +75,6 @@ def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> sitk.Imag
 
     ``series_uid`` picks one series when a DICOM folder holds several.
     """
-    from .dicom import read_dicom_series
-
     path = Path(path)
     if path.is_dir():
         image = read_dicom_series(path, series_uid=series_uid)

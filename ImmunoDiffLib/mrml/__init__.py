@@ -9,11 +9,19 @@ Voxel arrays are (z, y, x) on both sides.
 
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
 
+from ..anatomy.labels import ARTERIES, LATERALITY_CODES, LOBES, VEINS, VESSELS
+from ..anatomy.segment import Anatomy
+from ..anatomy.totalseg_backend import LOBE_NAMES, VESSEL_NAMES
+from ..imaging import read_image
 from .views import nodes_added_since, scene_node_ids
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -77,8 +85,6 @@ ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 def terminology_entry(structure) -> str:
     """Slicer's terminology string for a :class:`~ImmunoDiffLib.anatomy.Structure`:
     context~category~type~type modifier~anatomic context~region~region modifier."""
-    from ..anatomy.labels import LATERALITY_CODES
-
     category = "SCT^123037004^Anatomical Structure"
     kind = f"SCT^{structure.snomed_code}^{structure.snomed_meaning}"
     modifier = "^^"
@@ -90,8 +96,6 @@ def terminology_entry(structure) -> str:
 
 def _structures(anatomy):
     """(structure, binary mask image, display name) for every segment to show."""
-    from ..anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
-
     suffix = " (approximate)" if anatomy.lobes_approximate else ""
     lobes = sitk.GetArrayViewFromImage(anatomy.lobes)
     out = []
@@ -173,8 +177,6 @@ def terminology_codes(segment) -> tuple[str | None, str | None]:
 def _segment_finder(segmentation):
     """find(structure) -> the name of the segment that is it, matched by our name, by the
     TotalSegmentator name, or by its SNOMED CT type (and laterality) code; None if absent."""
-    from ..anatomy.totalseg_backend import LOBE_NAMES, VESSEL_NAMES
-
     segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
     by_name = {s.GetName(): s.GetName() for s in segments}
     by_name.update({s.GetName().lower(): s.GetName() for s in segments})
@@ -183,8 +185,6 @@ def _segment_finder(segmentation):
     totalseg = {**{value: name for name, value in LOBE_NAMES.items()}, **VESSEL_NAMES}
 
     def find(structure):
-        from ..anatomy.labels import LATERALITY_CODES, LOBES
-
         for name in (structure.name, structure.name + " (approximate)"):
             if name in by_name or name.lower() in by_name:
                 return by_name.get(name, by_name.get(name.lower()))
@@ -206,9 +206,6 @@ def segmentation_to_anatomy(node, reference_volume):
     'pulmonary veins', or TotalSegmentator's names — or by SNOMED CT terminology code), on
     ``reference_volume``'s grid. Lobes named "... (approximate)" or tagged approximate stay
     marked as approximate."""
-    from ..anatomy.labels import ARTERIES, LOBES, VEINS, VESSELS
-    from ..anatomy.segment import Anatomy
-
     segmentation = node.GetSegmentation()
     names = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
              for i in range(segmentation.GetNumberOfSegments())}
@@ -272,8 +269,6 @@ def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff pred
     """A table node of a prediction summary: Measure and Value (as shown) as text, and Number
     (a double column: the value where it is a number, NaN where it is not), so the numbers can
     be sorted, plotted or exported as numbers."""
-    import math
-
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = node.GetTable()
@@ -360,12 +355,6 @@ def load_case_folder(scene, folder, volume_node, name_prefix: str | None = None)
     """The nodes of :func:`process_case` from a case folder written by ``immunodiff predict``
     (the Slicer module's background process) for ``volume_node``; ``summary`` holds the
     predictions (predictions.json). Nothing is added to the scene if a file is missing."""
-    import json
-    from pathlib import Path
-
-    from ..anatomy.segment import Anatomy
-    from ..imaging import read_image
-
     folder = Path(folder)
     names = ("followup_ct", "baseline_crop", "followup_crop", "uncertainty_crop", "lobes",
              "vessels")

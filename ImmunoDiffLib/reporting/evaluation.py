@@ -12,6 +12,9 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
+from sksurv.compare import compare_survival
+from sksurv.nonparametric import kaplan_meier_estimator
+from sksurv.util import Surv
 
 from .figures import save_figure, subplots
 
@@ -38,10 +41,6 @@ def save_roc_curves(labels: np.ndarray, probabilities: dict[str, np.ndarray],
 def save_kaplan_meier(time: np.ndarray, event: np.ndarray, risks: dict[str, np.ndarray],
                       path: str | os.PathLike, title: str) -> Path:
     """One panel per method: survival of the low- and high-risk halves, with log-rank p."""
-    from sksurv.compare import compare_survival
-    from sksurv.nonparametric import kaplan_meier_estimator
-    from sksurv.util import Surv
-
     names = list(risks)
     figure, axes = subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
     event = np.asarray(event, bool)

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
+from ..anatomy.labels import LOBES
 from ..imaging.crop import CropSpec, physical_extent
 from ..imaging.resample import resample_like
 from ..outputs import atomic_output
@@ -139,11 +142,6 @@ def save_anatomy_overview(ct: sitk.Image, anatomy, path: str | os.PathLike,
     """PNG: axial and coronal planes with lobes in colour and vessels outlined (arteries red,
     veins blue where the backend separates them). ``anatomy`` is an
     :class:`~ImmunoDiffLib.anatomy.Anatomy`."""
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    from ..anatomy.labels import LOBES
-
     if point_lps is None:
         lungs = sitk.GetArrayViewFromImage(anatomy.lungs)
         z, y, x = (int(np.median(i)) for i in np.nonzero(lungs))

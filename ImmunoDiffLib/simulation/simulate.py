@@ -27,6 +27,7 @@ from ..imaging.labels import label_centroid
 from ..imaging.recist import longest_axial_diameter_mm, recist_category
 from ..outputs import atomic_folder
 from ..progress import CancelFlag, ProgressCallback, Task
+from ..reporting.cohort_montage import save_montage
 from . import lesions
 from .backgrounds import Background, prepare_backgrounds
 from .clinical_model import (
@@ -271,7 +272,6 @@ def simulate_cohort(output: str | os.PathLike, config: SimulationConfig | None =
                  "patients": truths}
         (staging / TRUTH_NAME).write_text(json.dumps(truth, indent=2, default=str),
                                           encoding="utf-8")
-        from ..reporting.cohort_montage import save_montage
 
         save_montage(staging, rows, staging / "montage.png")
     task.report(1.0, "cohort written")

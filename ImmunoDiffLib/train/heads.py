@@ -16,6 +16,7 @@ from torch.utils.data import default_collate
 from ..progress import Task
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
+from .cox_loss import heads_loss
 from .records import TrainResult, weights_digest, write_records
 
 
@@ -38,8 +39,6 @@ def fit_heads(model, features: torch.Tensor, response: torch.Tensor, time: torch
               event: torch.Tensor, config: TrainConfig, task: Task | None = None) -> list[float]:
     """Fit ``model.response_head`` and ``model.survival_head`` full-batch on features (N, F);
     response/time/event (N,) with NaN where unknown. Returns the losses per step."""
-    from .cox_loss import heads_loss
-
     parameters = [*model.response_head.parameters(), *model.survival_head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=config.heads_learning_rate,
                                   weight_decay=config.heads_weight_decay)

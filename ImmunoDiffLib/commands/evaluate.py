@@ -11,10 +11,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from .config import DEMO, IMAGE_BASELINES, EvaluationConfig
+from ..evaluate.config import DEMO, IMAGE_BASELINES, EvaluationConfig
+from ..evaluate.harness import run_evaluation
+from ..progress import CancelFlag
+from .options import add_progress_and_cancel
+
+TITLE = "Evaluating"
 
 
-def add_evaluate_parser(commands) -> None:
+def add_parser(commands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="cross-validate ImmunoDiff and the baselines (the paper's Tables 1-3)")
     evaluate.add_argument("--cohort", type=Path, required=True,
@@ -31,6 +36,7 @@ def add_evaluate_parser(commands) -> None:
                           help="full-size baseline networks (hours on a CPU)")
     evaluate.add_argument("--bootstrap", type=int, default=DEMO.bootstrap_repeats,
                           help="bootstrap resamples of the confidence intervals")
+    add_progress_and_cancel(evaluate)
 
 
 def evaluation_config(args) -> EvaluationConfig:
@@ -40,10 +46,9 @@ def evaluation_config(args) -> EvaluationConfig:
     return config.scaled(args.scale) if args.scale != 1.0 else config
 
 
-def run_evaluate(args, progress=None) -> dict:
-    from .harness import run_evaluation
-
-    summary = run_evaluation(args.cohort, args.output, evaluation_config(args), progress)
+def run(args, progress=None, cancel: CancelFlag = None) -> dict:
+    summary = run_evaluation(args.cohort, args.output, evaluation_config(args), progress,
+                             cancel)
     printed = {k: summary[k] for k in ("patients", "responders", "folds", "seconds",
                                        "figures")}
     printed["tables"] = [str(args.output / f"table{i}.md") for i in (1, 2, 3)]
