@@ -14,8 +14,25 @@ import json
 from pathlib import Path
 
 import SimpleITK as sitk
+import torch
 
-from .settings import cache_dir
+from .anatomy import segment_anatomy
+from .bundle import BundleInfo, save_bundle
+from .clinical import fit_standardisation
+from .cohort import load_cohort
+from .datasets import CohortDataset, PreprocessConfig
+from .imaging import CropSpec, crop_around_point, label_centroid, read_ct, read_image, write_image
+from .inference.cases import write_case
+from .inference.pipeline import ImmunoDiffPipeline
+from .models import ImmunoDiffModel, ModelConfig
+from .models.config import Stage
+from .outputs import check_output_path
+from .progress import ProgressCallback, Task
+from .reporting.figures import save_anatomy_overview, save_crop_overview
+from .sample_data import SAMPLE_CASES, sample_case_paths
+from .settings import cache_dir, default_bundle
+from .simulation import SimulationConfig, simulate_cohort
+from .train import TrainConfig, train_stage
 
 QUICK_BUNDLE_VERSION = 1
 DEMO_CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 6.1, "anc": 4.6,
@@ -23,8 +40,6 @@ DEMO_CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 6.1, "anc": 4
 
 
 def quick_bundle_config():
-    from .models import ModelConfig
-
     return ModelConfig(channels=(16, 32, 32), num_head_channels=(0, 0, 16), norm_num_groups=8,
                        context_dim=32, control_channels=8, vl_widths=(8, 16), vl_embed_dim=32,
                        vl_projection_dim=16, adapter_dim=32, adapter_heads=2,
@@ -35,19 +50,6 @@ def train_quick_bundle(folder: Path, cohort: Path | None = None, steps: int = 80
                        progress=None) -> Path:
     """A small model trained for a few minutes on a small simulated cohort: demonstrates the
     whole path, predicts nothing reliable. Labelled "untrained quality" in its notes."""
-    import torch
-
-    from .bundle import BundleInfo, save_bundle
-    from .clinical import fit_standardisation
-    from .cohort import load_cohort
-    from .datasets import CohortDataset, PreprocessConfig
-    from .imaging import CropSpec
-    from .models import ImmunoDiffModel
-    from .models.config import Stage
-    from .progress import Task
-    from .simulation import SimulationConfig, simulate_cohort
-    from .train import TrainConfig, train_stage
-
     task = Task(progress)
     work = folder.parent / f".{folder.name}.work"
     if cohort is None:
@@ -78,8 +80,6 @@ def train_quick_bundle(folder: Path, cohort: Path | None = None, steps: int = 80
 
 def demo_bundle(progress=None) -> tuple[Path, bool]:
     """(bundle path, is it the quick untrained-quality one)."""
-    from .settings import default_bundle
-
     shipped = default_bundle()
     if shipped is not None:
         return shipped, False
@@ -89,20 +89,7 @@ def demo_bundle(progress=None) -> tuple[Path, bool]:
     return quick, True
 
 
-class _Silent:
-    def __call__(self, fraction, message=""):
-        pass
-
-    def close(self):
-        pass
-
-
 def _predict_demo(ct, point, output: Path, name: str, progress, tumour_mask=None) -> dict:
-    from .inference.pipeline import ImmunoDiffPipeline
-    from .outputs import check_output_path
-    from .predict import write_case
-    from .progress import Task
-
     task = Task(progress, start=0.3, end=1.0)
     bundle, quick = demo_bundle(task.sub(0.0, 0.6).callback())
     pipeline = ImmunoDiffPipeline(bundle)
@@ -123,71 +110,57 @@ def _predict_demo(ct, point, output: Path, name: str, progress, tumour_mask=None
     return summary
 
 
-def run_demo(output: Path, case_name: str = "lung2", progress_factory=None) -> dict:
+def run_demo(output: Path, case_name: str = "lung2",
+             progress: ProgressCallback | None = None) -> dict:
     """The demo on the embedded sample CTs: crop around the tumour (crop, label and PNG), and
     lobes + vessels of every sample CT as PNG overlays (offline backends unless weights are
-    installed)."""
-    from .anatomy import segment_anatomy
-    from .imaging import (
-        CropSpec,
-        crop_around_point,
-        label_centroid,
-        read_ct,
-        read_image,
-        write_image,
-    )
-    from .reporting.figures import save_anatomy_overview, save_crop_overview
-    from .sample_data import SAMPLE_CASES, sample_case_paths
-
-    progress = progress_factory("ImmunoDiff demo") if progress_factory else _Silent()
-    try:
-        progress(0.0, "sample data")
-        case, image_path, label_path = sample_case_paths(case_name)
-        ct = read_ct(image_path)
-        label = read_image(label_path) if label_path else None
-        point = (label_centroid(label, source=str(label_path)) if label is not None
-                 else case.tumour_point_lps)
-        spec = CropSpec()
-        progress(0.1, "cropping")
-        crop = crop_around_point(ct, point, spec, source=f"sample CT '{case.name}'")
-        output.mkdir(parents=True, exist_ok=True)
-        files = {"crop": write_image(crop.image, output / f"{case.name}_crop.nii.gz", True)}
-        summary = {"case": case.name, "centre_lps": [round(v, 2) for v in point],
-                   "crop_size": list(spec.size), "crop_spacing_mm": list(spec.spacing),
-                   "padded_fraction": round(crop.padded_fraction, 4), "warnings": crop.warnings}
-        label_crop = None
-        if label is not None:
-            label_crop = crop_around_point(label, point, spec, is_label=True).image
-            files["tumour_crop"] = write_image(
-                sitk.Cast(label_crop, sitk.sitkUInt8), output / f"{case.name}_crop_tumour.nii.gz",
-                True)
-            summary["tumour_voxels_in_crop"] = int((sitk.GetArrayFromImage(label_crop) > 0).sum())
-            summary["tumour_voxels_in_ct"] = int((sitk.GetArrayViewFromImage(label) > 0).sum())
-        files["crop_png"] = save_crop_overview(
-            ct, crop.image, point, output / f"{case.name}_crop.png", label_crop, spec,
-            title=f"ImmunoDiff demo: sample CT '{case.name}', crop "
-                  f"{spec.size[0]}x{spec.size[1]}x{spec.size[2]} @ "
-                  f"{spec.spacing[0]}x{spec.spacing[1]}x{spec.spacing[2]} mm (research use only)")
-        others = [name for name in SAMPLE_CASES if name != case.name]
-        summary["anatomy"] = {}
-        for step, name in enumerate([case.name, *others]):
-            share = 0.1 + 0.2 * step / (1 + len(others))
-            progress(share, f"lobes and vessels of '{name}'")
-            this_case, this_path, _ = sample_case_paths(name)
-            this_ct = ct if name == case.name else read_ct(this_path)
-            this_point = point if name == case.name else this_case.tumour_point_lps
-            anatomy = segment_anatomy(this_ct, "auto")
-            files[f"{name}_anatomy_png"] = save_anatomy_overview(
-                this_ct, anatomy, output / f"{name}_anatomy.png", this_point)
-            summary["anatomy"][name] = {"lobes_backend": anatomy.lobes_backend,
-                                        "vessels_backend": anatomy.vessels_backend,
-                                        "lobes_approximate": anatomy.lobes_approximate}
-        summary["prediction"] = _predict_demo(ct, point, output, case.name, progress, label)
-        files["prediction_report"] = output / f"{case.name}_prediction" / "report.png"
-        summary["files"] = {k: str(v) for k, v in files.items()}
-        progress(1.0, "done")
-    finally:
-        progress.close()
+    installed), then the prediction on the chosen case."""
+    progress = Task(progress).callback()  # a no-op without a callback
+    progress(0.0, "sample data")
+    case, image_path, label_path = sample_case_paths(case_name)
+    ct = read_ct(image_path)
+    label = read_image(label_path) if label_path else None
+    point = (label_centroid(label, source=str(label_path)) if label is not None
+             else case.tumour_point_lps)
+    spec = CropSpec()
+    progress(0.1, "cropping")
+    crop = crop_around_point(ct, point, spec, source=f"sample CT '{case.name}'")
+    output.mkdir(parents=True, exist_ok=True)
+    files = {"crop": write_image(crop.image, output / f"{case.name}_crop.nii.gz", True)}
+    summary = {"case": case.name, "centre_lps": [round(v, 2) for v in point],
+               "crop_size": list(spec.size), "crop_spacing_mm": list(spec.spacing),
+               "padded_fraction": round(crop.padded_fraction, 4), "warnings": crop.warnings}
+    label_crop = None
+    if label is not None:
+        label_crop = crop_around_point(label, point, spec, is_label=True).image
+        files["tumour_crop"] = write_image(
+            sitk.Cast(label_crop, sitk.sitkUInt8), output / f"{case.name}_crop_tumour.nii.gz",
+            True)
+        summary["tumour_voxels_in_crop"] = int((sitk.GetArrayFromImage(label_crop) > 0).sum())
+        summary["tumour_voxels_in_ct"] = int((sitk.GetArrayViewFromImage(label) > 0).sum())
+    files["crop_png"] = save_crop_overview(
+        ct, crop.image, point, output / f"{case.name}_crop.png", label_crop, spec,
+        title=f"ImmunoDiff demo: sample CT '{case.name}', crop "
+              f"{spec.size[0]}x{spec.size[1]}x{spec.size[2]} @ "
+              f"{spec.spacing[0]}x{spec.spacing[1]}x{spec.spacing[2]} mm (research use only)")
+    others = [name for name in SAMPLE_CASES if name != case.name]
+    summary["anatomy"] = {}
+    for step, name in enumerate([case.name, *others]):
+        share = 0.1 + 0.2 * step / (1 + len(others))
+        progress(share, f"lobes and vessels of '{name}'")
+        this_case, this_path, _ = sample_case_paths(name)
+        this_ct = ct if name == case.name else read_ct(this_path)
+        this_point = point if name == case.name else this_case.tumour_point_lps
+        anatomy = segment_anatomy(this_ct, "auto")
+        files[f"{name}_anatomy_png"] = save_anatomy_overview(
+            this_ct, anatomy, output / f"{name}_anatomy.png", this_point)
+        summary["anatomy"][name] = {"lobes_backend": anatomy.lobes_backend,
+                                    "vessels_backend": anatomy.vessels_backend,
+                                    "lobes_approximate": anatomy.lobes_approximate}
+    summary["prediction"] = _predict_demo(ct, point, output, case.name, progress, label)
+    files["prediction_report"] = output / f"{case.name}_prediction" / "report.png"
+    summary["files"] = {k: str(v) for k, v in files.items()}
+    progress(1.0, "done")
     return summary
 
 

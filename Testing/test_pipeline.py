@@ -14,11 +14,11 @@ import torch
 from ImmunoDiffLib.bundle import BundleInfo, save_bundle
 from ImmunoDiffLib.errors import ClinicalValueError, ImageError, OutputPathError, TumourPointError
 from ImmunoDiffLib.imaging import CropSpec
+from ImmunoDiffLib.inference.cases import predict_case, predict_cohort
 from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
 from ImmunoDiffLib.inference.precision import describe
 from ImmunoDiffLib.inference.sampling import SamplingOptions
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
-from ImmunoDiffLib.predict import predict_case, predict_cohort
 from ImmunoDiffLib.progress import Cancelled
 from ImmunoDiffLib.reporting.case_report import prediction_lines
 

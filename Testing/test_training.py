@@ -205,7 +205,7 @@ def test_shipped_configurations_load_and_match_the_paper():
 
 def test_train_command_passes_the_lesion_loss_weight_and_checks_it():
     from ImmunoDiffLib.cli import build_parser
-    from ImmunoDiffLib.train.command import _train_config
+    from ImmunoDiffLib.commands.train import _train_config
 
     parse = build_parser().parse_args
     args = parse(["train", "2", "--cohort", "c.csv", "-o", "runs", "--lesion-loss-weight", "20"])

@@ -35,9 +35,9 @@ def main() -> int:
     import train_demo_bundle as demo
 
     from ImmunoDiffLib.cohort import load_cohort
+    from ImmunoDiffLib.inference.cases import predict_case
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
     from ImmunoDiffLib.inference.sampling import SamplingOptions
-    from ImmunoDiffLib.predict import predict_case
 
     manifest, _ = demo._cohort(args.work / "unseen_cohort", demo.UNSEEN_COHORT)
     cases = load_cohort(manifest, require_followup=True, require_outcomes=True)

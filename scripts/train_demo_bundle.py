@@ -161,7 +161,7 @@ def main() -> int:
     from ImmunoDiffLib.models import ImmunoDiffModel
     from ImmunoDiffLib.models.config import Stage
     from ImmunoDiffLib.train import TrainConfig, train_stage
-    from ImmunoDiffLib.train.command import data_hash
+    from ImmunoDiffLib.train.records import data_hash
 
     started = time.perf_counter()
     steps = {k: max(1, round(v * args.scale)) for k, v in STEPS.items()}

@@ -165,8 +165,8 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
                       steps=25, samples=2, progress=None, cancel=None):
         """Every case of a cohort manifest into ``outputDir`` (resumable); returns the path of
         predictions.csv."""
+        from ImmunoDiffLib.inference.cases import predict_cohort
         from ImmunoDiffLib.inference.sampling import SamplingOptions
-        from ImmunoDiffLib.predict import predict_cohort
 
         return predict_cohort(self.pipeline(bundlePath, anatomyBackend), csvPath, outputDir,
                               SamplingOptions(steps=steps, samples=samples), progress, cancel)

@@ -42,3 +42,13 @@ def write_records(output: Path, losses: list[float], summary: dict) -> None:
         writer.writerow(["step", "loss"])
         writer.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(losses))
     (output / SUMMARY_NAME).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+def data_hash(paths: list[Path | None]) -> str:
+    """A short SHA-256 of the training manifests' bytes (None entries skipped), recorded in a
+    bundle so that a model can be traced to the data it was trained on."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is not None:
+            digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
