@@ -30,6 +30,7 @@ from .imaging.labels import label_centroid
 from .imaging.rtstruct import read_rtstruct_roi
 from .outputs import atomic_output
 from .progress import CancelFlag, ProgressCallback, Task
+from .seeds import numpy_generator
 from .settings import cache_dir as default_cache
 
 
@@ -180,7 +181,8 @@ def pretraining_point(case: PretrainingCase, ct: sitk.Image, seed: int, index: i
                               source=f"ROI {case.roi_name!r} of '{case.rtstruct}'")
     lungs = sitk.GetArrayViewFromImage(segment_anatomy(ct, "classic").lungs)
     voxels = np.argwhere(lungs > 0)
-    z, y, x = voxels[np.random.default_rng([seed, index]).integers(len(voxels))]
+    rng = numpy_generator(seed, "pretraining crop point", index)
+    z, y, x = voxels[rng.integers(len(voxels))]
     return ct.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
 
 

@@ -174,6 +174,8 @@ BAD_COMMANDS = {
                                       "-o", "{tmp}/p"],
     "predict, zero steps": ["predict", "--ct", "{ct}", "--point", "0", "0", "0",
                             "--steps", "0", "-o", "{tmp}/p"],
+    "predict, negative seed": ["predict", "--ct", "{ct}", "--point", "0", "0", "0",
+                               "--seed", "-1", "-o", "{tmp}/p"],
     "predict, unknown anatomy backend": ["predict", "--ct", "{ct}", "--point", "0", "0", "0",
                                          "--anatomy", "lungs", "-o", "{tmp}/p"],
     "predict, missing cohort": ["predict", "--cohort", "{tmp}/none.csv", "-o", "{tmp}/p"],

@@ -24,6 +24,7 @@ from ..inference.sampling import SamplingOptions, sample
 from ..models.config import PRETRAINING_STAGES
 from ..models.heads import ResponseHead, SurvivalHead
 from ..models.immunodiff import ImmunoDiffModel
+from ..seeds import derived_seed
 from ..train.config import TrainConfig
 from ..train.heads import case_features, fit_heads
 from ..train.runner import train_stage
@@ -89,7 +90,8 @@ def heads_predictions(model: ImmunoDiffModel, variant: str, batch: dict, train_r
     """Fit fresh heads on the training rows' features; (P(responder), log-risk) of test rows."""
     stage = VARIANT_STAGE[variant]
     train_features = case_features(model, _items(batch, train_rows), seed, stage)
-    test_features = case_features(model, _items(batch, test_rows), seed + 1, stage)
+    test_features = case_features(model, _items(batch, test_rows),
+                                  derived_seed(seed, "test features"), stage)
     torch.manual_seed(seed)
     heads = FreshHeads(train_features.shape[1])
     outcome = {k: batch[k][train_rows].float() for k in ("response", "survival_months",

@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
+from ..seeds import derived_seed
 from .config import EvaluationConfig
 from .data import CohortTensors, clinical_matrix
 from .diffusion_baselines import (
@@ -51,7 +52,7 @@ class FoldContext:
 
     @property
     def seed(self) -> int:
-        return self.config.seed * 1000 + self.fold["fold"]
+        return derived_seed(self.config.seed, "fold", self.fold["fold"])
 
     @cached_property
     def train(self) -> dict:

@@ -35,6 +35,7 @@ from ..imaging.recist import longest_axial_diameter_mm, recist_category
 from ..models import Conditions
 from ..models.batch import model_batch
 from ..progress import CancelFlag, ProgressCallback, Task
+from ..seeds import torch_generator
 from .precision import describe, native_bf16, resolve_channels_last
 from .sampling import (
     SamplingOptions,
@@ -221,7 +222,7 @@ class ImmunoDiffPipeline:
         model = self.model
         n = options.prediction_draws
         x_t, t = model.feature_inputs(batch["baseline"], n,
-                                      torch.Generator().manual_seed(options.seed + 1))
+                                      torch_generator(options.seed, "prediction noise"))
         layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
         x_t = x_t.contiguous(memory_format=layout)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,

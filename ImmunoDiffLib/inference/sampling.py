@@ -35,6 +35,7 @@ from ..errors import SettingError
 from ..models.diffusion import SAMPLERS, make_scheduler
 from ..models.immunodiff import Conditions, ImmunoDiffModel
 from ..progress import CancelFlag, ProgressCallback, Task
+from ..seeds import torch_generator
 from .fused_denoiser import FusedDenoiser
 from .memory_reuse import reuse_freed_memory
 from .precision import resolve_bf16, resolve_channels_last
@@ -72,6 +73,8 @@ class SamplingOptions:
             raise SettingError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
         if self.steps < 1 or self.samples < 1 or self.prediction_draws < 1:
             raise SettingError("steps, samples and prediction_draws must be at least 1.")
+        if self.seed < 0:
+            raise SettingError(f"seed must be a whole number >= 0, got {self.seed}.")
         if self.scenario_guidance < 1.0:
             raise SettingError("scenario_guidance must be at least 1 (1 = off), got "
                              f"{self.scenario_guidance}.")
@@ -164,7 +167,7 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
     layout = torch.channels_last_3d if options.channels_last else torch.contiguous_format
     if both.control is not None:
         both = Conditions(both.context, both.control.contiguous(memory_format=layout))
-    generator = torch.Generator().manual_seed(options.seed)
+    generator = torch_generator(options.seed, "initial noise")
     x = torch.randn((n, *shape), generator=generator).to(device)
     x = x.contiguous(memory_format=layout)
     timesteps = scheduler.timesteps
@@ -182,8 +185,8 @@ def sample(model: ImmunoDiffModel, conditions: Conditions, shape: tuple[int, ...
             output = outputs[0]
             for (_, weight, region), reference in zip(references, outputs[1:], strict=True):
                 output = output + (weight - 1.0) * (outputs[0] - reference) * region
-            step_generator = torch.Generator(device=device).manual_seed(
-                options.seed * 7919 + index)
+            step_generator = torch_generator(options.seed, "denoising step", index,
+                                             device=device)
             if isinstance(scheduler, DDPMScheduler):
                 x, _ = scheduler.step(output, t, x, generator=step_generator)
             else:

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import default_collate
 
 from ..progress import Task
+from ..seeds import torch_generator
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .cox_loss import heads_loss
@@ -29,8 +30,8 @@ def case_features(model, items: list[dict], seed: int = 0, stage: str = "2") -> 
         batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.uint8
                      else v) for k, v in default_collate([item]).items()}
         conditions = model.encode_conditions(batch, stage)
-        generator = torch.Generator().manual_seed(seed * 100_003 + index)
-        x_t, t = model.feature_inputs(batch["baseline"], 1, generator)
+        x_t, t = model.feature_inputs(batch["baseline"], 1,
+                                      torch_generator(seed, "feature noise", index))
         rows.append(model.up_block_features(x_t, t, conditions))
     return torch.cat(rows)
 

@@ -23,6 +23,7 @@ from ..inference.precision import resolve_bf16, resolve_channels_last
 from ..models.config import Stage
 from ..models.diffusion import fit_target_scale
 from ..progress import CancelFlag, Cancelled, ProgressCallback, Task, is_cancelled
+from ..seeds import numpy_generator, torch_generator
 from .checkpoint import load_checkpoint, load_ema, save_checkpoint
 from .config import TrainConfig
 from .distributed import World, gather, init_world
@@ -43,14 +44,14 @@ def batch_indices(n_items: int, batch_size: int, step: int, seed: int, world: Wo
     for position in range(start + world.rank * batch_size,
                           start + (world.rank + 1) * batch_size):
         epoch, offset = divmod(position, n_items)
-        order = np.random.default_rng([seed, epoch]).permutation(n_items)
+        order = numpy_generator(seed, "item order", epoch).permutation(n_items)
         indices.append(int(order[offset]))
     return indices
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    seed_sequence = np.random.SeedSequence([seed, step, rank])
-    return torch.Generator().manual_seed(int(seed_sequence.generate_state(1)[0]))
+    """The noise and timesteps of one training step on one rank."""
+    return torch_generator(seed, "training step", step, rank)
 
 
 def _to_device(value, device, layout=torch.contiguous_format):
