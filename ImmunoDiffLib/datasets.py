@@ -23,11 +23,12 @@ from torch.utils.data import Dataset
 
 from . import __version__
 from .anatomy import segment_anatomy
-from .clinical import Standardisation, encode_clinical
+from .clinical import ClinicalTensors, Standardisation, encode_clinical
 from .cohort import CohortCase, PretrainingCase
 from .imaging import CropSpec, HUWindow, crop_around_point, normalise, read_ct, read_image
 from .imaging.labels import label_centroid
 from .imaging.rtstruct import read_rtstruct_roi
+from .models.batch import model_batch
 from .outputs import atomic_output
 from .progress import CancelFlag, ProgressCallback, Task
 from .seeds import numpy_generator
@@ -122,8 +123,9 @@ def preprocess_cohort_case(case: CohortCase, config: PreprocessConfig) -> dict[s
 
 
 class CohortDataset(Dataset):
-    """Items: ``baseline``/``followup`` (1, X, Y, Z) in [-1, 1]; ``lobes``/``vessels``/``tumour``
-    (1, X, Y, Z) labels; ``clinical`` {group: (F_g,)} and ``clinical_mask``; ``response``,
+    """Items (:func:`~ImmunoDiffLib.models.batch.model_batch` without the batch dimension):
+    ``baseline``/``followup`` (1, X, Y, Z) in [-1, 1]; ``lobes``/``vessels``/``tumour``
+    (1, X, Y, Z) labels as float; ``clinical`` {group: (F_g,)} and ``clinical_mask``; ``response``,
     ``survival_months``, ``event`` (NaN where unknown); ``patient_id``."""
 
     def __init__(self, cases: list[CohortCase], config: PreprocessConfig = PreprocessConfig(),
@@ -158,14 +160,18 @@ class CohortDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         case, arrays = self.cases[index], self.arrays(index)
-        item = {name: torch.from_numpy(np.asarray(arrays[name]))[None]
-                for name in ("baseline", "followup", "lobes", "vessels", "tumour",
-                             "followup_tumour") if name in arrays}
-        item["clinical"] = {g: v[index] for g, v in self.encoded.values.items()}
-        item["clinical_mask"] = {g: m[index] for g, m in self.encoded.mask.items()}
-        for name in ("response", "survival_months", "event"):
-            value = getattr(case, name)
-            item[name] = torch.tensor(float("nan") if value is None else float(value))
+        images = {name: torch.from_numpy(np.asarray(arrays[name]))[None]  # (1, X, Y, Z)
+                  for name in ("baseline", "followup", "lobes", "vessels", "tumour",
+                               "followup_tumour") if name in arrays}
+        clinical = ClinicalTensors({g: v[index] for g, v in self.encoded.values.items()},
+                                   {g: m[index] for g, m in self.encoded.mask.items()},
+                                   self.encoded.feature_names)
+        outcomes = {name: torch.tensor(float("nan") if getattr(case, name) is None
+                                       else float(getattr(case, name)))
+                    for name in ("response", "survival_months", "event")}
+        item = model_batch(images.pop("baseline"), images.pop("lobes"), images.pop("vessels"),
+                           clinical, tumour=images.pop("tumour", None),
+                           followup=images.pop("followup", None), **images, **outcomes)
         item["patient_id"] = case.patient_id
         return item
 
@@ -209,5 +215,6 @@ class PretrainingDataset(Dataset):
             point = pretraining_point(case, ct, self.seed, index)
             arrays = _crops(ct, point, self.config, {}, f"CT '{case.ct}'")
             self.cache.put(key, arrays)
-        return {name: torch.from_numpy(np.asarray(arrays[name]))[None]
-                for name in ("baseline", "lobes", "vessels")}
+        baseline, lobes, vessels = (torch.from_numpy(np.asarray(arrays[name]))[None]
+                                    for name in ("baseline", "lobes", "vessels"))
+        return model_batch(baseline, lobes, vessels, None)

@@ -17,7 +17,8 @@ def test_items_have_model_shapes_ranges_and_centred_tumours(small_cohort, tmp_pa
             assert item[name].shape == (1, 96, 96, 16) and item[name].dtype == torch.float32
             assert -1.0 <= item[name].min() and item[name].max() <= 1.0
         for name in ("lobes", "vessels", "tumour", "followup_tumour"):
-            assert item[name].shape == (1, 96, 96, 16) and item[name].dtype == torch.uint8
+            assert item[name].shape == (1, 96, 96, 16) and item[name].dtype == torch.float32
+            assert torch.equal(item[name], item[name].round())  # labels, as model_batch has them
         assert set(item["lobes"].unique().tolist()) <= {0, 1, 2, 3, 4, 5}
         tumour = np.argwhere(item["tumour"][0].numpy() > 0)
         assert len(tumour) > 0

@@ -29,10 +29,7 @@ class CohortTensors:
             if progress is not None:
                 progress.report(index / len(dataset), f"loading case {index + 1}/{len(dataset)}")
             items.append(dataset[index])
-        batch = default_collate(items)
-        for name in ("lobes", "vessels", "tumour", "followup_tumour"):
-            if name in batch:
-                batch[name] = batch[name].float()
+        batch = default_collate(items)  # labels are float already (model_batch)
         return cls(batch, list(batch.pop("patient_id")), tuple(spacing))
 
     def __len__(self) -> int:

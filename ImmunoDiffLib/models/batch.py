@@ -1,5 +1,6 @@
 """The model's input batch, built in one place: the dict that
-``ImmunoDiffModel.encode_conditions`` and the stage losses read."""
+``ImmunoDiffModel.encode_conditions`` and the stage losses read — for the pipeline, and for each
+dataset item (the same fields without the batch dimension, batched by ``default_collate``)."""
 
 from __future__ import annotations
 
@@ -9,22 +10,24 @@ from ..clinical import ClinicalTensors
 
 
 def model_batch(baseline: torch.Tensor, lobes: torch.Tensor, vessels: torch.Tensor,
-                clinical: ClinicalTensors, tumour: torch.Tensor | None = None,
+                clinical: ClinicalTensors | None, tumour: torch.Tensor | None = None,
                 followup: torch.Tensor | None = None, device: torch.device | str | None = None,
                 **extra: torch.Tensor) -> dict:
     """``baseline``/``followup`` (B, 1, X, Y, Z) in [-1, 1]; ``lobes`` (B, 1, X, Y, Z) 0-5;
     ``vessels``, ``tumour`` (B, 1, X, Y, Z) 0/1; ``clinical`` from
-    :func:`~ImmunoDiffLib.clinical.encode_clinical` (per group: values and mask (B, F_g)).
+    :func:`~ImmunoDiffLib.clinical.encode_clinical` (per group: values and mask (B, F_g)), or
+    None where a stage needs none (pretraining). A dataset item has the same fields without B.
     Labels become float; everything moves to ``device`` when given. ``extra`` (e.g.
     ``response`` (B,)) is passed through."""
     def place(tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor if tensor.is_floating_point() else tensor.float()
         return tensor if device is None else tensor.to(device)
 
-    batch = {"baseline": place(baseline), "lobes": place(lobes), "vessels": place(vessels),
-             "clinical": {g: place(v) for g, v in clinical.values.items()},
-             "clinical_mask": {g: (m if device is None else m.to(device))
-                               for g, m in clinical.mask.items()}}
+    batch = {"baseline": place(baseline), "lobes": place(lobes), "vessels": place(vessels)}
+    if clinical is not None:
+        batch["clinical"] = {g: place(v) for g, v in clinical.values.items()}
+        batch["clinical_mask"] = {g: (m if device is None else m.to(device))
+                                  for g, m in clinical.mask.items()}
     if tumour is not None:
         batch["tumour"] = place(tumour)
     if followup is not None:
