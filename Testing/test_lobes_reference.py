@@ -31,6 +31,31 @@ def test_offline_lobes_match_totalsegmentator_lobes_of_lidc(lidc_ct_and_lungs, l
     assert ((lobes == 1) | (lobes == 2))[left].mean() > 0.95
 
 
+def _centre_lps(image: sitk.Image, mask: np.ndarray) -> np.ndarray:
+    """The physical (LPS, mm) centre of a (z, y, x) mask on ``image``'s grid."""
+    z, y, x = (float(i.mean()) for i in np.nonzero(mask))
+    return np.array(image.TransformContinuousIndexToPhysicalPoint((x, y, z)))
+
+
+def test_offline_lobes_of_lidc_lie_front_and_back_as_the_reference_in_physical_space(
+        lidc_ct_and_lungs, lidc_labels):
+    """LIDC's rows are stored flipped (direction diag(1, -1, 1)): in voxel rows the front is at
+    the bottom. In physical space each upper lobe must lie in front of (LPS y smaller than) its
+    lower lobe, and each lobe's centre within 2 cm of the reference lobe's."""
+    _, lungs = lidc_ct_and_lungs
+    assert lungs.GetDirection()[4] < 0  # the flipped rows are what this test is about
+    lobes = sitk.GetArrayFromImage(approximate_lobes(lungs))
+    reference = sitk.GetArrayFromImage(lidc_labels)
+    centre = {name: _centre_lps(lungs, lobes == value) for name, value in OURS.items()}
+    theirs = {name: _centre_lps(lidc_labels, reference == value) for name, value in
+              {"LUL": 10, "LLL": 11, "RUL": 12, "RML": 13, "RLL": 14}.items()}
+    assert centre["LUL"][1] < centre["LLL"][1] and centre["RUL"][1] < centre["RLL"][1]
+    assert centre["RML"][1] < centre["RLL"][1]  # the middle lobe is anterior
+    for name in OURS:
+        assert np.linalg.norm(centre[name] - theirs[name]) < 20.0, (name, centre[name],
+                                                                     theirs[name])
+
+
 def test_offline_lobes_of_the_cip_lung_mask_match_its_lobe_labels(cip_dir):
     labels = sitk.ReadImage(str(cip_dir / "crop_ct_interactiveLobeSegmentation.nrrd"))
     values = sitk.GetArrayFromImage(labels)

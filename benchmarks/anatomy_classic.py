@@ -3,8 +3,11 @@ sample CTs (lung2, the TotalSegmentator chest CT, LIDC-IDRI-0001).
 
 Each case runs in a fresh process so its peak resident memory is its own. Where reference lobe
 labels sit beside a CT (LIDC-IDRI-0001's TotalSegmentator labels, ``--lidc-labels``), the Dice
-of each offline lobe against them is printed too.
+of each offline lobe against them is printed too. ``--analysis-spacing 0`` runs the methods on
+the CT's own grid (as before the analysis grid existed), for comparison; the default is the
+library's (``anatomy/analysis_grid.py``).
 Usage: python benchmarks/anatomy_classic.py [--repeats N] [--lidc-labels FILE]
+                                            [--analysis-spacing MM]
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pathlib import Path
 CASE_SCRIPT = """
 import json, resource, sys, time
 import SimpleITK as sitk
-from ImmunoDiffLib.anatomy import segment_anatomy
+from ImmunoDiffLib.anatomy import analysis_grid, segment_anatomy
+if sys.argv[3] != "default":
+    analysis_grid.ANALYSIS_SPACING_MM = float(sys.argv[3])
 from ImmunoDiffLib.sample_data import fetch_sample_data
 path = fetch_sample_data()[sys.argv[1]]
 ct = sitk.ReadImage(str(path))
@@ -31,8 +36,8 @@ for _ in range(int(sys.argv[2])):
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 import numpy as np
 dice = {}
-if len(sys.argv) > 3:  # reference labels: TotalSegmentator's 10 LUL, 11 LLL, 12 RUL, 13 RML, 14 RLL
-    reference = sitk.GetArrayFromImage(sitk.ReadImage(sys.argv[3]))
+if len(sys.argv) > 4:  # reference labels: TotalSegmentator's 10 LUL, 11 LLL, 12 RUL, 13 RML, 14 RLL
+    reference = sitk.GetArrayFromImage(sitk.ReadImage(sys.argv[4]))
     lobes = sitk.GetArrayFromImage(anatomy.lobes)
     for ours, theirs, name in ((1, 10, "LUL"), (2, 11, "LLL"), (3, 12, "RUL"), (4, 13, "RML"),
                                (5, 14, "RLL")):
@@ -51,6 +56,8 @@ def main() -> None:
     parser.add_argument("--lidc-labels", default=str(
         Path(__file__).resolve().parents[2] / "shared" / "data" / "lidc"
         / "LIDC-IDRI-0001_totalseg_labels.nii.gz"), help="reference lobes of LIDC-IDRI-0001")
+    parser.add_argument("--analysis-spacing", default="default",
+                        help="in-plane mm of the analysis grid (0: the CT's own grid)")
     args = parser.parse_args()
     print(f"{'case':<16} {'grid':<16} {'spacing mm':<20} {'seconds':>8} {'peak RSS MB':>12} "
           f"{'lungs ml':>9}  lobe Dice vs reference")
@@ -58,7 +65,8 @@ def main() -> None:
         labels = [args.lidc_labels] if key == "lidc_ct" and Path(args.lidc_labels).is_file() \
             else []
         done = subprocess.run([sys.executable, "-c", CASE_SCRIPT, key, str(args.repeats),
-                               *labels], capture_output=True, text=True, check=True)
+                               args.analysis_spacing, *labels], capture_output=True,
+                              text=True, check=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         grid = "x".join(str(v) for v in row["size"])
         spacing = "x".join(str(v) for v in row["spacing"])

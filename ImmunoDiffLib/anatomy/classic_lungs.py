@@ -16,6 +16,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
+from .analysis_grid import analysis_grid, mask_on
+
 LUNG_THRESHOLD_HU = -400.0
 PADDING_HU = -1500.0  # at or below: outside the scanner's field of view (-2048, -3024), not air
 MOSTLY_INSIDE = 0.5  # border-touching air with this fraction inside the body's hull is kept
@@ -129,8 +131,14 @@ def _split_lungs(candidates: sitk.Image) -> sitk.Image:
 
 
 def segment_lungs(ct: sitk.Image) -> sitk.Image:
-    """Binary lung mask (uint8, 0/1) on the CT's own grid."""
-    ct = sitk.Cast(ct, sitk.sitkFloat32)
+    """Binary lung mask (uint8, 0/1) on the CT's own grid, found on the analysis grid (voxels
+    outside the scanner's field of view stay out, though their block may reach into it)."""
+    lungs = mask_on(_segment_lungs(analysis_grid(ct)), ct)
+    return sitk.And(lungs, sitk.Cast(ct > PADDING_HU, sitk.sitkUInt8))
+
+
+def _segment_lungs(ct: sitk.Image) -> sitk.Image:
+    """Binary lung mask (uint8) of a float32 CT on its grid."""
     body_air = sitk.GetImageFromArray(
         _air_inside_body(sitk.GetArrayViewFromImage(ct)).astype(np.uint8))
     body_air.CopyInformation(ct)

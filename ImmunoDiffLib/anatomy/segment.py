@@ -31,7 +31,7 @@ from . import classic, lungmask_backend, totalseg_backend
 from .cache import AnatomyCache, cache_key
 from .classic_lungs import segment_lungs
 
-CLASSIC_VERSION = 3  # bump when the classic algorithm changes (invalidates cached results)
+CLASSIC_VERSION = 4  # bump when the classic algorithm changes (invalidates cached results)
 BACKENDS = ("auto", "paper", "lungmask", "totalsegmentator", "classic")
 PRESETS = {  # backend -> (lobes from, vessels from)
     "paper": ("lungmask", "totalsegmentator"),
