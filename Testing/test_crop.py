@@ -5,7 +5,13 @@ import pytest
 import SimpleITK as sitk
 
 from ImmunoDiffLib.errors import ImageError, TumourPointError
-from ImmunoDiffLib.imaging import CropSpec, crop_around_point, label_centroid, paste_back
+from ImmunoDiffLib.imaging import (
+    CropSpec,
+    crop_around_point,
+    label_centroid,
+    paste_back,
+    paste_change,
+)
 from ImmunoDiffLib.imaging.resample import resample_like
 
 
@@ -149,3 +155,31 @@ def test_crop_spec_validation():
         CropSpec(size=(96, 0, 16))
     with pytest.raises(ValueError, match="positive numbers"):
         CropSpec(spacing=(3.0, -1.0, 0.5))
+
+
+def test_paste_change_keeps_the_cts_own_detail_and_adds_only_the_change(lung2,
+                                                                          lung2_tumour_point):
+    """The follow-up in full geometry is the CT plus the crop's change: with no change it is
+    the CT itself, bit for bit (paste_back would give the crop's coarse 3 mm voxels); a change
+    in the middle arrives in full and fades to nothing at the crop's faces (no seam)."""
+    crop = crop_around_point(lung2, lung2_tumour_point, CropSpec())
+    unchanged = paste_change(crop.image, crop.image, lung2)
+    original = sitk.GetArrayFromImage(lung2)
+    assert np.array_equal(sitk.GetArrayFromImage(unchanged), original)
+    coarse = sitk.GetArrayFromImage(paste_back(crop.image, lung2))
+    lost = np.abs(coarse.astype(float) - original)[coarse != original]
+    assert lost.mean() > 20.0  # HU of detail that pasting the 3 mm crop itself loses
+    values = sitk.GetArrayFromImage(crop.image).copy()
+    values[4:12, 36:60, 36:60] -= 300.0  # the lesion's region loses 300 HU
+    followup = sitk.GetImageFromArray(values)
+    followup.CopyInformation(crop.image)
+    pasted = sitk.GetArrayFromImage(paste_change(followup, crop.image, lung2)).astype(float)
+    change = pasted - original
+    i, j, k = lung2.TransformPhysicalPointToIndex(lung2_tumour_point)
+    assert abs(change[k, j, i] + 300.0) < 2.0  # the change in full at the centre
+    near_face = crop.image.TransformIndexToPhysicalPoint((0, 48, 8))  # on the crop's x face
+    fi, fj, fk = lung2.TransformPhysicalPointToIndex(near_face)
+    assert change[fk, fj, fi] == 0.0
+    outside = np.ones(change.shape, bool)
+    outside[max(k - 1, 0):k + 2] = False
+    assert np.all(change[outside] == 0.0)  # the crop is 8 mm thick; 5 mm slices: one or two

@@ -5,7 +5,7 @@ shows RAS, which negates x and y). Arrays from SimpleITK are indexed (z, y, x).
 """
 
 from ..outputs import check_output_path
-from .crop import Crop, CropSpec, crop_around_point, crop_grid, paste_back
+from .crop import Crop, CropSpec, crop_around_point, crop_grid, paste_back, paste_change
 from .dicom import list_dicom_series, read_dicom_series, write_dicom_series
 from .intensity import AIR_HU, HUWindow, denormalise, normalise
 from .io import read_ct, read_image, validate_ct, write_image
@@ -26,6 +26,7 @@ __all__ = [
     "list_dicom_series",
     "normalise",
     "paste_back",
+    "paste_change",
     "read_ct",
     "read_dicom_series",
     "read_image",

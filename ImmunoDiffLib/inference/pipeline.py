@@ -26,7 +26,7 @@ from ..imaging import (
     crop_grid,
     denormalise,
     normalise,
-    paste_back,
+    paste_change,
     validate_ct,
 )
 from ..imaging.labels import label_volume_ml
@@ -321,7 +321,7 @@ class ImmunoDiffPipeline:
         probability, risk = self._heads(batch, conditions, options)
         mean_crop = _crop_image(followup_hu.mean(0), point, spec)
         spread_crop = _crop_image(followup_hu.std(0), point, spec)
-        followup_ct = paste_back(mean_crop, ct)
+        followup_ct = paste_change(mean_crop, baseline_crop, ct)
         before_mm = longest_axial_diameter_mm(lesion_before)
         after, after_mm, recist = _measure(mean_crop, point, before_mm)
         scenario_results = {}
