@@ -9,6 +9,7 @@ dispatches; each command lives in its own module there.
     immunodiff predict --ct CT --point X Y Z --var age=64 ... -o DIR  (or --cohort CSV)
     immunodiff evaluate --cohort CSV -o DIR  (5-fold CV: the paper's Tables 1-3)
     immunodiff demo [--output DIR]
+    immunodiff review [CT] [--port 8080] [--open]  (the review in the browser)
 Exit status: 0 done, 2 bad input (one line naming what is wrong), 130 cancelled.
 """
 
@@ -21,15 +22,16 @@ import sys
 import threading
 
 from . import __version__
-from .commands import crop, data, demo, evaluate, predict, segment, simulate, train
-from .commands.terminal import cancel_file_flag, progress_display
+from .commands import crop, data, demo, evaluate, predict, review, segment, simulate, train
+from .commands.terminal import Silent, cancel_file_flag, progress_display
 from .errors import ImmunoDiffError
 from .progress import Cancelled
 
 CANCELLED_EXIT = 130  # the shell's code for a command stopped by the user
 BAD_INPUT_EXIT = 2  # argparse's code for a bad command line
 COMMANDS = {"data": data, "crop": crop, "segment": segment, "simulate": simulate,
-            "train": train, "predict": predict, "evaluate": evaluate, "demo": demo}
+            "train": train, "predict": predict, "evaluate": evaluate, "demo": demo,
+            "review": review}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
     try:
-        progress = progress_display(args, command.TITLE)
+        progress = (progress_display(args, command.TITLE)
+                    if getattr(command, "SHOWS_PROGRESS", True) else Silent())
         try:
             result = command.run(args, progress, cancel_file_flag(getattr(args, "cancel_file",
                                                                           None)))

@@ -3,6 +3,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/scripts/setup_env.sh"
+bash "$repo/scripts/setup_browser.sh"
 venv="${IMMUNODIFF_VENV:-$repo/.venv}"
 # Use the checked-in copy of the sample CTs when it sits beside the repository (as in CI),
 # instead of downloading them; a user's own setting wins.

@@ -42,6 +42,16 @@ class LineProgress:
         pass
 
 
+class Silent:
+    """No display, for a command whose page shows its own progress."""
+
+    def __call__(self, fraction: float, message: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def progress_display(args, description: str) -> TerminalProgress | LineProgress:
     """The display the command line asked for (``--progress-lines`` where the command has it)."""
     return LineProgress() if getattr(args, "progress_lines", False) else TerminalProgress(

@@ -192,3 +192,12 @@ def set_difference_visible(scene, visible: bool) -> None:
     for view in SIDE_BY_SIDE_VIEWS:
         if view in composites:
             composites[view].SetForegroundOpacity(DIFFERENCE_OPACITY if visible else 0.0)
+
+
+def set_overlay(scene, node, opacity: float = DIFFERENCE_OPACITY) -> None:
+    """The foreground layer of the side-by-side views: ``node`` over both (None: nothing)."""
+    composites = _view_nodes(scene, "vtkMRMLSliceCompositeNode")
+    for view in SIDE_BY_SIDE_VIEWS:
+        if view in composites:
+            composites[view].SetForegroundVolumeID(None if node is None else node.GetID())
+            composites[view].SetForegroundOpacity(0.0 if node is None else opacity)

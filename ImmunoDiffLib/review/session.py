@@ -1,0 +1,273 @@
+"""One review session of the web app, without its page: the CT loaded into the MRML scene,
+the tumour point, the clinical variables checked field by field, one run at a time in a
+worker thread (progress, cancel), the results as nodes through :mod:`ImmunoDiffLib.mrml`, and
+Save. The page (``page.py``) only binds widgets to this object, so everything here is tested
+without a browser.
+
+Threads: the worker runs only the library (``pipeline.run`` and ``write_case`` into a
+temporary case folder); nodes are made and views changed on the server's thread, by
+:meth:`ReviewSession.collect`, because MRML is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import vtk
+
+from .. import mrml
+from ..clinical import VARIABLES, parse_clinical
+from ..errors import ClinicalValueError, ImageError, ImmunoDiffError
+from ..imaging import label_centroid, read_ct, read_image
+from ..inference.cases import PREDICTIONS_NAME, write_case
+from ..inference.pipeline import ImmunoDiffPipeline
+from ..inference.sampling import SamplingOptions
+from ..mrml import views
+from ..outputs import atomic_folder
+from ..progress import Cancelled
+from ..reporting.case_report import prediction_lines
+
+LUNG_WINDOW = (1500.0, -600.0)  # window, level
+UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+class BusyError(ImmunoDiffError, RuntimeError):
+    """A run is already going on this server."""
+
+
+@dataclass
+class RunState:
+    """What the page shows of the current or last run."""
+
+    running: bool = False
+    fraction: float = 0.0
+    message: str = ""
+    error: str = ""
+    cancelled: bool = False
+    folder: Path | None = None  # the finished case folder (temporary until saved)
+    summary: dict = field(default_factory=dict)
+
+
+def field_problems(values: dict) -> tuple[dict[str, str], float | None]:
+    """({variable name: message} for each bad clinical value, NLR computed from ANC/ALC or
+    None). Empty strings and "unknown" count as missing, as in the library."""
+    raw = {name: value for name, value in values.items()
+           if str(value).strip() not in ("", "unknown")}
+    try:
+        record = parse_clinical(raw)
+    except ClinicalValueError as error:
+        problems: dict[str, str] = {}
+        for sentence in error.problems:
+            named = [v.name for v in VARIABLES if re.search(rf"\({re.escape(v.name)}\)",
+                                                            sentence)]
+            for name in named or ["form"]:
+                problems.setdefault(name, sentence)
+        return problems, None
+    return {}, (float(record["nlr"]) if "nlr" in record.derived else None)
+
+
+class ReviewSession:
+    """The state of one review server (shared by every browser tab that opens it)."""
+
+    def __init__(self, scene, allowed_roots: list[Path], bundle: Path,
+                 anatomy_backend: str = "auto", work_dir: Path | None = None):
+        self.scene = scene
+        self.allowed_roots = [Path(r).resolve() for r in allowed_roots]
+        self.bundle = Path(bundle)
+        self.anatomy_backend = anatomy_backend
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="immunodiff-review-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.volume_node = None
+        self.point_ras: tuple[float, float, float] | None = None
+        self.run_state = RunState()
+        self.nodes: dict = {}
+        self._pipeline: ImmunoDiffPipeline | None = None
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: dict | None = None
+
+    # --- input ------------------------------------------------------------------------------
+    def allowed(self, path_text: str) -> Path:
+        """The resolved path, if it lies inside an allowed folder; else a clear error."""
+        path = Path(path_text).expanduser()
+        resolved = path.resolve()
+        if not any(resolved == root or resolved.is_relative_to(root)
+                   for root in self.allowed_roots):
+            roots = ", ".join(str(r) for r in self.allowed_roots)
+            raise ImageError(f"'{path_text}' is outside the folders this review may read "
+                             f"({roots}); start it with --allow FOLDER to add one.")
+        if not resolved.exists():
+            raise ImageError(f"'{path_text}' does not exist.")
+        return resolved
+
+    def load(self, path_text: str, name: str | None = None):
+        """Read a CT file or DICOM folder (inside the allowed folders) into a new volume node,
+        shown at the lung window. Returns the node."""
+        path = self.allowed(path_text)
+        return self._show(read_ct(path), name or path.name.split(".")[0])
+
+    def load_upload(self, filename: str, content: bytes):
+        """A CT sent by the browser: kept in the session's folder only while it is read."""
+        lower = filename.lower()
+        if not lower.endswith(UPLOAD_SUFFIXES):
+            raise ImageError(f"Upload '{filename}' is not a CT file this review reads "
+                             f"({', '.join(UPLOAD_SUFFIXES)}); send a NIfTI, NRRD or MHA "
+                             "file, or type the path of a DICOM folder.")
+        suffix = next(s for s in UPLOAD_SUFFIXES if lower.endswith(s))
+        with tempfile.TemporaryDirectory(dir=self.work_dir) as folder:
+            path = Path(folder) / f"upload{suffix}"
+            path.write_bytes(content)
+            image = read_ct(path)
+        return self._show(image, Path(filename).name.split(".")[0])
+
+    def _show(self, image, name: str):
+        views.ensure_display_defaults(self.scene)
+        node = mrml.image_to_volume_node(image, self.scene, name)
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+        display.SetAutoWindowLevel(False)
+        display.SetWindowLevel(*LUNG_WINDOW)
+        self.volume_node, self.point_ras, self.nodes = node, None, {}
+        self.run_state = RunState()
+        return node
+
+    def set_point(self, point_ras) -> None:
+        """The tumour point, kept to 0.01 mm: the precision predictions.json records, so the
+        saved case can be run again exactly."""
+        self.point_ras = tuple(round(float(v), 2) for v in point_ras)
+
+    def point_from_mask(self, path_text: str) -> tuple[float, float, float]:
+        """The tumour point as the centroid of a tumour label map (a picked segment)."""
+        centre = label_centroid(read_image(self.allowed(path_text)))
+        self.set_point(mrml.lps_to_ras(centre))
+        return self.point_ras
+
+    # --- the run ----------------------------------------------------------------------------
+    def start(self, clinical: dict, options: SamplingOptions) -> None:
+        """Start the case in a worker thread; refuses a second run (BusyError)."""
+        if self.volume_node is None:
+            raise ImageError("Load a CT first.")
+        if self.point_ras is None:
+            raise ImageError("Place the tumour point: click the tumour in the left view.")
+        problems, _ = field_problems(clinical)
+        if problems:
+            raise ClinicalValueError(list(problems.values()))
+        if not self._lock.acquire(blocking=False):
+            raise BusyError("A case is running on this server; wait for it or cancel it.")
+        image = mrml.volume_node_to_image(self.volume_node)  # read on the server's thread
+        point_lps = mrml.ras_to_lps(self.point_ras)
+        raw = {k: v for k, v in clinical.items() if str(v).strip() not in ("", "unknown")}
+        self._cancel.clear()
+        self.run_state = RunState(running=True, message="starting")
+        self._thread = threading.Thread(target=self._work, args=(image, raw, point_lps,
+                                                                 options), daemon=True)
+        self._thread.start()
+
+    def _progress(self, fraction: float, message: str = "") -> None:
+        self.run_state.fraction, self.run_state.message = float(fraction), message
+
+    def _work(self, image, clinical: dict, point_lps, options: SamplingOptions) -> None:
+        folder = self.work_dir / "case"
+        try:
+            if self._pipeline is None:
+                self._progress(0.0, "loading the model")
+                self._pipeline = ImmunoDiffPipeline(self.bundle,
+                                                    anatomy_backend=self.anatomy_backend)
+            result = self._pipeline.run(image, clinical, point_lps, options, self._progress,
+                                        self._cancel.is_set)
+            write_case(result, folder, "review", overwrite=True)
+            self._pending = {"folder": folder}
+        except Cancelled:
+            self._pending = {"cancelled": True}
+        except ImmunoDiffError as error:
+            self._pending = {"error": str(error)}
+        except Exception as error:  # shown on the page; the server keeps running
+            self._pending = {"error": f"{type(error).__name__}: {error}"}
+        finally:
+            self._lock.release()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def collect(self) -> bool:
+        """On the server's thread: when the worker has finished, put its results into the
+        scene (or its error into the run state). True when something changed."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        state = RunState()
+        if pending.get("cancelled"):
+            state.cancelled, state.message = True, "cancelled; nothing was kept"
+            shutil.rmtree(self.work_dir / "case", ignore_errors=True)
+        elif "error" in pending:
+            state.error = pending["error"]
+        else:
+            folder = pending["folder"]
+            self.nodes = mrml.load_case_folder(self.scene, folder, self.volume_node)
+            views.show_side_by_side(self.scene, self.volume_node, self.nodes, self.point_ras)
+            state.folder, state.summary = folder, self.nodes["summary"]
+            state.fraction, state.message = 1.0, "done"
+        self.run_state = state
+        return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the worker ends (for the command line and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- results ----------------------------------------------------------------------------
+    def show_overlay(self, kind: str | None) -> None:
+        """The foreground of both views: "difference", "uncertainty" or None."""
+        node = self.nodes.get(kind) if kind else None
+        if kind == "difference" and node is not None:
+            views.style_difference(node)
+        elif node is not None:
+            node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeInferno")
+        views.set_overlay(self.scene, node)
+
+    def show_anatomy(self, visible: bool) -> None:
+        segmentation = self.nodes.get("segmentation")
+        if segmentation is not None and segmentation.GetDisplayNode() is not None:
+            segmentation.GetDisplayNode().SetVisibility(bool(visible))
+
+    def save(self, destination_text: str) -> Path:
+        """Copy the finished case folder to ``destination`` (all or nothing): the same folder
+        ``immunodiff predict`` writes."""
+        folder = self.run_state.folder
+        if folder is None or not (folder / PREDICTIONS_NAME).is_file():
+            raise ImageError("Nothing to save yet: run the case first.")
+        destination = Path(destination_text).expanduser()
+        parent = self.allowed(str(destination.parent))
+        with atomic_folder(parent / destination.name) as staging:
+            shutil.copytree(folder, staging, dirs_exist_ok=True)
+        return parent / destination.name
+
+    def clinical_fields(self) -> list[dict]:
+        """The form's fields: name, label with unit, range or categories."""
+        return [{"name": v.name, "label": v.label + (f" ({v.unit})" if v.unit else ""),
+                 "hint": (", ".join(v.categories) if v.is_categorical else
+                          f"{v.minimum:g} to {v.maximum:g}"),
+                 "categories": list(v.categories)} for v in VARIABLES]
+
+
+def predictions_text(summary: dict) -> str:
+    """The predictions as the case report writes them."""
+    return "\n".join(prediction_lines(summary)) if summary else ""
+
+
+def tumour_screen_fraction(slice_node, point_ras) -> tuple[float, float]:
+    """Where ``point_ras`` lies in a slice view, as fractions (x from the left, y from the
+    top) of its width and height (for a test that clicks the tumour)."""
+    inverse = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Invert(slice_node.GetXYToRAS(), inverse)
+    x, y, _, _ = inverse.MultiplyPoint((*point_ras, 1.0))
+    width, height = slice_node.GetDimensions()[:2]
+    return float(np.clip(x / width, 0, 1)), float(np.clip(1.0 - y / height, 0, 1))
+
