@@ -1,0 +1,122 @@
+"""One case, scene in, nodes out: the pipeline run on a volume node, or a case folder written by
+``immunodiff predict``, as NEW nodes (follow-up, difference, uncertainty, anatomy, predictions),
+placed in the subject hierarchy beside the baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import SimpleITK as sitk
+import slicer
+
+from ..anatomy.segment import Anatomy
+from ..imaging import read_image
+from .segmentations import anatomy_to_segmentation_node, segmentation_to_anatomy
+from .tables import predictions_to_table_node
+from .volumes import image_to_volume_node, ras_to_lps, volume_node_to_image
+
+
+def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None,
+                 progress=None, cancel=None, allow_outside_lungs: bool = False,
+                 name_prefix: str | None = None, existing_segmentation=None,
+                 scenarios: bool = False, tumour_mask=None) -> dict:
+    """Run ``pipeline`` (an :class:`~ImmunoDiffLib.inference.pipeline.ImmunoDiffPipeline`)
+    on a volume node and put the results into ``scene`` as NEW nodes (the input is never
+    modified):
+    ``followup`` (full geometry), ``difference`` and ``uncertainty`` (crop grid, HU),
+    ``segmentation`` (lobes + vessels) and ``table`` (predictions). Returns them with the
+    :class:`~ImmunoDiffLib.inference.pipeline.Result` under ``result``. ``existing_segmentation``: a
+    segmentation node whose lobes and vessels are used instead of segmenting again.
+    ``scenarios``: also ``followup if responder`` / ``followup if non-responder`` (crop grid).
+    ``tumour_mask``: the drawn tumour (SimpleITK label map) the generator is told to change."""
+    prefix = name_prefix or volume_node.GetName()
+    image = volume_node_to_image(volume_node)
+    anatomy = (segmentation_to_anatomy(existing_segmentation, volume_node)
+               if existing_segmentation is not None else None)
+    result = pipeline.run(image, clinical, ras_to_lps(point_ras), options, progress, cancel,
+                          allow_outside_lungs, anatomy=anatomy, scenarios=scenarios,
+                          tumour_mask=tumour_mask)
+    nodes = _result_nodes(scene, prefix, volume_node, result.followup_ct, result.baseline_crop,
+                          result.followup_crop, result.uncertainty_crop, result.anatomy,
+                          result.summary(),
+                          {n: r.followup_crop for n, r in result.scenarios.items()})
+    nodes["result"] = result
+    return nodes
+
+
+def _result_nodes(scene, prefix: str, volume_node, followup_ct, baseline_crop, followup_crop,
+                  uncertainty_crop, anatomy, summary: dict, scenario_crops: dict) -> dict:
+    """The new nodes of one case's results (see :func:`process_case`)."""
+    difference = sitk.Subtract(sitk.Cast(followup_crop, sitk.sitkFloat32),
+                               sitk.Cast(baseline_crop, sitk.sitkFloat32))
+    nodes = {
+        "followup": image_to_volume_node(followup_ct, scene, f"{prefix} synthesized follow-up"),
+        "difference": image_to_volume_node(difference, scene, f"{prefix} difference"),
+        "uncertainty": image_to_volume_node(uncertainty_crop, scene, f"{prefix} uncertainty"),
+        "segmentation": anatomy_to_segmentation_node(anatomy, scene, f"{prefix} lung anatomy"),
+        "table": predictions_to_table_node(summary, scene, f"{prefix} ImmunoDiff predictions"),
+    }
+    for name, crop in scenario_crops.items():
+        nodes[f"followup if {name}"] = image_to_volume_node(crop, scene,
+                                                            f"{prefix} follow-up if {name}")
+    for key in [k for k in nodes if k.startswith("followup") or k in ("difference",
+                                                                       "uncertainty")]:
+        nodes[key].CreateDefaultDisplayNodes()
+    window, level = _window_level(volume_node)
+    if window is not None:
+        nodes["followup"].GetDisplayNode().SetAutoWindowLevel(False)
+        nodes["followup"].GetDisplayNode().SetWindowLevel(window, level)
+    nodes["segmentation"].SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    return nodes
+
+
+def load_case_folder(scene, folder, volume_node, name_prefix: str | None = None) -> dict:
+    """The nodes of :func:`process_case` from a case folder written by ``immunodiff predict``
+    (the Slicer module's background process) for ``volume_node``; ``summary`` holds the
+    predictions (predictions.json). Nothing is added to the scene if a file is missing."""
+    folder = Path(folder)
+    names = ("followup_ct", "baseline_crop", "followup_crop", "uncertainty_crop", "lobes",
+             "vessels")
+    missing = [n for n in (*names, "predictions") if not (folder / (
+        "predictions.json" if n == "predictions" else f"{n}.nii.gz")).is_file()]
+    if missing:
+        raise FileNotFoundError(f"Case folder '{folder}' lacks {', '.join(missing)}.")
+    images = {n: read_image(folder / f"{n}.nii.gz") for n in names}
+    summary = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
+    lobes = images["lobes"]
+    lungs = sitk.Cast(lobes > 0, sitk.sitkUInt8)
+    anatomy = Anatomy(lungs=lungs, lobes=sitk.Cast(lobes, sitk.sitkUInt8),
+                      vessels=sitk.Cast(images["vessels"], sitk.sitkUInt8),
+                      lobes_backend=str(summary.get("lobes_backend", "unknown")),
+                      vessels_backend=str(summary.get("vessels_backend", "unknown")))
+    scenarios = {path.name[len("followup_crop_if_"):-len(".nii.gz")]: read_image(path)
+                 for path in sorted(folder.glob("followup_crop_if_*.nii.gz"))}
+    nodes = _result_nodes(scene, name_prefix or volume_node.GetName(), volume_node,
+                          images["followup_ct"], images["baseline_crop"],
+                          images["followup_crop"], images["uncertainty_crop"], anatomy,
+                          summary, scenarios)
+    nodes["summary"] = summary
+    return nodes
+
+
+def _window_level(node):
+    display = node.GetDisplayNode()
+    if display is None:
+        return None, None
+    return display.GetWindow(), display.GetLevel()
+
+
+def place_under_study(scene, baseline_node, nodes) -> None:
+    """Put ``nodes`` in the subject hierarchy beside ``baseline_node`` (under its study, or
+    wherever it is), so the results stay with the patient they belong to."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+    baseline_item = hierarchy.GetItemByDataNode(baseline_node)
+    parent = (hierarchy.GetItemParent(baseline_item) if baseline_item
+              else hierarchy.GetSceneItemID())
+    for node in nodes:
+        item = hierarchy.GetItemByDataNode(node)
+        if item:
+            hierarchy.SetItemParent(item, parent)
+        else:
+            hierarchy.CreateItem(parent, node)

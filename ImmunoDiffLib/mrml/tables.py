@@ -1,0 +1,52 @@
+"""A prediction summary as a table node (Measure, Value as shown, Number)."""
+
+from __future__ import annotations
+
+import math
+
+import vtk
+
+TABLE_ROWS = (
+    ("response_probability", "Responder probability"),
+    ("response_probability_sd", "Responder probability SD"),
+    ("predicted_responder", "Predicted responder"),
+    ("survival_risk", "Survival risk (log hazard)"),
+    ("survival_risk_sd", "Survival risk SD"),
+    ("recist", "RECIST category (synthesized)"),
+    ("agreement", "Heads agree with the synthesis"),
+    ("generator_response_estimate", "Generator's response estimate"),
+    ("baseline_lesion_ml", "Tumour volume, baseline (ml)"),
+    ("followup_lesion_ml", "Tumour volume, synthesized (ml)"),
+    ("lesion_volume_change", "Tumour volume change"),
+    ("baseline_diameter_mm", "Longest diameter, baseline (mm)"),
+    ("followup_diameter_mm", "Longest diameter, synthesized (mm)"),
+    ("lobes_backend", "Lobes from"),
+    ("lobes_approximate", "Lobes approximate"),
+    ("arithmetic", "Arithmetic of the generation"),
+)
+
+
+def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff predictions",
+                              node=None):
+    """A table node of a prediction summary: Measure and Value (as shown) as text, and Number
+    (a double column: the value where it is a number, NaN where it is not), so the numbers can
+    be sorted, plotted or exported as numbers."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    table = node.GetTable()
+    table.Initialize()
+    measures, values, numbers = vtk.vtkStringArray(), vtk.vtkStringArray(), vtk.vtkDoubleArray()
+    measures.SetName("Measure")
+    values.SetName("Value")
+    numbers.SetName("Number")
+    for key, label in TABLE_ROWS:
+        value = summary.get(key)
+        measures.InsertNextValue(label)
+        values.InsertNextValue("" if value is None else
+                               f"{value:.3f}" if isinstance(value, float) else str(value))
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        numbers.InsertNextValue(float(value) if numeric else math.nan)
+    for column in (measures, values, numbers):
+        table.AddColumn(column)
+    node.Modified()
+    return node
