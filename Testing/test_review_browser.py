@@ -172,6 +172,23 @@ def test_a_radiologist_reviews_a_case_in_the_browser(review, sample_paths, tmp_p
     _click(driver, "run")
     _wait(lambda: driver.find_element(By.ID, "predictions").text.strip(), 600, "the result",
           step=1.0)
+    # linked views: scrolling the left view three slices (15 mm, beyond the 8 mm thick crop)
+    # moves the right one too, and there both show the same CT
+    at_tumour_left, at_tumour_right = _views(driver)
+    left = sorted((e for e in driver.find_elements(By.CSS_SELECTOR, "#views img, #views canvas")
+                   if e.rect["width"] > 100), key=lambda e: e.rect["x"])[0]
+    for _ in range(3):
+        webdriver.ActionChains(driver).scroll_to_element(left).scroll_from_origin(
+            webdriver.common.actions.wheel_input.ScrollOrigin.from_element(left), 0, 120
+        ).perform()
+        time.sleep(0.5)
+    _settle(driver)
+    moved_left, moved_right = _views(driver)
+    assert np.abs(moved_left - at_tumour_left).mean() > 1.0
+    assert np.abs(moved_right - at_tumour_right).mean() > 1.0
+    assert np.abs(moved_left - moved_right).mean() < 1.0
+    _click(driver, "orientation-axial")  # back to the tumour, centred
+    _settle(driver)
     # coronal: the crop is a thin slab around the tumour, so the rows far from it are outside
     _click(driver, "orientation-coronal")
     _settle(driver)
@@ -215,6 +232,25 @@ def test_a_radiologist_reviews_a_case_in_the_browser(review, sample_paths, tmp_p
         assert library[key] == saved[key], key
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local IPv4/IPv6 addresses listening on ``port`` (from /proc/net/tcp*)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).is_file():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_the_server_listens_on_this_computer_only(review):
+    _, _, port, _ = review
+    assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
+
+
 def test_cancel_stops_a_run_within_seconds_and_keeps_nothing(review):
     driver, work, _, _ = review
     _type(driver, "steps", "50")
@@ -222,6 +258,16 @@ def test_cancel_stops_a_run_within_seconds_and_keeps_nothing(review):
     _click(driver, "run")
     _wait(lambda: "denoising" in driver.find_element(By.ID, "run-message").text, 300,
           "the sampling to start", step=0.5)
+    # a second tab sees the run going and cannot start another
+    first = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    driver.get(f"http://127.0.0.1:{review[2]}/")
+    _wait(lambda: driver.find_elements(By.ID, "run"), 60, "the second tab")
+    _wait(lambda: "denoising" in driver.find_element(By.ID, "run-message").text, 30,
+          "the second tab to show the run")
+    assert not driver.find_element(By.ID, "run").is_enabled()
+    driver.close()
+    driver.switch_to.window(first)
     asked = time.monotonic()
     _click(driver, "cancel")
     _wait(lambda: "cancelled" in driver.find_element(By.ID, "run-message").text, 15,
