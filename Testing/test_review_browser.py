@@ -266,6 +266,7 @@ def test_cancel_stops_a_run_within_seconds_and_keeps_nothing(review):
     _wait(lambda: "denoising" in driver.find_element(By.ID, "run-message").text, 30,
           "the second tab to show the run")
     assert not driver.find_element(By.ID, "run").is_enabled()
+    assert "Busy: a case is running" in driver.find_element(By.ID, "busy").text
     driver.close()
     driver.switch_to.window(first)
     asked = time.monotonic()

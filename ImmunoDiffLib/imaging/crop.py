@@ -192,33 +192,48 @@ def paste_back(crop_image: sitk.Image, reference: sitk.Image, is_label: bool = F
     return output
 
 
+CHANGE_BLEND_HU = (50.0, 150.0)  # |change| below: the CT's detail kept; above: the crop's values
+
+
 def paste_change(followup_crop: sitk.Image, baseline_crop: sitk.Image, reference: sitk.Image,
                  taper_voxels: int = 2) -> sitk.Image:
-    """The follow-up in ``reference``'s full geometry as the baseline plus the change the crop
-    holds: ``reference + (followup_crop - baseline_crop)``, the change interpolated onto the
-    reference's grid. What the generator leaves alone keeps the CT's own resolution (the crop
-    grid is coarser), and the change fades to nothing over the ``taper_voxels`` crop voxels
-    next to each face of the crop, so the crop's box leaves no seam. Same grid, pixel type
-    and metadata as ``reference``; voxels outside the crop keep its values bit for bit."""
-    change = sitk.GetArrayFromImage(sitk.Cast(followup_crop, sitk.sitkFloat32)) \
-        - sitk.GetArrayFromImage(sitk.Cast(baseline_crop, sitk.sitkFloat32))
-    weight = np.ones(change.shape, np.float32)
+    """The follow-up in ``reference``'s full geometry, built from the change the crop holds.
+
+    Where the generator changed little (|follow-up - baseline| below 50 HU: the tissue it
+    left alone, and its noise) the result is the CT itself plus that change, so the CT's own
+    resolution is kept (the crop grid is coarser); where it changed a lot (above 150 HU: a
+    lesion that shrank or grew) it is the follow-up crop itself, interpolated, so no sharp
+    trace of the old lesion's edge is left; in between, a blend. The change fades to nothing
+    over the ``taper_voxels`` crop voxels next to each face, so the crop's box leaves no seam.
+    Same grid, pixel type and metadata as ``reference``; voxels outside the crop keep its
+    values bit for bit."""
+    followup = sitk.Cast(followup_crop, sitk.sitkFloat32)
+    change = sitk.GetArrayFromImage(followup) - sitk.GetArrayFromImage(
+        sitk.Cast(baseline_crop, sitk.sitkFloat32))
+    taper = np.ones(change.shape, np.float32)
     for axis, size in enumerate(change.shape):
         ramp = np.minimum(np.arange(size) + 0.5, size - np.arange(size) - 0.5)
         ramp = np.clip(ramp / max(taper_voxels, 1e-6), 0.0, 1.0).astype(np.float32)
         shape = [1, 1, 1]
         shape[axis] = size
-        weight = weight * ramp.reshape(shape)
-    delta = sitk.GetImageFromArray((change * weight).astype(np.float32))
-    delta.CopyInformation(followup_crop)
-    region_delta = sitk.GetArrayFromImage(
-        resample_like(delta, reference, sitk.sitkLinear, 0.0, sitk.sitkFloat64))
+        taper = taper * ramp.reshape(shape)
+
+    def on_reference(values: np.ndarray) -> np.ndarray:
+        image = sitk.GetImageFromArray(values.astype(np.float32))
+        image.CopyInformation(followup_crop)
+        return sitk.GetArrayFromImage(
+            resample_like(image, reference, sitk.sitkLinear, 0.0, sitk.sitkFloat64))
+
+    delta = on_reference(change * taper)
+    low, high = CHANGE_BLEND_HU
+    blend = on_reference(np.clip((np.abs(change) - low) / (high - low), 0.0, 1.0) * taper)
+    followup_values = on_reference(sitk.GetArrayFromImage(followup))
     original = sitk.GetArrayFromImage(reference)
-    result = original.astype(np.float64) + region_delta
+    result = (1.0 - blend) * (original + delta) + blend * followup_values
     if np.issubdtype(original.dtype, np.integer):
         limits = np.iinfo(original.dtype)
         result = np.clip(np.rint(result), limits.min, limits.max)
-    result = np.where(region_delta != 0, result, original).astype(original.dtype)
+    result = np.where((delta != 0) | (blend != 0), result, original).astype(original.dtype)
     output = sitk.GetImageFromArray(result)
     output.CopyInformation(reference)
     for key in reference.GetMetaDataKeys():

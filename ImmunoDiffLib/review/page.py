@@ -305,6 +305,8 @@ class ReviewPage:
         v3.VBtn("Cancel", click=self.cancel, disabled=("!running",), id="cancel",
                 size="small")
         v3.VProgressLinear(model_value=("progress",), height=8, id="progress")
+        html.Div("Busy: a case is running on this server (every open page sees it); wait "
+                 "for it or cancel it.", v_if="running", id="busy", style="font-size:12px;")
         html.Div("{{ run_message }}", id="run-message")
         html.Div("{{ run_error }}", id="run-error", style="color:#b00020;white-space:pre-wrap;")
 
