@@ -75,3 +75,10 @@ def minibatches(n_items: int, batch_size: int, steps: int, seed: int):
             order += rng.permutation(n_items).tolist()
         yield torch.tensor(order[:batch_size])
         order = order[batch_size:]
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss`` (gradients cleared first), as every baseline trains."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ..models.diffusion import make_scheduler
 from .config import EvaluationConfig
-from .data import minibatches
+from .data import descend, minibatches
 
 NO_CLASS = 2
 CLASS_DROPOUT = 0.2
@@ -69,9 +69,7 @@ def train_class_ddpm(images: torch.Tensor, labels: torch.Tensor, config: Evaluat
         classes[torch.rand(len(rows), generator=generator) < CLASS_DROPOUT] = NO_CLASS
         predicted = model(scheduler.add_noise(x0, noise, t), t, class_labels=classes)
         loss = F.mse_loss(predicted, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, loss)
     model.eval()
     return model
 

@@ -16,7 +16,7 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from .config import EvaluationConfig
-from .data import minibatches
+from .data import descend, minibatches
 
 FEATURES = 32
 
@@ -125,9 +125,7 @@ def train_image_classifier(name: str, images: torch.Tensor, clinical: torch.Tens
             task.report(step / config.baseline_steps, f"{name} step {step + 1}")
         logits = model(images[rows], None if clinical is None else clinical[rows])
         loss = F.binary_cross_entropy_with_logits(logits, labels[rows], pos_weight=weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, loss)
     model.eval()
     return model
 
