@@ -186,6 +186,8 @@ BAD_COMMANDS = {
     "crop, missing CT": ["crop", "{tmp}/none.nrrd", "--point", "0", "0", "0",
                          "-o", "{tmp}/c.nrrd"],
     "simulate, no patients": ["simulate", "--n", "0", "-o", "{tmp}/sim"],
+    "review, port out of range": ["review", "{ct}", "--port", "70000"],
+    "review, missing CT": ["review", "{tmp}/none.nrrd", "--port", "0"],
 }
 
 

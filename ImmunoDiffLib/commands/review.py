@@ -8,7 +8,7 @@ import webbrowser
 from pathlib import Path
 
 from ..anatomy import BACKENDS
-from ..errors import BackendUnavailableError, SettingError
+from ..errors import BackendUnavailableError, ImageError, SettingError
 from ..sample_data import local_sample_case
 from ..settings import default_bundle
 from .options import add_bundle
@@ -49,17 +49,19 @@ def allowed_folders(ct: Path | None, extra: list[Path]) -> list[Path]:
 
 
 def run(args, progress=None, cancel=None) -> dict:
+    if not 0 <= args.port <= 65535:
+        raise SettingError(f"--port must be 0 to 65535, got {args.port}.")
+    bundle = args.bundle or default_bundle()
+    if bundle is None:
+        raise SettingError("No model bundle: pass --bundle or set IMMUNODIFF_BUNDLE.")
+    if args.ct is not None and not args.ct.exists():
+        raise ImageError(f"CT '{args.ct}' does not exist.")
     try:  # deferred: trame-slicer is an optional dependency (pip install immunodiff[review])
         from ..review.page import ReviewPage
     except ImportError as error:
         raise BackendUnavailableError(
             f"The review needs trame-slicer ({error.name} is missing): "
             "pip install 'trame-slicer[standalone]==2.0.0'.") from error
-    if not 0 <= args.port <= 65535:
-        raise SettingError(f"--port must be 0 to 65535, got {args.port}.")
-    bundle = args.bundle or default_bundle()
-    if bundle is None:
-        raise SettingError("No model bundle: pass --bundle or set IMMUNODIFF_BUNDLE.")
     ct = args.ct or local_sample_case("lung2")
     folders = allowed_folders(ct, args.allow)
     port = args.port or free_port(args.host)
