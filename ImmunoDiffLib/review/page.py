@@ -24,7 +24,6 @@ from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 from trame_vuetify.ui.vuetify3 import SinglePageLayout
-from vtkmodules.vtkCommonCore import vtkCommand
 
 from ..anatomy import BACKENDS
 from ..errors import ImmunoDiffError
@@ -61,7 +60,7 @@ class ReviewPage:
         self._build_ui()
         for view in self.app.view_manager.get_slice_views():
             if view.name == SIDE_BY_SIDE_VIEWS[0]:
-                view.interactor().AddObserver(vtkCommand.LeftButtonPressEvent,
+                view.interactor().AddObserver("LeftButtonPressEvent",
                                               lambda interactor, _e, v=view: self._clicked(
                                                   v, interactor))
         if ct is not None:

@@ -18,9 +18,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import vtk
-
 from .. import mrml
 from ..clinical import VARIABLES, parse_clinical
 from ..errors import ClinicalValueError, ImageError, ImmunoDiffError
@@ -260,14 +257,3 @@ class ReviewSession:
 def predictions_text(summary: dict) -> str:
     """The predictions as the case report writes them."""
     return "\n".join(prediction_lines(summary)) if summary else ""
-
-
-def tumour_screen_fraction(slice_node, point_ras) -> tuple[float, float]:
-    """Where ``point_ras`` lies in a slice view, as fractions (x from the left, y from the
-    top) of its width and height (for a test that clicks the tumour)."""
-    inverse = vtk.vtkMatrix4x4()
-    vtk.vtkMatrix4x4.Invert(slice_node.GetXYToRAS(), inverse)
-    x, y, _, _ = inverse.MultiplyPoint((*point_ras, 1.0))
-    width, height = slice_node.GetDimensions()[:2]
-    return float(np.clip(x / width, 0, 1)), float(np.clip(1.0 - y / height, 0, 1))
-
