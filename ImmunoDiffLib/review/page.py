@@ -248,7 +248,6 @@ class ReviewPage:
 
     # --- the page ---------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        controller = self.server.controller
         with SinglePageLayout(self.server) as ui:
             ui.title.set_text("ImmunoDiff review (research use only)")
             ui.footer.hide()
@@ -259,13 +258,13 @@ class ReviewPage:
                         self.layout.initialize_layout_grid(ui)
                     with html.Div(style="width:400px;height:100%;overflow-y:auto;"
                                         "padding:8px;", id="form"):
-                        self._input_panel(controller)
+                        self._input_panel()
                         self._clinical_panel()
-                        self._run_panel(controller)
-                        self._result_panel(controller)
+                        self._run_panel()
+                        self._result_panel()
         self.ui = ui
 
-    def _input_panel(self, controller) -> None:
+    def _input_panel(self) -> None:
         v3.VTextField(v_model=("ct_path",), label="CT file or DICOM folder", id="ct-path",
                       density="compact", error_messages=("load_error ? [load_error] : []",))
         v3.VBtn("Load", click=self.load, id="load", size="small")
@@ -291,7 +290,7 @@ class ReviewPage:
         html.Div("{{ clinical_errors.form }}", v_if="clinical_errors.form", id="form-error",
                  style="color:#b00020;")
 
-    def _run_panel(self, controller) -> None:
+    def _run_panel(self) -> None:
         v3.VSelect(v_model=("backend",), items=("backends",), label="anatomy backend",
                    density="compact")
         with v3.VRow(dense=True):
@@ -309,7 +308,7 @@ class ReviewPage:
         html.Div("{{ run_message }}", id="run-message")
         html.Div("{{ run_error }}", id="run-error", style="color:#b00020;white-space:pre-wrap;")
 
-    def _result_panel(self, controller) -> None:
+    def _result_panel(self) -> None:
         with html.Div(v_show="has_result"):
             with v3.VRadioGroup(v_model=("overlay",), inline=True, density="compact",
                                 id="overlay-choice"):
