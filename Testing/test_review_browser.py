@@ -276,3 +276,13 @@ def test_cancel_stops_a_run_within_seconds_and_keeps_nothing(review):
     assert time.monotonic() - asked < 15
     assert not (work / "scratch" / "case").exists()
     assert not [p for p in (work / "scratch").iterdir() if p.name.startswith(".")]
+
+
+def test_the_tumour_can_come_from_a_label_map(review, sample_paths):
+    driver, _, _, _ = review
+    _type(driver, "mask-path", str(sample_paths["lung2_tumour"]))
+    _click(driver, "use-mask")
+    text = _wait(lambda: "from the mask's centre" in (t := driver.find_element(
+        By.ID, "point").text) and t, 20, "the point from the mask")
+    placed = [float(v) for v in text.split(":")[1].split(",")]
+    assert np.allclose(placed, TUMOUR_RAS, atol=0.6), placed

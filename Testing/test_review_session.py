@@ -3,6 +3,7 @@ messages per field, the folders it may read, one run at a time, and Save only af
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import slicer
 
@@ -48,3 +49,16 @@ def test_a_second_run_is_refused_while_one_is_going(tmp_path, sample_paths):
             session.start({"age": "64"}, options=None)
     finally:
         session._lock.release()
+
+
+def test_a_tumour_mask_gives_the_point_and_the_drawn_tumour(tmp_path, sample_paths):
+    session = ReviewSession(slicer.vtkMRMLScene(), [sample_paths["lung2_image"].parent],
+                            bundle=tmp_path, work_dir=tmp_path / "work")
+    with pytest.raises(ImageError, match="Load a CT first"):
+        session.point_from_mask(str(sample_paths["lung2_tumour"]))
+    session.load(str(sample_paths["lung2_image"]))
+    point = session.point_from_mask(str(sample_paths["lung2_tumour"]))
+    assert np.allclose(point, (-52.6, 95.9, -256.5), atol=0.6)  # the README's centre, RAS
+    assert session.tumour_mask is not None
+    session.set_point((0.0, 0.0, -250.0))  # a point placed by hand drops the mask
+    assert session.tumour_mask is None

@@ -74,6 +74,7 @@ class ReviewPage:
         state.ct_info = "no CT loaded"
         state.point_text = "click the tumour in the left view"
         state.goto, state.goto_error = "", ""
+        state.mask_path, state.mask_error = "", ""
         self.fields = self.session.clinical_fields()
         for item in self.fields:
             state[f"clinical_{item['name']}"] = ""
@@ -173,17 +174,32 @@ class ReviewPage:
         if self.session.volume_node is None or self.server.state.running:
             return
         x, y = interactor.GetEventPosition()
-        ras = view.get_view_node().GetXYToRAS().MultiplyPoint((x, y, 0, 1))[:3]
-        self.session.set_point(ras)
+        self.session.set_point(view.get_view_node().GetXYToRAS().MultiplyPoint((x, y, 0, 1))[:3])
+        with self.server.state:
+            self._show_point("tumour point (RAS mm)")
+
+    def use_mask(self) -> None:
+        """The tumour from a label map: its centroid, and the drawn tumour for the run."""
+        state = self.server.state
+        try:
+            self.session.point_from_mask(state.mask_path)
+        except ImmunoDiffError as error:
+            state.mask_error = str(error)
+            return
+        state.mask_error = ""
+        for view in self.app.view_manager.get_slice_views():
+            view.get_view_node().JumpSliceByCentering(*self.session.point_ras)
+        self._show_point("tumour point from the mask's centre (RAS mm)")
+
+    def _show_point(self, label: str) -> None:
         ras = self.session.point_ras
         if self.fiducial is None:
             self.fiducial = self.app.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode",
                                                              "Tumour point")
         self.fiducial.RemoveAllControlPoints()
         self.fiducial.AddControlPoint(*ras)
-        with self.server.state as state:
-            state.point_text = "tumour point (RAS mm): " + ", ".join(f"{v:.2f}" for v in ras)
-            self._update_can_run()
+        self.server.state.point_text = f"{label}: " + ", ".join(f"{v:.2f}" for v in ras)
+        self._update_can_run()
 
     # --- the run ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -273,6 +289,10 @@ class ReviewPage:
         v3.VTextField(v_model=("goto",), label="go to (R A S, mm)", id="goto",
                       density="compact", error_messages=("goto_error ? [goto_error] : []",))
         v3.VBtn("Go", click=self.go_to, id="goto-button", size="small")
+        v3.VTextField(v_model=("mask_path",), label="or the tumour as a label map file",
+                      id="mask-path", density="compact",
+                      error_messages=("mask_error ? [mask_error] : []",))
+        v3.VBtn("Use mask", click=self.use_mask, id="use-mask", size="small")
         html.Div("{{ ct_info }}", id="ct-info", style="font-size:12px;")
         html.Div("{{ point_text }}", id="point")
 

@@ -82,6 +82,7 @@ class ReviewSession:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.volume_node = None
         self.point_ras: tuple[float, float, float] | None = None
+        self.tumour_mask = None  # a drawn tumour (SimpleITK label map), when one was given
         self.run_state = RunState()
         self.nodes: dict = {}
         self._pipeline: ImmunoDiffPipeline | None = None
@@ -131,19 +132,26 @@ class ReviewSession:
         display = node.GetDisplayNode()
         display.SetAutoWindowLevel(False)
         display.SetWindowLevel(*LUNG_WINDOW)
-        self.volume_node, self.point_ras, self.nodes = node, None, {}
+        self.volume_node, self.point_ras, self.nodes, self.tumour_mask = node, None, {}, None
         self.run_state = RunState()
         return node
 
     def set_point(self, point_ras) -> None:
         """The tumour point, kept to 0.01 mm: the precision predictions.json records, so the
-        saved case can be run again exactly."""
+        saved case can be run again exactly. A point placed by hand drops a mask given before."""
         self.point_ras = tuple(round(float(v), 2) for v in point_ras)
+        self.tumour_mask = None
 
     def point_from_mask(self, path_text: str) -> tuple[float, float, float]:
-        """The tumour point as the centroid of a tumour label map (a picked segment)."""
-        centre = label_centroid(read_image(self.allowed(path_text)))
+        """The tumour from a label map (e.g. a segment exported from Slicer): its centroid is the
+        point, and the run is told the drawn tumour (``tumour_mask``) instead of growing one."""
+        if self.volume_node is None:
+            raise ImageError("Load a CT first.")
+        path = self.allowed(path_text)
+        mask = read_image(path)
+        centre = label_centroid(mask, source=f"tumour mask '{path.name}'")
         self.set_point(mrml.lps_to_ras(centre))
+        self.tumour_mask = mask
         return self.point_ras
 
     # --- the run ----------------------------------------------------------------------------
@@ -163,14 +171,15 @@ class ReviewSession:
         raw = {k: v for k, v in clinical.items() if str(v).strip() not in ("", "unknown")}
         self._cancel.clear()
         self.run_state = RunState(running=True, message="starting")
-        self._thread = threading.Thread(target=self._work, args=(image, raw, point_lps,
-                                                                 options), daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(image, raw, point_lps, options,
+                                                                 self.tumour_mask), daemon=True)
         self._thread.start()
 
     def _progress(self, fraction: float, message: str = "") -> None:
         self.run_state.fraction, self.run_state.message = float(fraction), message
 
-    def _work(self, image, clinical: dict, point_lps, options: SamplingOptions) -> None:
+    def _work(self, image, clinical: dict, point_lps, options: SamplingOptions,
+              tumour_mask) -> None:
         folder = self.work_dir / "case"
         try:
             if self._pipeline is None:
@@ -178,7 +187,7 @@ class ReviewSession:
                 self._pipeline = ImmunoDiffPipeline(self.bundle,
                                                     anatomy_backend=self.anatomy_backend)
             result = self._pipeline.run(image, clinical, point_lps, options, self._progress,
-                                        self._cancel.is_set)
+                                        self._cancel.is_set, tumour_mask=tumour_mask)
             write_case(result, folder, "review", overwrite=True)
             self._pending = {"folder": folder}
         except Cancelled:
