@@ -78,7 +78,9 @@ def test_classic_lobes_on_lung2_are_five_inside_the_lungs_and_on_the_right_side(
     upper, lower = [np.argwhere(lobes == v)[:, 0].mean() for v in (1, 2)]
     assert upper > lower  # z grows towards the head: upper lobe above the lower lobe
     assert lung2_anatomy.lobes_approximate
-    assert any("approximation" in w for w in lung2_anatomy.warnings)
+    assert lung2_anatomy.lobes_method == "vessel tree"
+    assert any("vessel trees" in w and "not a segmentation of the fissures" in w
+               for w in lung2_anatomy.warnings)
     for image in lung2_anatomy.maps().values():
         assert image.GetSize() == lung2.GetSize() and image.GetOrigin() == lung2.GetOrigin()
         assert image.GetPixelID() == sitk.sitkUInt8
@@ -242,6 +244,10 @@ def test_segment_command_writes_label_maps_and_overlay(cip_dir, tmp_path, capsys
                  "classic", "--no-cache", "--format", "nrrd"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["lobes_approximate"] is True
+    # 4.2 mm voxels cannot follow segmental vessels: the geometric lobes, and why
+    assert summary["lobes_method"] == "geometric"
+    assert any("geometric approximation" in w and "4.2 mm in plane are too coarse" in w
+               for w in summary["warnings"]), summary["warnings"]
     lobes = sitk.ReadImage(str(tmp_path / "lobes.nrrd"))
     assert lobes.GetSize() == (64, 64, 79)
     assert set(np.unique(sitk.GetArrayFromImage(lobes))) == {0, 1, 2, 3, 4, 5}

@@ -3,9 +3,10 @@ sample CTs (lung2, the TotalSegmentator chest CT, LIDC-IDRI-0001).
 
 Each case runs in a fresh process so its peak resident memory is its own. Where reference lobe
 labels sit beside a CT (LIDC-IDRI-0001's TotalSegmentator labels, ``--lidc-labels``), the Dice
-of each offline lobe against them is printed too. ``--analysis-spacing 0`` runs the methods on
-the CT's own grid (as before the analysis grid existed), for comparison; the default is the
-library's (``anatomy/analysis_grid.py``).
+of each offline lobe against them is printed too: of the backend's lobes (the vessel tree) and
+of the geometric division they refine (the seconds are the whole backend's, both included).
+``--analysis-spacing 0`` runs the methods on the CT's own grid (as before the analysis grid
+existed), for comparison; the default is the library's (``anatomy/analysis_grid.py``).
 Usage: python benchmarks/anatomy_classic.py [--repeats N] [--lidc-labels FILE]
                                             [--analysis-spacing MM]
 """
@@ -35,16 +36,21 @@ for _ in range(int(sys.argv[2])):
     times.append(time.perf_counter() - start)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 import numpy as np
+from ImmunoDiffLib.anatomy.classic import approximate_lobes
 dice = {}
 if len(sys.argv) > 4:  # reference labels: TotalSegmentator's 10 LUL, 11 LLL, 12 RUL, 13 RML, 14 RLL
     reference = sitk.GetArrayFromImage(sitk.ReadImage(sys.argv[4]))
-    lobes = sitk.GetArrayFromImage(anatomy.lobes)
-    for ours, theirs, name in ((1, 10, "LUL"), (2, 11, "LLL"), (3, 12, "RUL"), (4, 13, "RML"),
-                               (5, 14, "RLL")):
-        a, b = lobes == ours, reference == theirs
-        dice[name] = round(2 * float((a & b).sum()) / max(1, a.sum() + b.sum()), 3)
+    for method, image in ((anatomy.lobes_method, anatomy.lobes),
+                          ("geometric", approximate_lobes(anatomy.lungs))):
+        lobes = sitk.GetArrayFromImage(image)
+        dice[method] = {}
+        for ours, theirs, name in ((1, 10, "LUL"), (2, 11, "LLL"), (3, 12, "RUL"), (4, 13, "RML"),
+                                   (5, 14, "RLL")):
+            a, b = lobes == ours, reference == theirs
+            dice[method][name] = round(2 * float((a & b).sum()) / max(1, a.sum() + b.sum()), 3)
 print(json.dumps({"size": ct.GetSize(), "spacing": [round(s, 3) for s in ct.GetSpacing()],
                   "seconds": min(times), "peak_mb": peak, "ct_loaded_mb": before,
+                  "lobes_method": anatomy.lobes_method,
                   "lungs_ml": float(sitk.GetArrayViewFromImage(anatomy.lungs).sum()
                                     * np.prod(ct.GetSpacing()) / 1000), "dice": dice}))
 """
@@ -60,7 +66,7 @@ def main() -> None:
                         help="in-plane mm of the analysis grid (0: the CT's own grid)")
     args = parser.parse_args()
     print(f"{'case':<16} {'grid':<16} {'spacing mm':<20} {'seconds':>8} {'peak RSS MB':>12} "
-          f"{'lungs ml':>9}  lobe Dice vs reference")
+          f"{'lungs ml':>9}  {'lobes by':<12} lobe Dice vs reference")
     for key in ("lung2_image", "totalseg_chest", "lidc_ct"):
         labels = [args.lidc_labels] if key == "lidc_ct" and Path(args.lidc_labels).is_file() \
             else []
@@ -71,9 +77,10 @@ def main() -> None:
         grid = "x".join(str(v) for v in row["size"])
         spacing = "x".join(str(v) for v in row["spacing"])
         print(f"{key:<16} {grid:<16} {spacing:<20} {row['seconds']:>8.1f} "
-              f"{row['peak_mb']:>12.0f} {row['lungs_ml']:>9.0f}  "
-              + (" ".join(f"{k} {v:.2f}" for k, v in row["dice"].items())
-                 + f" (mean {sum(row['dice'].values()) / 5:.2f})" if row["dice"] else "-"))
+              f"{row['peak_mb']:>12.0f} {row['lungs_ml']:>9.0f}  {row['lobes_method']:<12} "
+              + ("; ".join(f"{method}: " + " ".join(f"{k} {v:.2f}" for k, v in values.items())
+                           + f" (mean {sum(values.values()) / 5:.3f})"
+                           for method, values in row["dice"].items()) or "-"))
 
 
 if __name__ == "__main__":

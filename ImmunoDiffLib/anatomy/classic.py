@@ -27,7 +27,7 @@ MIDDLE_LOBE_SHARE = 0.18
 FISSURE_SLOPE = 1.0  # tan(45 deg): the oblique fissure rises towards the back
 
 
-def _bounding_box(mask: np.ndarray, margin: int = 4):
+def bounding_box(mask: np.ndarray, margin: int = 4):
     """Slices (z, y, x) of the box around the mask's voxels, with a margin."""
     indices = np.nonzero(mask)
     return tuple(slice(max(int(i.min()) - margin, 0), int(i.max()) + margin + 1)
@@ -43,7 +43,7 @@ def segment_vessels(ct: sitk.Image, lungs: sitk.Image, task: Task | None = None)
         result = sitk.GetImageFromArray(vessels)
         result.CopyInformation(ct)
         return result
-    box = _bounding_box(lung_values)
+    box = bounding_box(lung_values)
     region = sitk.Cast(ct, sitk.sitkFloat32)[box[2], box[1], box[0]]
     coarse = analysis_grid(region)
     best = None
@@ -85,6 +85,13 @@ def _sides(lungs: sitk.Image, points: np.ndarray) -> np.ndarray:
     return side
 
 
+def split_middle_lobe(heights: np.ndarray) -> np.ndarray:
+    """Which voxels of the right lung's upper part (their LPS z, mm, shape (N,)) form the
+    middle lobe: the lowest, so that it takes its share of the whole right lung."""
+    share = MIDDLE_LOBE_SHARE / (1.0 - LOWER_LOBE_SHARE["right"])
+    return heights <= np.quantile(heights, share)
+
+
 def approximate_lobes(lungs: sitk.Image) -> sitk.Image:
     """Lobe labels (1 LUL, 2 LLL, 3 RUL, 4 RML, 5 RLL) by geometric division of each lung."""
     mask = sitk.GetArrayFromImage(lungs) > 0
@@ -104,11 +111,8 @@ def approximate_lobes(lungs: sitk.Image) -> sitk.Image:
             labels = np.where(score <= cut, lower, upper).astype(np.uint8)
             if name == "right":
                 upper_part = labels == upper
-                heights = p[upper_part, 2]
-                share = MIDDLE_LOBE_SHARE / (1.0 - LOWER_LOBE_SHARE["right"])
-                middle = heights <= np.quantile(heights, share)
                 sub = labels[upper_part]
-                sub[middle] = 4
+                sub[split_middle_lobe(p[upper_part, 2])] = 4
                 labels[upper_part] = sub
             values[chosen] = labels
         lobes[mask] = values

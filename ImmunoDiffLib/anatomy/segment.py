@@ -6,7 +6,8 @@ Backends (``backend=``):
 * ``"lungmask"``: lobes from lungmask, vessels classic (inside lungmask's lungs);
 * ``"totalsegmentator"``: lobes from TotalSegmentator's ``total`` task, vessels from
   ``lung_vessels``;
-* ``"classic"``: no weights at all; lobes are a geometric approximation (flagged);
+* ``"classic"``: no weights at all; lobes are approximate (flagged): the geometric division
+  refined by the vessel tree (``vessel_tree_lobes.py``), or the geometric division alone;
 * ``"auto"`` (default): the paper's backends where their weights are installed (lobes from
   TotalSegmentator when only its weights are), else classic, with a warning naming what was
   missing (:func:`resolve_backends`).
@@ -30,8 +31,16 @@ from ..settings import cache_dir
 from . import classic, lungmask_backend, totalseg_backend
 from .cache import AnatomyCache, cache_key
 from .classic_lungs import segment_lungs
+from .vessel_tree_lobes import vessel_tree_lobes
 
-CLASSIC_VERSION = 4  # bump when the classic algorithm changes (invalidates cached results)
+LOBE_WARNINGS = {  # the classic backend's lobes, by the method that made them
+    "vessel tree": "Lobes are approximate (classic backend): the geometric division with its "
+                   "boundaries moved into the gaps between the lobes' vessel trees, not a "
+                   "segmentation of the fissures.",
+    "geometric": "Lobes are a geometric approximation (classic backend; the vessel tree was not "
+                 "used: {reason}), not a segmentation of the fissures.",
+}
+CLASSIC_VERSION = 5  # bump when the classic algorithm changes (invalidates cached results)
 BACKENDS = ("auto", "paper", "lungmask", "totalsegmentator", "classic")
 PRESETS = {  # backend -> (lobes from, vessels from)
     "paper": ("lungmask", "totalsegmentator"),
@@ -45,7 +54,8 @@ PRESETS = {  # backend -> (lobes from, vessels from)
 class Anatomy:
     """Label maps on the CT's own grid (uint8): ``lungs`` 0/1, ``lobes`` 0-5 (1 LUL, 2 LLL,
     3 RUL, 4 RML, 5 RLL), ``vessels`` 0/1, and ``arteries``/``veins`` 0/1 when the backend
-    separates them. ``lobes_approximate`` is True for the classic geometric lobes."""
+    separates them. ``lobes_approximate`` is True for the classic lobes, and ``lobes_method``
+    says how they were made."""
 
     lungs: sitk.Image
     lobes: sitk.Image
@@ -56,6 +66,10 @@ class Anatomy:
     veins: sitk.Image | None = None
     warnings: list[str] = field(default_factory=list)
     from_cache: bool = False
+    lobes_method: str = ""  # classic: "vessel tree" or "geometric"; else the backend's name
+
+    def __post_init__(self):
+        self.lobes_method = self.lobes_method or self.lobes_backend
 
     @property
     def lobes_approximate(self) -> bool:
@@ -156,7 +170,8 @@ def segment_anatomy(
             task.report(1.0, "anatomy from cache")
             return Anatomy(maps["lungs"], maps["lobes"], maps["vessels"], meta["lobes_backend"],
                            meta["vessels_backend"], maps.get("arteries"), maps.get("veins"),
-                           warnings + meta["warnings"], from_cache=True)
+                           warnings + meta["warnings"], from_cache=True,
+                           lobes_method=meta.get("lobes_method", meta["lobes_backend"]))
 
     arteries = veins = None
     lungs = None
@@ -172,8 +187,6 @@ def segment_anatomy(
         lungs = segment_lungs(ct)
         task.report(0.3, "lobes (approximate)")
         lobes = classic.approximate_lobes(lungs)
-        warnings.append("Lobes are a geometric approximation (classic backend), not a "
-                        "segmentation of the fissures.")
     if lungs is None:
         lungs = _binary(sitk.GetArrayViewFromImage(lobes) > 0, ct)
     if not sitk.GetArrayViewFromImage(lungs).any():
@@ -186,12 +199,19 @@ def segment_anatomy(
         vessels = _binary((sitk.GetArrayViewFromImage(arteries) > 0)
                           | (sitk.GetArrayViewFromImage(veins) > 0), ct)
     else:
-        vessels = classic.segment_vessels(ct, lungs, task.sub(0.4, 1.0))
+        vessels = classic.segment_vessels(ct, lungs, task.sub(0.4, 0.95))
 
-    anatomy = Anatomy(lungs, lobes, vessels, lobes_from, vessels_from, arteries, veins, warnings)
+    lobes_method = lobes_from
+    if lobes_from == "classic":
+        lobes, reason = vessel_tree_lobes(lungs, vessels, prior=lobes)
+        lobes_method = "geometric" if reason else "vessel tree"
+        warnings.append(LOBE_WARNINGS[lobes_method].format(reason=reason))
+    anatomy = Anatomy(lungs, lobes, vessels, lobes_from, vessels_from, arteries, veins, warnings,
+                      lobes_method=lobes_method)
     if store is not None:
         store.store(key, anatomy.maps(), {
             "lobes_backend": lobes_from, "vessels_backend": vessels_from,
+            "lobes_method": lobes_method,
             "warnings": [w for w in warnings if w.startswith("Lobes are")]})
     task.report(1.0, "anatomy done")
     return anatomy

@@ -42,5 +42,6 @@ def run(args, progress=None, cancel=None) -> dict:
     files["png"] = str(save_anatomy_overview(ct, anatomy, output / "anatomy.png",
                                              overwrite=args.overwrite))
     return {"lobes_backend": anatomy.lobes_backend, "vessels_backend": anatomy.vessels_backend,
-            "lobes_approximate": anatomy.lobes_approximate, "from_cache": anatomy.from_cache,
+            "lobes_approximate": anatomy.lobes_approximate, "lobes_method": anatomy.lobes_method,
+            "from_cache": anatomy.from_cache,
             "warnings": anatomy.warnings, "files": files}

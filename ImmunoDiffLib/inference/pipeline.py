@@ -134,6 +134,7 @@ class Result:
             "lobes_backend": self.anatomy.lobes_backend,
             "vessels_backend": self.anatomy.vessels_backend,
             "lobes_approximate": self.anatomy.lobes_approximate,
+            "lobes_method": self.anatomy.lobes_method,
             "warnings": self.warnings, "timings_s": {k: round(v, 2)
                                                      for k, v in self.timings.items()},
         }

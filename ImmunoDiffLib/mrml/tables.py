@@ -22,6 +22,7 @@ TABLE_ROWS = (
     ("followup_diameter_mm", "Longest diameter, synthesized (mm)"),
     ("lobes_backend", "Lobes from"),
     ("lobes_approximate", "Lobes approximate"),
+    ("lobes_method", "Lobes method"),
     ("arithmetic", "Arithmetic of the generation"),
 )
 

@@ -97,7 +97,8 @@ def prediction_lines(summary: dict) -> list[str]:
         *([] if summary.get("generator_response_estimate") is None else [
             f"Generator's response estimate: {summary['generator_response_estimate']:.2f}"]),
         f"Anatomy: {summary['lobes_backend']} lobes"
-        + (" (approximate)" if summary["lobes_approximate"] else ""),
+        + ((f" (approximate: {summary.get('lobes_method', 'geometric')})")
+           if summary["lobes_approximate"] else ""),
         f"Time: {summary['timings_s'].get('total', float('nan')):.1f} s"
         + (f" ({summary['arithmetic']})" if summary.get("arithmetic") else ""),
     ]
