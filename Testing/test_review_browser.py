@@ -22,12 +22,14 @@ import numpy as np
 import pytest
 
 webdriver = pytest.importorskip("selenium.webdriver")
+import SimpleITK as sitk  # noqa: E402
 from PIL import Image  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 from ImmunoDiffLib.commands.review import free_port  # noqa: E402
+from ImmunoDiffLib.imaging import write_dicom_series  # noqa: E402
 from ImmunoDiffLib.inference.cases import predict_case  # noqa: E402
 from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline  # noqa: E402
 from ImmunoDiffLib.inference.sampling import SamplingOptions  # noqa: E402
@@ -121,6 +123,11 @@ def _views(driver) -> tuple[np.ndarray, np.ndarray]:
     return cut[0][:height, :width].astype(float), cut[1][:height, :width].astype(float)
 
 
+def lung2_crop(sample_paths) -> sitk.Image:
+    """A 40 x 30 x 6 voxel piece of lung2, small enough to upload as a DICOM series."""
+    return sitk.ReadImage(str(sample_paths["lung2_image"]))[200:240, 300:330, 18:24]
+
+
 def _settle(driver, seconds: float = 2.5) -> None:
     time.sleep(seconds)  # let the remote views send their new frames
 
@@ -136,6 +143,13 @@ def test_a_radiologist_reviews_a_case_in_the_browser(review, sample_paths, tmp_p
     note.write_text("not a CT")
     driver.find_element(By.CSS_SELECTOR, "#upload, input[type=file]").send_keys(str(note))
     _wait(lambda: "is not a CT file" in driver.page_source, 20, "the upload error")
+    # the files of a DICOM series, chosen together, arrive as one volume
+    series = write_dicom_series(lung2_crop(sample_paths), tmp_path / "series",
+                                description="lung2 crop")
+    driver.find_element(By.CSS_SELECTOR, "#upload, input[type=file]").send_keys(
+        "\n".join(str(p) for p in sorted(series.iterdir())))
+    _wait(lambda: driver.find_element(By.ID, "ct-info").text.startswith(
+        "lung2 crop: 40 x 30 x 6 voxels"), 30, "the DICOM upload")
     # load the sample CT again and go to the tumour's slice, centred
     _type(driver, "ct-path", str(sample_paths["lung2_image"]))
     before = driver.find_element(By.ID, "ct-info").text

@@ -1,12 +1,17 @@
 """The web review's session without its page, on a real slicer-core scene: the clinical form's
-messages per field, the folders it may read, one run at a time, and Save only after a run."""
+messages per field, the folders it may read, uploads (a CT file, a DICOM series' files or a
+.zip of them), one run at a time, and Save only after a run."""
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import slicer
 
+from ImmunoDiffLib import mrml
 from ImmunoDiffLib.errors import ImageError
 from ImmunoDiffLib.review.session import BusyError, ReviewSession, field_problems
 
@@ -62,3 +67,61 @@ def test_a_tumour_mask_gives_the_point_and_the_drawn_tumour(tmp_path, sample_pat
     assert session.tumour_mask is not None
     session.set_point((0.0, 0.0, -250.0))  # a point placed by hand drops the mask
     assert session.tumour_mask is None
+
+
+@pytest.fixture(scope="module")
+def dicom_series(tmp_path_factory, lung2):
+    """A 40 x 30 x 6 crop of lung2 written as a DICOM CT series; (its files, the crop)."""
+    from ImmunoDiffLib.imaging import write_dicom_series
+
+    crop = lung2[200:240, 300:330, 18:24]
+    folder = write_dicom_series(crop, tmp_path_factory.mktemp("dicom") / "series",
+                                description="lung2 crop")
+    return sorted(folder.iterdir()), crop
+
+
+def _same_geometry_and_values(node, crop):
+    image = mrml.volume_node_to_image(node)
+    assert image.GetSize() == crop.GetSize()
+    assert np.allclose(image.GetOrigin(), crop.GetOrigin(), atol=1e-3)
+    assert np.allclose(image.GetSpacing(), crop.GetSpacing(), atol=1e-4)
+    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(crop))
+
+
+def test_a_dicom_series_uploaded_as_files_or_as_a_zip_is_read_with_its_geometry(
+        tmp_path, dicom_series):
+    files, crop = dicom_series
+    work = tmp_path / "work"
+    work.mkdir()
+    session = ReviewSession(slicer.vtkMRMLScene(), [tmp_path], bundle=tmp_path, work_dir=work)
+    node = session.load_uploads([(path.name, path.read_bytes()) for path in files[::-1]])
+    assert node.GetName() == "lung2 crop"
+    _same_geometry_and_values(node, crop)
+    # a zip of the folder, with names that try to leave the session's folder
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as writer:
+        writer.writestr("series/", b"")
+        for index, path in enumerate(files):
+            writer.write(path, f"../../escaped_{index}.dcm" if index % 2 else f"series/{path.name}")
+    _same_geometry_and_values(session.load_upload("series.zip", archive.read_bytes()), crop)
+    assert not list(tmp_path.parent.glob("escaped_*")) and not list(tmp_path.glob("escaped_*"))
+    assert list(work.iterdir()) == []  # nothing is kept once the CT is read
+
+
+def test_uploads_that_are_not_one_series_are_refused_by_name(tmp_path, dicom_series):
+    files, crop = dicom_series
+    session = ReviewSession(slicer.vtkMRMLScene(), [tmp_path], bundle=tmp_path,
+                            work_dir=tmp_path)
+    with pytest.raises(ImageError, match=r"holds no DICOM series; send the files of one"):
+        session.load_uploads([("a.txt", b"not"), ("b.txt", b"dicom")])
+    with pytest.raises(ImageError, match="not a readable .zip file"):
+        session.load_upload("broken.zip", b"PK not really")
+    from ImmunoDiffLib.imaging import write_dicom_series
+
+    other = write_dicom_series(crop, tmp_path / "other", description="second series")
+    both = [(p.name, p.read_bytes()) for p in files] + [("b" + p.name, p.read_bytes())
+                                                      for p in other.iterdir()]
+    with pytest.raises(ImageError, match=r"holds 2 DICOM series:[\s\S]*second series"):
+        session.load_uploads(both)
+    with pytest.raises(ImageError, match="Nothing was uploaded"):
+        session.load_uploads([])

@@ -35,6 +35,13 @@ POLL_SECONDS = 0.25
 ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
 
 
+def _upload_bytes(content) -> bytes:
+    """A file's content as the browser sent it: bytes, or a list of chunks for large files."""
+    if isinstance(content, list | tuple):
+        return b"".join(content)
+    return content or b""
+
+
 class ReviewPage:
     """The server, the Slicer views and the page of one review."""
 
@@ -134,9 +141,11 @@ class ReviewPage:
     def _uploaded(self, upload, **_):
         if not upload:
             return
-        file = upload[0] if isinstance(upload, list) else upload
+        files = upload if isinstance(upload, list) else [upload]
         try:
-            node = self.session.load_upload(file.get("name", "upload"), file.get("content"))
+            node = self.session.load_uploads([(file.get("name", "upload"),
+                                               _upload_bytes(file.get("content")))
+                                              for file in files])
         except ImmunoDiffError as error:
             self.server.state.load_error = str(error)
             return
@@ -284,7 +293,8 @@ class ReviewPage:
         v3.VTextField(v_model=("ct_path",), label="CT file or DICOM folder", id="ct-path",
                       density="compact", error_messages=("load_error ? [load_error] : []",))
         v3.VBtn("Load", click=self.load, id="load", size="small")
-        v3.VFileInput(v_model=("upload", None), label="or upload a CT file", id="upload",
+        v3.VFileInput(v_model=("upload", None), multiple=True, id="upload",
+                      label="or upload a CT file, a DICOM series' files or a .zip of them",
                       density="compact")
         v3.VTextField(v_model=("goto",), label="go to (R A S, mm)", id="goto",
                       density="compact", error_messages=("goto_error ? [goto_error] : []",))

@@ -11,17 +11,19 @@ temporary case folder); nodes are made and views changed on the server's thread,
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import mrml
 from ..clinical import VARIABLES, parse_clinical
 from ..errors import ClinicalValueError, ImageError, ImmunoDiffError
-from ..imaging import label_centroid, read_ct, read_image
+from ..imaging import label_centroid, list_dicom_series, read_ct, read_image
 from ..inference.cases import PREDICTIONS_NAME, write_case
 from ..inference.pipeline import ImmunoDiffPipeline
 from ..inference.sampling import SamplingOptions
@@ -32,6 +34,30 @@ from ..reporting.case_report import prediction_lines
 
 LUNG_WINDOW = (1500.0, -600.0)  # window, level
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+MAX_UNZIPPED_BYTES = 4 * 1024**3  # what an uploaded .zip may hold once unpacked
+
+
+def _last_part(name: str) -> str:
+    """The last part of a file name sent from any system (``/`` or ``\\`` separated)."""
+    return re.split(r"[\\/]", name)[-1] or "file"
+
+
+def _unzip_flat(filename: str, content: bytes, folder: Path) -> None:
+    """The files of an uploaded .zip into ``folder``, each under its last name part only
+    (no sub-folders, nothing outside ``folder``); refused when it would unpack to more than
+    :data:`MAX_UNZIPPED_BYTES`."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except zipfile.BadZipFile as error:
+        raise ImageError(f"Upload '{filename}' is not a readable .zip file ({error}).") from error
+    with archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        total = sum(info.file_size for info in members)
+        if total > MAX_UNZIPPED_BYTES:
+            raise ImageError(f"Upload '{filename}' would unpack to {total / 1024**3:.1f} GB; "
+                             f"at most {MAX_UNZIPPED_BYTES / 1024**3:.0f} GB is read.")
+        for index, info in enumerate(members):
+            (folder / f"{index:05d}_{_last_part(info.filename)}").write_bytes(archive.read(info))
 
 
 class BusyError(ImmunoDiffError, RuntimeError):
@@ -112,18 +138,44 @@ class ReviewSession:
         return self._show(read_ct(path), name or path.name.split(".")[0])
 
     def load_upload(self, filename: str, content: bytes):
-        """A CT sent by the browser: kept in the session's folder only while it is read."""
-        lower = filename.lower()
-        if not lower.endswith(UPLOAD_SUFFIXES):
-            raise ImageError(f"Upload '{filename}' is not a CT file this review reads "
-                             f"({', '.join(UPLOAD_SUFFIXES)}); send a NIfTI, NRRD or MHA "
-                             "file, or type the path of a DICOM folder.")
-        suffix = next(s for s in UPLOAD_SUFFIXES if lower.endswith(s))
+        """One file sent by the browser (:meth:`load_uploads`)."""
+        return self.load_uploads([(filename, content)])
+
+    def load_uploads(self, files: list[tuple[str, bytes]]):
+        """A CT sent by the browser as (file name, bytes) pairs: one CT file, the files of one
+        DICOM series, or one .zip of a DICOM folder. The files are kept in the session's
+        folder only while they are read; names are reduced to their last part, so nothing is
+        written outside it."""
+        if not files:
+            raise ImageError("Nothing was uploaded.")
         with tempfile.TemporaryDirectory(dir=self.work_dir) as folder:
-            path = Path(folder) / f"upload{suffix}"
-            path.write_bytes(content)
-            image = read_ct(path)
-        return self._show(image, Path(filename).name.split(".")[0])
+            folder = Path(folder)
+            if len(files) == 1:
+                filename, content = files[0]
+                lower = filename.lower()
+                if lower.endswith(UPLOAD_SUFFIXES):
+                    suffix = next(s for s in UPLOAD_SUFFIXES if lower.endswith(s))
+                    path = folder / f"upload{suffix}"
+                    path.write_bytes(content)
+                    return self._show(read_ct(path), Path(filename).name.split(".")[0])
+                if not lower.endswith(".zip"):
+                    raise ImageError(f"Upload '{filename}' is not a CT file this review reads "
+                                     f"({', '.join(UPLOAD_SUFFIXES)}); send a NIfTI, NRRD or "
+                                     "MHA file, the files of one DICOM series, or a .zip of a "
+                                     "DICOM folder.")
+                _unzip_flat(filename, content, folder)
+            else:
+                for index, (filename, content) in enumerate(files):
+                    (folder / f"{index:05d}_{_last_part(filename)}").write_bytes(content)
+            series = list_dicom_series(folder)
+            if len(series) != 1:
+                found = "no DICOM series" if not series else (
+                    f"{len(series)} DICOM series:\n  "
+                    + "\n  ".join(s.summary() for s in series))
+                raise ImageError(f"The upload ({len(files)} file(s)) holds {found}; send the "
+                                 "files of one DICOM series, or a NIfTI, NRRD or MHA file.")
+            image = read_ct(folder, series_uid=series[0].uid)
+            return self._show(image, series[0].description or "DICOM upload")
 
     def _show(self, image, name: str):
         views.ensure_display_defaults(self.scene)
