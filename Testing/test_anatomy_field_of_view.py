@@ -1,6 +1,7 @@
 """Lungs found whatever the field of view: real chest CTs (lung2, LIDC-IDRI-0001) cut so that
 a lung touches one or two image borders, a one-lung crop, and a circular field of view padded
-with -2048 HU; each compared with the lungs found on the whole scan."""
+with -2048 HU; each compared with the lungs found on the whole scan. And the lobes of a one-lung
+field of view: that lung's only."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from ImmunoDiffLib.anatomy import segment_anatomy
+from ImmunoDiffLib.anatomy.classic import _mediastinal_gap
 from ImmunoDiffLib.anatomy.classic_lungs import segment_lungs
 from ImmunoDiffLib.imaging import read_ct
 
@@ -66,3 +69,33 @@ def test_padding_outside_a_circular_field_of_view_is_not_lung(whole_scans):
     assert not found[:, outside].any()
     expected = lungs & ~outside[None]
     assert _dice(found, expected) >= 0.95
+
+
+@pytest.mark.parametrize("half", ["patient's right", "patient's left"])
+def test_a_one_lung_field_of_view_gets_the_lobes_of_that_lung_only(lidc_ct_and_lungs,
+                                                                   lidc_labels, half):
+    """A reconstruction of one lung: its lobes, all on its side, with the warning; before, the
+    lung was split at its own middle into a 'left' and a 'right' lung."""
+    ct, lungs = lidc_ct_and_lungs
+    _, _, xs = np.nonzero(sitk.GetArrayViewFromImage(lungs))
+    middle = int((xs.min() + xs.max()) // 2)
+    x0, x1 = (0, middle) if half == "patient's right" else (middle, ct.GetSize()[0])
+    anatomy = segment_anatomy(ct[x0:x1, :, :], "classic", cache=False)
+    lobes = sitk.GetArrayFromImage(anatomy.lobes)
+    reference = sitk.GetArrayFromImage(lidc_labels)[:, :, x0:x1]
+    ours, theirs = ((3, 4, 5), (12, 13, 14)) if half == "patient's right" else ((1, 2), (10, 11))
+    assert set(np.unique(lobes)) == {0, *ours}
+    assert np.isin(reference[lobes > 0], theirs).mean() > 0.95
+    side = "right" if half == "patient's right" else "left"
+    assert any(f"taken as the {side} lung" in w for w in anatomy.warnings), anatomy.warnings
+    for lower, reference_lower in ((5, 14), (2, 11)):
+        if lower in ours:
+            assert _dice(lobes == lower, reference == reference_lower) > 0.8
+
+
+def test_the_mediastinal_gap_splits_joined_lungs_and_a_single_lung_has_none():
+    rng = np.random.default_rng(0)
+    right, left = rng.normal(-80, 30, 50_000), rng.normal(85, 28, 42_000)
+    assert abs(_mediastinal_gap(np.concatenate([right, left])) - 2.0) < 20.0
+    assert _mediastinal_gap(left) is None
+    assert _mediastinal_gap(rng.uniform(20, 160, 40_000)) is None

@@ -37,10 +37,11 @@ def test_vessel_tree_lobes_match_totalsegmentator_lobes_of_lidc(lidc_lobes, lidc
     dice = {method: _dice_per_lobe(sitk.GetArrayFromImage(lobes), reference, LIDC_LOBES)
             for method, lobes in lidc_lobes.items()}
     tree, geometric = dice["vessel tree"], dice["geometric"]
-    assert min(tree.values()) >= 0.65, tree  # measured: RML 0.71 the lowest
-    assert np.mean(list(tree.values())) >= 0.84, tree  # measured 0.857; geometric 0.830
-    # the left oblique fissure moves to the gap between the lobes' trees: measured +0.04 each
-    assert tree["LUL"] >= geometric["LUL"] + 0.02 and tree["LLL"] >= geometric["LLL"] + 0.02, dice
+    assert min(tree.values()) >= 0.65, tree  # measured: RML 0.70 the lowest
+    assert np.mean(list(tree.values())) >= 0.85, tree  # measured 0.869; geometric 0.849
+    # the left oblique fissure moves to the gap between the lobes' trees: measured +0.03 each
+    assert tree["LUL"] >= geometric["LUL"] + 0.015, dice
+    assert tree["LLL"] >= geometric["LLL"] + 0.015, dice
     assert min(geometric.values()) >= 0.65 and np.mean(list(geometric.values())) >= 0.80, dice
     # the sides: each lung's voxels lie on the reference's side of the body
     lobes = sitk.GetArrayFromImage(lidc_lobes["vessel tree"])

@@ -5,7 +5,8 @@
   1.5, 2 and 3 mm) above 3, on voxels denser than -900 HU, inside the lungs;
 * both on the analysis grid (``analysis_grid.py``: in-plane voxels finer than 1.2 mm averaged
   in blocks), their results interpolated back onto the CT's grid;
-* lobes: an APPROXIMATION by geometry. Each lung is cut by an oblique plane standing in for the
+* lobes: an APPROXIMATION by geometry. Each lung (both, or the one a reduced field of view
+  holds: ``_sides``) is cut by an oblique plane standing in for the
   oblique fissure (rising 45 degrees towards the back), placed so the lower lobe takes its usual
   share of the lung (left 50 %, right 45 %); the right upper part is cut horizontally so the
   middle lobe takes 18 % of the right lung. Shares from typical adult lobar volumes.
@@ -25,6 +26,8 @@ VESSEL_MIN_HU = -900.0
 LOWER_LOBE_SHARE = {"left": 0.50, "right": 0.45}
 MIDDLE_LOBE_SHARE = 0.18
 FISSURE_SLOPE = 1.0  # tan(45 deg): the oblique fissure rises towards the back
+LUNGS_APART_MM = 50.0  # two components whose centres are this far apart in x are two lungs
+GAP_DEPTH = 0.3  # the mediastinum: lung voxel count below 30 % of both lungs' peaks
 
 
 def bounding_box(mask: np.ndarray, margin: int = 4):
@@ -71,18 +74,51 @@ def _physical_coordinates(image: sitk.Image, indices_zyx: np.ndarray) -> np.ndar
     return ijk @ direction.T + np.array(image.GetOrigin())
 
 
+def _mediastinal_gap(x_mm: np.ndarray) -> float | None:
+    """The x (mm) of the gap between two lungs in the lungs' x profile (voxel counts in 5 mm
+    bins), or None when the profile has no such gap (a single lung): the gap is the lowest
+    bin of the middle 60 % of the extent, below :data:`GAP_DEPTH` of the lower of the two
+    peaks either side of it."""
+    counts, edges = np.histogram(x_mm, bins=max(3, int(np.ptp(x_mm) / 5.0) + 1))
+    counts = np.convolve(counts, np.ones(3) / 3, mode="same")
+    low, high = int(0.2 * len(counts)), int(np.ceil(0.8 * len(counts)))
+    if high - low < 1:
+        return None
+    gap = low + int(np.argmin(counts[low:high]))
+    peaks = counts[:gap].max(initial=0.0), counts[gap + 1:].max(initial=0.0)
+    if counts[gap] >= GAP_DEPTH * min(peaks):
+        return None
+    return float((edges[gap] + edges[gap + 1]) / 2)
+
+
 def _sides(lungs: sitk.Image, points: np.ndarray) -> np.ndarray:
-    """'left'/'right' for each lung voxel: by connected component when the lungs are apart,
-    else by the lungs' mid-plane in x (LPS +x is the patient's left)."""
+    """'left'/'right' for each lung voxel (LPS +x is the patient's left): by connected
+    component when the two largest lie apart in x (at least :data:`LUNGS_APART_MM` between
+    their centres); else at the gap between the lungs in x when the profile has one; else the
+    lungs are one lung (a reduced field of view), on the side of the scanner's centre (x = 0,
+    near the body's midline) its centre lies."""
     components = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(lungs)))
     labels = components[sitk.GetArrayFromImage(lungs) > 0]
-    side = np.where(points[:, 0] > np.median(points[:, 0]), "left", "right")
     if labels.max() >= 2:
         centre = {k: points[labels == k, 0].mean() for k in (1, 2)}
-        left_label = 1 if centre[1] > centre[2] else 2
-        in_two = labels <= 2
-        side[in_two] = np.where(labels[in_two] == left_label, "left", "right")
-    return side
+        if abs(centre[1] - centre[2]) >= LUNGS_APART_MM:
+            left_label = 1 if centre[1] > centre[2] else 2
+            side = np.where(points[:, 0] > np.mean(list(centre.values())), "left", "right")
+            in_two = labels <= 2
+            side[in_two] = np.where(labels[in_two] == left_label, "left", "right")
+            return side
+    gap = _mediastinal_gap(points[:, 0])
+    if gap is not None:
+        return np.where(points[:, 0] > gap, "left", "right")
+    return np.full(len(points), "left" if points[:, 0].mean() > 0 else "right")
+
+
+def lungs_in_view(lobes: sitk.Image) -> str:
+    """'both', 'left' or 'right': which lungs lobe labels (1-5, as :func:`approximate_lobes`
+    gives) hold; 'both' when there are none."""
+    counts = np.bincount(sitk.GetArrayViewFromImage(lobes).ravel(), minlength=6)
+    left, right = counts[1:3].sum() > 0, counts[3:6].sum() > 0
+    return "left" if left and not right else "right" if right and not left else "both"
 
 
 def split_middle_lobe(heights: np.ndarray) -> np.ndarray:

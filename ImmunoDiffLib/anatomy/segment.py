@@ -40,7 +40,10 @@ LOBE_WARNINGS = {  # the classic backend's lobes, by the method that made them
     "geometric": "Lobes are a geometric approximation (classic backend; the vessel tree was not "
                  "used: {reason}), not a segmentation of the fissures.",
 }
-CLASSIC_VERSION = 5  # bump when the classic algorithm changes (invalidates cached results)
+ONE_LUNG_WARNING = ("Lobes are approximate: only one lung is in view (a reduced field of "
+                    "view), taken as the {side} lung from where it lies relative to the "
+                    "scanner's centre (x = 0).")
+CLASSIC_VERSION = 6  # bump when the classic algorithm changes (invalidates cached results)
 BACKENDS = ("auto", "paper", "lungmask", "totalsegmentator", "classic")
 PRESETS = {  # backend -> (lobes from, vessels from)
     "paper": ("lungmask", "totalsegmentator"),
@@ -206,6 +209,9 @@ def segment_anatomy(
         lobes, reason = vessel_tree_lobes(lungs, vessels, prior=lobes)
         lobes_method = "geometric" if reason else "vessel tree"
         warnings.append(LOBE_WARNINGS[lobes_method].format(reason=reason))
+        in_view = classic.lungs_in_view(lobes)
+        if in_view != "both":
+            warnings.append(ONE_LUNG_WARNING.format(side=in_view))
     anatomy = Anatomy(lungs, lobes, vessels, lobes_from, vessels_from, arteries, veins, warnings,
                       lobes_method=lobes_method)
     if store is not None:

@@ -176,6 +176,8 @@ def _lobes_in_box(lungs: sitk.Image, vessels: sitk.Image,
     lobes = np.zeros(lung_values.shape, np.uint8)
     prior_values = sitk.GetArrayFromImage(prior)
     for code, labels in ((1, SIDES["left"]), (2, SIDES["right"])):
+        if not (side == code).any():
+            continue  # one lung in view
         own = np.where(np.isin(seeds, labels), seeds, 0).astype(np.uint8)
         if not own.any():
             return None, "no vessel tree in one lung"
