@@ -53,3 +53,7 @@ class CohortError(ImmunoDiffError, ValueError):
 
 class BundleError(ImmunoDiffError, ValueError):
     """A model bundle that is missing, damaged, tampered with or incompatible."""
+
+
+class AlignmentError(ImmunoDiffError, ValueError):
+    """A follow-up CT could not be aligned to its baseline (the cause is in the message)."""

@@ -1,0 +1,113 @@
+"""How good an alignment is, in numbers a reader can judge, and when to refuse it.
+
+All measures are taken on the registration grid (the baseline resampled to ~1.5 mm):
+* ``metric_before`` / ``metric_after``: Mattes mutual information (negative: lower is better)
+  of the follow-up against the baseline in the lungs, as placed by the scanner's coordinates
+  alone and after the alignment;
+* ``lung_overlap``: Dice of the baseline's lungs with the aligned follow-up's air-like voxels
+  (below -500 HU) near them;
+* ``jacobian_min`` / ``jacobian_max`` / ``folded_fraction``: the local volume change of the
+  transform in the lungs (1: none; at or below 0: the warp folds there);
+* ``tumour_volume_change``: how much the warp changes the follow-up tumour's volume (the
+  aligned mask's volume over the original's, minus 1), when a follow-up tumour mask is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import AlignmentError
+
+MAX_FOLDED_FRACTION = 0.005  # of lung voxels with a Jacobian at or below 0
+MIN_LUNG_OVERLAP = 0.5  # Dice of the lungs after alignment
+MIN_LUNG_COVERAGE = 0.5  # of the baseline's lungs inside the follow-up's scan after the rigid stage
+
+
+@dataclass
+class AlignmentQuality:
+    metric_before: float
+    metric_after: float
+    lung_overlap: float
+    lung_coverage: float
+    jacobian_min: float
+    jacobian_max: float
+    folded_fraction: float
+    tumour_volume_change: float | None = None
+
+    def as_dict(self) -> dict:
+        return {k: (None if v is None else round(float(v), 4)) for k, v in asdict(self).items()}
+
+
+def mutual_information(fixed: sitk.Image, moving_on_fixed: sitk.Image, mask: sitk.Image) -> float:
+    """Mattes mutual information of two images on one grid inside ``mask`` (identity
+    transform; negative, lower is better, as elastix and ITK report it)."""
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(32)
+    method.SetMetricFixedMask(mask)
+    method.SetMetricSamplingStrategy(method.NONE)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetInitialTransform(sitk.TranslationTransform(3))
+    if np.ptp(sitk.GetArrayViewFromImage(moving_on_fixed)) == 0:
+        return 0.0  # nothing of the follow-up there: no shared information
+    return float(method.MetricEvaluate(sitk.Cast(fixed, sitk.sitkFloat32),
+                                       sitk.Cast(moving_on_fixed, sitk.sitkFloat32)))
+
+
+def lung_overlap(lungs: sitk.Image, aligned: sitk.Image) -> float:
+    """Dice of ``lungs`` with the air-like voxels of ``aligned`` (same grid) within ~10 mm."""
+    near = sitk.BinaryDilate(lungs, [max(1, round(10.0 / s)) for s in lungs.GetSpacing()])
+    lung = sitk.GetArrayViewFromImage(lungs) > 0
+    air = (sitk.GetArrayViewFromImage(aligned) < -500) & (sitk.GetArrayViewFromImage(near) > 0)
+    total = lung.sum() + air.sum()
+    return float(2.0 * np.count_nonzero(lung & air) / total) if total else 0.0
+
+
+def jacobian_determinant(field: sitk.Image) -> np.ndarray:
+    """(Z, Y, X) Jacobian determinant of ``x -> x + field(x)`` (central differences in
+    physical space; any direction matrix). Computed here because SimpleITK's
+    DisplacementFieldJacobianDeterminant crashed on such fields."""
+    values = sitk.GetArrayFromImage(field).astype(np.float64)  # (Z, Y, X, 3)
+    spacing = np.array(field.GetSpacing())
+    direction = np.array(field.GetDirection()).reshape(3, 3)
+    # derivatives along the scaled index axes u (x = D u + origin), in x, y, z order
+    along = [np.gradient(values, spacing[axis], axis=2 - axis) for axis in range(3)]
+    by_u = np.stack(along, axis=-1)  # (Z, Y, X, component, u-axis)
+    gradient = by_u @ direction.T  # d displacement / d x
+    return np.linalg.det(np.eye(3) + gradient)
+
+
+def jacobian_range(field: sitk.Image, lungs: sitk.Image) -> tuple[float, float, float]:
+    """(min, max, fraction at or below 0) of the Jacobian determinant of ``x -> x + field(x)``
+    inside ``lungs`` (same grid)."""
+    inside = jacobian_determinant(field)[sitk.GetArrayViewFromImage(lungs) > 0]
+    if not inside.size:
+        return 1.0, 1.0, 0.0
+    return float(inside.min()), float(inside.max()), float(np.mean(inside <= 0))
+
+
+def check_coverage(coverage: float, stage: str) -> None:
+    """Raise :class:`AlignmentError` when too little of the baseline's lungs lies inside the
+    follow-up scan after the ``stage`` (rigid or affine) alignment."""
+    if coverage < MIN_LUNG_COVERAGE:
+        raise AlignmentError(
+            f"The follow-up does not overlap the baseline: after the {stage} stage only "
+            f"{coverage:.0%} of the baseline's lungs lie inside the follow-up scan (at least "
+            f"{MIN_LUNG_COVERAGE:.0%} expected). Are both scans of the same patient and the "
+            "chest?")
+
+
+def check_quality(quality: AlignmentQuality, mode: str) -> None:
+    """Raise :class:`AlignmentError` naming the cause when the alignment cannot be trusted."""
+    check_coverage(quality.lung_coverage, mode)
+    if quality.folded_fraction > MAX_FOLDED_FRACTION:
+        raise AlignmentError(
+            f"The registration diverged: the warp folds {quality.folded_fraction:.2%} of the "
+            f"lung voxels (Jacobian <= 0; at most {MAX_FOLDED_FRACTION:.1%} accepted). Try "
+            "--mode affine or check the scans.")
+    if quality.lung_overlap < MIN_LUNG_OVERLAP:
+        raise AlignmentError(
+            f"The lungs do not overlap after alignment: Dice {quality.lung_overlap:.2f} (at "
+            f"least {MIN_LUNG_OVERLAP} expected). Are both scans of the same patient?")
