@@ -22,14 +22,25 @@ import sys
 import threading
 
 from . import __version__
-from .commands import crop, data, demo, evaluate, predict, review, segment, simulate, train
+from .commands import (
+    align,
+    crop,
+    data,
+    demo,
+    evaluate,
+    predict,
+    review,
+    segment,
+    simulate,
+    train,
+)
 from .commands.terminal import Silent, cancel_file_flag, progress_display
 from .errors import ImmunoDiffError
 from .progress import Cancelled
 
 CANCELLED_EXIT = 130  # the shell's code for a command stopped by the user
 BAD_INPUT_EXIT = 2  # argparse's code for a bad command line
-COMMANDS = {"data": data, "crop": crop, "segment": segment, "simulate": simulate,
+COMMANDS = {"data": data, "crop": crop, "segment": segment, "align": align, "simulate": simulate,
             "train": train, "predict": predict, "evaluate": evaluate, "demo": demo,
             "review": review}
 

@@ -3,12 +3,14 @@ second scan, the quality measures and every refusal."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from ImmunoDiffLib import cli
 from ImmunoDiffLib.alignment import align_followup, elastix_maps, elastix_worker
 from ImmunoDiffLib.alignment.quality import jacobian_determinant
 from ImmunoDiffLib.anatomy import segment_anatomy
@@ -188,3 +190,34 @@ def test_jacobian_of_a_known_field_with_flipped_rows():
     field = sitk.GetImageFromArray((0.1 * points).transpose(2, 1, 0, 3), isVector=True)
     field.CopyInformation(grid)
     assert np.allclose(jacobian_determinant(field), 1.1**3)
+
+
+def test_align_command_writes_the_folder_and_refuses_a_non_ct(lung2_pair, sample_paths,
+                                                              tmp_path, capsys):
+    followup = tmp_path / "followup.nii.gz"
+    sitk.WriteImage(lung2_pair["scan"].image, str(followup))
+    output = tmp_path / "aligned"
+    status = cli.main(["align", str(sample_paths["lung2_image"]), str(followup), "-o",
+                       str(output), "--mode", "rigid"])
+    assert status == 0, capsys.readouterr().err
+    assert sorted(p.name for p in output.iterdir()) == [
+        "alignment.json", "alignment.png", "displacement.nii.gz", "followup_aligned.nii.gz"]
+    summary = json.loads((output / "alignment.json").read_text())
+    assert summary["mode"] == "rigid" and summary["quality"]["lung_overlap"] > 0.8
+    aligned = sitk.ReadImage(str(output / "followup_aligned.nii.gz"))
+    assert aligned.GetSize() == lung2_pair["baseline"].GetSize()
+    field = sitk.ReadImage(str(output / "displacement.nii.gz"))
+    assert field.GetNumberOfComponentsPerPixel() == 3
+    assert list(field.GetSize()) == summary["displacement_grid"]["size"]
+    # the follow-up point of a landmark, read from the written field, is the true one
+    landmarks = lung2_pair["landmarks"]
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
+    mapped = np.array([transform.TransformPoint(tuple(p)) for p in landmarks[:, 0]])
+    assert np.median(np.linalg.norm(mapped - landmarks[:, 1], axis=1)) < 5.0
+
+    refused = tmp_path / "refused"
+    status = cli.main(["align", str(sample_paths["lung2_image"]),
+                       str(sample_paths["lung2_tumour"]), "-o", str(refused)])
+    err = capsys.readouterr().err
+    assert status == 2 and ("not a CT" in err or "8-bit" in err), err
+    assert not refused.exists()

@@ -186,6 +186,8 @@ BAD_COMMANDS = {
     "crop, missing CT": ["crop", "{tmp}/none.nrrd", "--point", "0", "0", "0",
                          "-o", "{tmp}/c.nrrd"],
     "simulate, no patients": ["simulate", "--n", "0", "-o", "{tmp}/sim"],
+    "align, missing follow-up": ["align", "{ct}", "{tmp}/none.nii.gz", "-o", "{tmp}/a"],
+    "align, unknown mode": ["align", "{ct}", "{ct}", "--mode", "elastic", "-o", "{tmp}/a"],
     "review, port out of range": ["review", "{ct}", "--port", "70000"],
     "review, missing CT": ["review", "{tmp}/none.nrrd", "--port", "0"],
 }
