@@ -13,6 +13,7 @@ Immunotherapy cohort (``load_cohort``), one row per patient:
 | response | training | 1 responder (RECIST CR/PR), 0 non-responder (SD/PD) |
 | survival_months, event | training | follow-up time (>= 0) and 1 = death observed, 0 = censored |
 | lobes_mask, vessels_mask, followup_tumour_mask | no | label maps (baseline / follow-up grid) |
+| followup_registered | no | true: follow-up already aligned on the baseline grid; else aligned |
 
 Pre-training collection (``load_pretraining_manifest``), one row per CT: ``ct`` (file or DICOM
 folder), optionally ``tumour_x/y/z``, ``tumour_mask``, or ``rtstruct`` + ``roi_name`` (a DICOM
@@ -53,6 +54,7 @@ class CohortCase:
     survival_months: float | None = None
     event: int | None = None
     extra: dict = field(default_factory=dict)
+    followup_registered: bool = False
 
 
 def _blank(value) -> bool:
@@ -99,6 +101,20 @@ def _binary(row: dict, column: str, where: str, problems: list[str]) -> int | No
         problems.append(f"{where}: {column} = {row[column]!r} must be 0 or 1")
         return None
     return int(value)
+
+
+def _flag(row: dict, column: str, where: str, problems: list[str]) -> bool:
+    """A yes/no column: true/yes/1 or false/no/0; empty (or absent) is false."""
+    value = row.get(column)
+    if _blank(value):
+        return False
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    problems.append(f"{where}: {column} = {value!r} is not true or false")
+    return False
 
 
 def load_cohort(path: str | os.PathLike, require_followup: bool = False,
@@ -168,14 +184,15 @@ def load_cohort(path: str | os.PathLike, require_followup: bool = False,
                 if value is None and not any(p.startswith(f"{where}: {name}")
                                              for p in problems):
                     problems.append(f"{where}: {name} is empty")
+        registered = _flag(row, "followup_registered", where, problems)
         if clinical is not None and "baseline_ct" in paths:
             known = set(required) | set(PATH_COLUMNS) | set(POINT_COLUMNS) | {
-                "response", "survival_months", "event"}
+                "response", "survival_months", "event", "followup_registered"}
             cases.append(CohortCase(
                 pid, paths["baseline_ct"], clinical, point, paths.get("tumour_mask"),
                 paths.get("followup_ct"), paths.get("followup_tumour_mask"),
                 paths.get("lobes_mask"), paths.get("vessels_mask"), response, months, event,
-                {k: v for k, v in row.items() if k not in known}))
+                {k: v for k, v in row.items() if k not in known}, registered))
     if problems:
         raise CohortError(str(path), problems)
     return cases

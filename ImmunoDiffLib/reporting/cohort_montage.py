@@ -19,8 +19,11 @@ def _axial(folder: Path, relative: str, centre, is_label=False):
     return crop_around_point(image, centre, spec, is_label=is_label).array()[0]
 
 
-def save_montage(folder: Path, rows: list[dict], path: Path, per_group: int = 4) -> Path:
-    """Up to ``per_group`` responders and non-responders: baseline | follow-up, lesion outlined."""
+def save_montage(folder: Path, rows: list[dict], path: Path,
+                 followup_centres: dict | None = None, per_group: int = 4) -> Path:
+    """Up to ``per_group`` responders and non-responders: baseline | follow-up, lesion outlined.
+    ``followup_centres`` (patient -> LPS point): where the tumour lies in a follow-up scanned
+    in another position (default: the baseline's point)."""
     groups = [[r for r in rows if r["response"] == label][:per_group] for label in (1, 0)]
     chosen = groups[0] + groups[1]
     if not chosen:
@@ -32,6 +35,8 @@ def save_montage(folder: Path, rows: list[dict], path: Path, per_group: int = 4)
         for axis, image_key, mask_key, when in ((left, "baseline_ct", "tumour_mask", "baseline"),
                                                 (right, "followup_ct", "followup_tumour_mask",
                                                  "follow-up")):
+            if when == "follow-up" and followup_centres:
+                centre = followup_centres.get(row["patient_id"], centre)
             axis.imshow(_axial(folder, row[image_key], centre), cmap="gray",
                         vmin=LUNG_WINDOW[0], vmax=LUNG_WINDOW[1], extent=extent)
             mask = _axial(folder, row[mask_key], centre, is_label=True)

@@ -17,7 +17,10 @@ Marginal distributions (advanced NSCLC before first-line or later immune checkpo
 
 Response (responder = RECIST CR/PR) is drawn from a logistic model: higher PD-L1 and AEC raise
 the odds, higher NLR and larger lesions lower them. The intercept is calibrated so that the
-expected responder rate equals ``responder_rate`` (paper cohort: 19/74 = 26 %). With the
+expected responder rate equals ``responder_rate`` (paper cohort: 19/74 = 26 %), averaged
+over the lesion diameters the simulator draws (``draw_diameter``: uniform, or log-uniform so
+that small lesions are as common as in real cohorts; 10-80 mm log-uniform has median 28 mm,
+and -0.3 per 10 mm makes an 80 mm lesion's odds 0.17 times a 20 mm one's). With the
 default coefficients response is only weakly predictable from baseline, as in real cohorts:
 the best possible classifier is right 66 % of the time at a 50 % responder rate (77 % at 25 %).
 ``signal`` multiplies every coefficient, for cohorts where a model should be able to learn the
@@ -108,12 +111,29 @@ def draw_variables(rng: np.random.Generator) -> dict:
     }
 
 
+DIAMETER_DISTRIBUTIONS = ("uniform", "log-uniform")
+
+
+def draw_diameter(rng: np.random.Generator, range_mm: tuple[float, float],
+                  distribution: str = "uniform") -> float:
+    """A target lesion's longest diameter (mm) within ``range_mm``."""
+    if distribution == "uniform":
+        return float(rng.uniform(*range_mm))
+    if distribution == "log-uniform":
+        return float(math.exp(rng.uniform(math.log(range_mm[0]), math.log(range_mm[1]))))
+    raise SettingError(f"diameter distribution must be one of {DIAMETER_DISTRIBUTIONS}, got "
+                       f"{distribution!r}.")
+
+
 def calibrate_intercept(model: ResponseModel, responder_rate: float,
-                        diameter_range_mm: tuple[float, float], seed: int = 12345) -> float:
-    """Intercept giving ``responder_rate`` on average over the variables' distribution."""
+                        diameter_range_mm: tuple[float, float], seed: int = 12345,
+                        distribution: str = "uniform") -> float:
+    """Intercept giving ``responder_rate`` on average over the variables' distribution and
+    the lesion diameters (:func:`draw_diameter`)."""
     rng = np.random.default_rng(seed)
     predictors = np.array([
-        model.linear_predictor(draw_variables(rng), rng.uniform(*diameter_range_mm))
+        model.linear_predictor(draw_variables(rng),
+                               draw_diameter(rng, diameter_range_mm, distribution))
         for _ in range(4000)])
 
     def gap(intercept):

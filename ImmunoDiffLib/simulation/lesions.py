@@ -32,7 +32,7 @@ class LesionShape:
     seed: int
 
 
-def _local_grid(image: sitk.Image, centre, radius_mm: float):
+def local_grid(image: sitk.Image, centre, radius_mm: float):
     """Index box around ``centre`` big enough for ``radius_mm`` and the voxels' LPS coordinates."""
     spacing = np.array(image.GetSpacing())
     centre_index = np.array(image.TransformPhysicalPointToContinuousIndex(centre))
@@ -55,7 +55,7 @@ def occupancy(shape: LesionShape, image: sitk.Image, scale: float = 1.0):
     radius = shape.diameter_mm / 2.0 * scale
     if radius <= 0:
         return None, None, None
-    box, points = _local_grid(image, shape.centre_lps, radius * (1 + shape.irregularity))
+    box, points = local_grid(image, shape.centre_lps, radius * (1 + shape.irregularity))
     if box is None:
         return None, None, None
     offset = (points - np.array(shape.centre_lps)) / radius
