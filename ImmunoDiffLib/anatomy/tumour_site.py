@@ -1,12 +1,12 @@
 """Is the tumour point in (or on) the lungs? Tumour-aware: the lung mask stops at a tumour's
 edge, so a point inside a large or central (hilar) tumour can lie well beyond any lung voxel.
 
-A point within ``LUNG_MARGIN_MM`` of the lungs is accepted. Farther, the lesion is grown from
-the point as the lesion measurement does (:func:`~ImmunoDiffLib.imaging.lesion.segment_lesion`:
-dense voxels connected to the point, within a 35 mm ball); it is a lung tumour when at least
-``LUNG_CONTACT`` of its surface (leaving out the ball's limit) borders the lungs. Measured on
-LIDC-IDRI-0001: a 20 mm tumour abutting the mediastinum 0.79, the real nodule 0.64; points in
-the heart 0.00, the aorta 0.02, the liver 0.00.
+A point within ``LUNG_MARGIN_MM`` of the lungs is accepted. Farther, the lesion is measured at
+the point as the pipeline measures it (:func:`~ImmunoDiffLib.imaging.lesion.segment_lesion`,
+bounded by a 35 mm ball); it is a lung tumour when at least ``LUNG_CONTACT`` of its surface
+(leaving out the ball's limit) borders the lungs. Measured on LIDC-IDRI-0001: a 20 mm tumour
+abutting the mediastinum 0.79, the real nodule 0.95; points in the heart, the aorta and the
+liver 0.00 (no lesion there: the point lies in a wall, not in a tumour bulging into the lung).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..imaging.lesion import segment_lesion
 
 LUNG_MARGIN_MM = 10.0  # a tumour point this close to the lungs counts as in the lungs
 LUNG_CONTACT = 0.3  # ... farther: the share of its lesion's surface that must border the lungs
-LESION_RADIUS_MM = 35.0  # as the lesion measurement
+LESION_RADIUS_MM = 35.0  # the lesion's bound here
 NEIGHBOURHOOD_MM = 45.0  # half-width of the box looked at around the point
 
 

@@ -4,8 +4,8 @@
   and MMD (MONAI ``MMDMetric``: the unbiased MMD^2 estimate with a linear kernel on the
   flattened crops, lower is better, may dip slightly below 0) per fold, on the model's
   [-1, 1] intensities;
-* lesion volume: the library's lesion segmentation (-550 HU region grow from the crop centre,
-  where the tumour point is) on the crop, in mL;
+* lesion volume: the library's lesion measurement (``imaging.lesion.segment_lesion``) from the
+  crop centre, where the tumour point is, on the crop, in mL;
 * "shrinks": volume ratio below 0.343 = 0.7^3, the volume of a sphere whose diameter fell by
   30 % (RECIST partial response).
 """

@@ -1,10 +1,14 @@
-"""A simple, documented lesion segmentation for measuring the tumour in a crop.
+"""The lesion at a tumour point, measured as a radiologist outlines it.
 
-From the tumour point, grow the region of voxels denser than -550 HU (solid tissue and
-ground glass) that is connected to the point, inside a ball of ``max_radius_mm`` (so the
-chest wall or mediastinum a tumour touches is not followed far), then open it by one voxel in
-plane to cut thin bridges to vessels. If the point itself is below -550 HU (the lesion has
-gone), the nearest dense voxel within 5 mm is used as the seed, else the lesion is empty.
+From the point, the tumour is the tissue denser than -550 HU (solid tissue and ground glass)
+connected to it, with no size limit, cut off where it meets the chest wall, mediastinum or
+diaphragm (along the surface the lung would have without it) and where vessels or bronchial
+walls leave it (thin bridges); the steps are in :mod:`~ImmunoDiffLib.imaging.lesion_region`.
+They run in a box around the point that grows until the lesion no longer reaches its faces
+(or ``max_radius_mm`` from the point).
+
+If the point itself is below -550 HU (the lesion has gone), the nearest dense voxel within
+``SEED_SEARCH_MM`` is used as the seed, else the lesion is empty.
 """
 
 from __future__ import annotations
@@ -12,35 +16,66 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-LESION_MIN_HU = -550.0  # measured best against simulated truth: median Dice 0.83
-LESION_MAX_HU = 400.0
+from .lesion_region import LESION_MAX_HU, LESION_MIN_HU, lesion_in_box
+
+__all__ = ["LESION_MAX_HU", "LESION_MIN_HU", "segment_lesion"]
+
+SEED_SEARCH_MM = 5.0
+FIRST_BOX_MM = 40.0  # half-width of the first box around the point
+BOX_GROWTH = 1.6  # the box's half-width grows by this factor while the lesion reaches a face
+BOX_PER_SIZE = 2.0  # ... or while it is narrower than this times the tumour's size r0
 
 
-def segment_lesion(ct: sitk.Image, point_lps, max_radius_mm: float = 35.0) -> sitk.Image:
-    """Binary (uint8) lesion mask on ``ct``'s grid around ``point_lps``."""
-    values = sitk.GetArrayFromImage(ct).astype(np.float32)
-    dense = (values > LESION_MIN_HU) & (values < LESION_MAX_HU)
-    index = np.array(ct.TransformPhysicalPointToIndex([float(v) for v in point_lps]))[::-1]
-    zz, yy, xx = np.indices(values.shape)
+def _box(size_zyx, centre, half_voxels) -> tuple[slice, ...]:
+    return tuple(slice(max(int(c - h), 0), min(int(c + h) + 1, n))
+                 for c, h, n in zip(centre, half_voxels, size_zyx, strict=True))
+
+
+def _seed(values: np.ndarray, index, spacing) -> tuple[int, ...] | None:
+    """``index`` (z, y, x) if its voxel is a lesion candidate, else the nearest candidate
+    voxel within ``SEED_SEARCH_MM``, else None."""
+    candidate = (values > LESION_MIN_HU) & (values < LESION_MAX_HU)
+    if candidate[tuple(index)]:
+        return tuple(int(i) for i in index)
+    box = _box(values.shape, index, np.ceil(SEED_SEARCH_MM / spacing))
+    near = np.argwhere(candidate[box]) + [s.start for s in box]
+    if not len(near):
+        return None
+    distance = np.sqrt((((near - index) * spacing) ** 2).sum(axis=1))
+    if distance.min() > SEED_SEARCH_MM:
+        return None
+    return tuple(int(i) for i in near[np.argmin(distance)])
+
+
+def segment_lesion(ct: sitk.Image, point_lps, max_radius_mm: float = 100.0) -> sitk.Image:
+    """Binary (uint8) lesion mask on ``ct``'s grid for the tumour at ``point_lps`` (LPS mm).
+
+    ``max_radius_mm``: a safety bound; no voxel farther than this from the point is part of
+    the lesion. Empty when the point lies outside ``ct`` or no lesion is found there."""
+    values = sitk.GetArrayViewFromImage(ct)  # (z, y, x)
     spacing = np.array(ct.GetSpacing())[::-1]
-    distance = np.sqrt(sum(((g - i) * s) ** 2 for g, i, s in zip((zz, yy, xx), index, spacing,
-                                                                  strict=True)))
-    dense &= distance <= max_radius_mm
-    empty = sitk.Image(ct.GetSize(), sitk.sitkUInt8)
-    empty.CopyInformation(ct)
-    if not dense.any() or not np.all((index >= 0) & (index < values.shape)):
-        return empty
-    seed = tuple(int(v) for v in index)
-    if not dense[seed]:
-        near = np.argwhere(dense & (distance <= 5.0))
-        if not len(near):
-            return empty
-        seed = tuple(int(v) for v in near[np.argmin(distance[tuple(near.T)])])
-    region = sitk.GetImageFromArray(dense.astype(np.uint8))
-    region.CopyInformation(ct)
-    region = sitk.BinaryMorphologicalOpening(region, [1, 1, 0])
-    if not sitk.GetArrayViewFromImage(region)[seed]:
-        region = sitk.GetImageFromArray(dense.astype(np.uint8))
-        region.CopyInformation(ct)
-    grown = sitk.ConnectedThreshold(region, seedList=[seed[::-1]], lower=1, upper=1)
-    return sitk.Cast(grown, sitk.sitkUInt8)
+    mask = np.zeros(values.shape, np.uint8)
+    index = np.array(ct.TransformPhysicalPointToIndex([float(v) for v in point_lps]))[::-1]
+    seed = None
+    if np.all((index >= 0) & (index < values.shape)):
+        seed = _seed(values, index, spacing)
+    half = min(FIRST_BOX_MM, max_radius_mm)
+    while seed is not None:
+        box = _box(values.shape, seed, np.ceil(half / spacing))
+        local_seed = tuple(i - s.start for i, s in zip(seed, box, strict=True))
+        lesion, size_mm = lesion_in_box(np.asarray(values[box], np.float32), spacing,
+                                        local_seed)
+        inside = [(s.start > 0, s.stop < n) for s, n in zip(box, values.shape, strict=True)]
+        reaches = any((low and lesion.take(0, axis).any()) or (high and lesion.take(-1, axis).any())
+                      for axis, (low, high) in enumerate(inside))
+        narrow = half < BOX_PER_SIZE * size_mm and any(low or high for low, high in inside)
+        if half >= max_radius_mm or not (reaches or narrow):
+            grid = np.ogrid[box]
+            distance = np.sqrt(sum(((g - i) * s) ** 2 for g, i, s in zip(grid, index, spacing,
+                                                                         strict=True)))
+            mask[box] = lesion & (distance <= max_radius_mm)
+            break
+        half = min(max(half * BOX_GROWTH, BOX_PER_SIZE * size_mm), max_radius_mm)
+    image = sitk.GetImageFromArray(mask)
+    image.CopyInformation(ct)
+    return image
