@@ -6,17 +6,23 @@ any mismatch with a clear error. Nothing is ever unpickled.
     bundle/
       weights.safetensors   every tensor, named "<part>.<parameter>"
       bundle.json           {"format_version", "library_version", "weights_sha256", ...}
+      ood_reference.safetensors   optional: the training features' reference for the
+                            out-of-distribution flag (bundle.json's "out_of_distribution"
+                            section holds the rest and this file's sha256)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.numpy import load_file as load_arrays
+from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file, save_file
 
 from . import __version__
@@ -25,12 +31,14 @@ from .errors import BundleError
 from .imaging import CropSpec, HUWindow
 from .models.config import ModelConfig
 from .models.immunodiff import ImmunoDiffModel
-from .outputs import atomic_folder
+from .ood_reference import OODReference
+from .outputs import atomic_folder, atomic_output
 from .sample_data import sha256_of
 
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "weights.safetensors"
 DESCRIPTION_NAME = "bundle.json"
+OOD_NAME = "ood_reference.safetensors"
 
 
 @dataclass
@@ -44,6 +52,9 @@ class BundleInfo:
     training: dict = field(default_factory=dict)  # data hash, seed, steps, commit, stages
     metrics: dict = field(default_factory=dict)
     notes: str = "Trained on simulated data; research use only, not for clinical decisions."
+    # the training data's ranges and features for the out-of-distribution flag (None: rules
+    # from library defaults only)
+    out_of_distribution: OODReference | None = None
 
 
 def _major_minor(version: str) -> tuple[int, ...]:
@@ -68,8 +79,65 @@ def save_bundle(path: str | os.PathLike, model: torch.nn.Module, info: BundleInf
                                 "sd": dict(info.standardisation.sd)},
             "training": info.training, "metrics": info.metrics, "notes": info.notes,
         }
+        _write_ood(staging, description, info.out_of_distribution)
         (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2), encoding="utf-8")
     return path
+
+
+def _write_ood(folder: Path, description: dict, reference: OODReference | None) -> None:
+    """Add the out-of-distribution reference to ``description`` (and its arrays file)."""
+    description.pop("out_of_distribution", None)
+    if reference is None:
+        return
+    section = reference.description()
+    tensors = reference.tensors()
+    if tensors:
+        with atomic_output(folder / OOD_NAME, overwrite=True, suffix=".safetensors") as temporary:
+            save_arrays({k: v.astype("float64") for k, v in tensors.items()}, str(temporary))
+        section["tensors_sha256"] = sha256_of(folder / OOD_NAME)
+    description["out_of_distribution"] = section
+
+
+def _read_ood(path: Path, section: dict | None) -> OODReference | None:
+    if section is None:
+        return None
+    tensors = {}
+    if section.get("tensors_sha256") is not None:
+        arrays = path / OOD_NAME
+        if not arrays.is_file():
+            raise BundleError(f"Model bundle '{path}' has no {OOD_NAME}, which its "
+                              f"{DESCRIPTION_NAME} names.")
+        actual = sha256_of(arrays)
+        if actual != section["tensors_sha256"]:
+            raise BundleError(f"'{arrays}' has sha256 {actual}, but the bundle says "
+                              f"{section['tensors_sha256']}: the file is damaged or was "
+                              "changed. Restore or re-download the bundle.")
+        try:
+            tensors = load_arrays(str(arrays))
+        except (SafetensorError, OSError) as error:
+            raise BundleError(f"'{arrays}' cannot be read as safetensors: {error}") from error
+    return OODReference.from_parts(section, tensors)
+
+
+def with_ood_reference(source: str | os.PathLike, destination: str | os.PathLike,
+                       reference: OODReference, overwrite: bool = False) -> Path:
+    """A copy of the bundle ``source`` with ``reference`` as its out-of-distribution
+    reference, written atomically to ``destination`` (which may be ``source`` itself): the
+    weights are copied byte for byte, so their sha256 stays valid."""
+    source, destination = Path(source), Path(destination)
+    read_bundle_info(source)  # a valid bundle, or a clear error
+    description = json.loads((source / DESCRIPTION_NAME).read_text(encoding="utf-8"))
+    if destination.exists() and not overwrite:
+        raise BundleError(f"Bundle '{destination}' exists already.")
+    with atomic_folder(destination, overwrite=True) as staging:
+        shutil.copy2(source / WEIGHTS_NAME, staging / WEIGHTS_NAME)
+        if sha256_of(staging / WEIGHTS_NAME) != description.get("weights_sha256"):
+            raise BundleError(f"'{source / WEIGHTS_NAME}' does not match its sha256 in "
+                              f"{source / DESCRIPTION_NAME}.")
+        _write_ood(staging, description, reference)
+        (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2),
+                                                encoding="utf-8")
+    return destination
 
 
 def read_bundle_info(path: str | os.PathLike) -> tuple[BundleInfo, dict]:
@@ -103,6 +171,13 @@ def read_bundle_info(path: str | os.PathLike) -> tuple[BundleInfo, dict]:
             description.get("notes", ""))
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(f"'{description_path}' has an invalid field: {error}") from error
+    try:
+        info.out_of_distribution = _read_ood(path, description.get("out_of_distribution"))
+    except BundleError:
+        raise
+    except (KeyError, TypeError, ValueError) as error:
+        raise BundleError(f"'{description_path}' has an invalid out_of_distribution section: "
+                          f"{error}") from error
     return info, description
 
 

@@ -82,7 +82,11 @@ def small_cohort(tmp_path_factory):
     tests; written once per test session."""
     from ImmunoDiffLib.simulation import SimulationConfig, simulate_cohort
 
-    # follow-ups on the baseline grid: the suite's training and evaluation tests stay fast;
-    # the realistic second scan and its alignment are tested in test_cohort_alignment.py
-    config = SimulationConfig(n_patients=6, seed=11, responder_rate=0.5, second_scan="same-grid")
+    # blob lesions with follow-ups on the baseline grid: the training and evaluation tests
+    # rest on this cohort's known properties (every true responder's follow-up measured as
+    # shrunk; a residual scar of a LIDC-shaped lesion is not) and stay fast; the LIDC shapes,
+    # the realistic second scan and its alignment are tested in test_lesion_library.py and
+    # test_cohort_alignment.py
+    config = SimulationConfig(n_patients=6, seed=11, responder_rate=0.5, lesion_source="blob",
+                              second_scan="same-grid")
     return simulate_cohort(tmp_path_factory.mktemp("cohort") / "sim", config)

@@ -244,7 +244,8 @@ def test_heads_and_synthesis_disagreeing_is_warned(pipeline, lung2, lung2_tumour
         return original(batch, *args, **kwargs)
 
     monkeypatch.setattr(pipeline.model, "encode_conditions", spy)
-    monkeypatch.setattr(pipeline, "_heads", lambda *a: (np.full(3, probability), np.zeros(3)))
+    monkeypatch.setattr(pipeline, "_heads", lambda *a: (np.full(3, probability), np.zeros(3),
+                                                       np.zeros((3, 4))))
     result = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST)
     assert seen["tumour"].sum() > 10  # the lung2 tumour, region grown from the point
     assert result.agreement == (result.predicted_responder == result.synthesized_response)

@@ -136,7 +136,7 @@ def test_same_seed_gives_identical_files(small_cohort, tmp_path):
     patients of the 6-patient run byte for byte."""
     again = simulate_cohort(tmp_path / "again",
                             SimulationConfig(n_patients=2, seed=11, responder_rate=0.5,
-                                             second_scan="same-grid"))
+                                             lesion_source="blob", second_scan="same-grid"))
     first = _digests(small_cohort.parent)
     second = _digests(again.parent)
     assert len(second) == 12

@@ -57,6 +57,10 @@ def add_parser(commands) -> None:
     parser.add_argument("--anatomy", default="auto", choices=BACKENDS, help="anatomy backend")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--allow-outside-lungs", action="store_true")
+    parser.add_argument("--followup", type=Path,
+                        help="the patient's real follow-up CT (file or DICOM folder): aligned "
+                             "to the baseline and shown and measured beside the synthesized "
+                             "one (a cohort manifest's followup_ct is used the same way)")
     parser.add_argument("--scenarios", action="store_true",
                         help="also synthesize the follow-ups 'if it responds' and 'if it does "
                         "not' (two more sampling runs; single CT)")
@@ -95,4 +99,4 @@ def run(args, progress=None, cancel: CancelFlag = None) -> dict:
                         progress=progress, cancel=cancel, overwrite=args.overwrite,
                         allow_outside_lungs=args.allow_outside_lungs,
                         scenarios=args.scenarios, lobes_path=args.lobes,
-                        vessels_path=args.vessels)
+                        vessels_path=args.vessels, followup_path=args.followup)

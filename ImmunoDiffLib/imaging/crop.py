@@ -51,12 +51,15 @@ class CropSpec:
 
 @dataclass
 class Crop:
-    """A crop and what happened making it. ``image`` is float32 (HU, or labels)."""
+    """A crop and what happened making it. ``image`` is float32 (HU, or labels).
+    ``covered``: (Z, Y, X) bool, True where the crop voxel lies inside the source's field of
+    view (False: padding); None when not known."""
 
     image: sitk.Image
     centre_lps: tuple[float, float, float]
     padded_fraction: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    covered: np.ndarray | None = None
 
     def array(self) -> np.ndarray:
         """Voxels as a numpy array indexed (z, y, x)."""
@@ -157,7 +160,7 @@ def crop_around_point(
             f"{padded_fraction:.1%} of the crop lies outside the field of view of {source} and "
             f"was padded with {what}."
         )
-    return Crop(cropped, centre, padded_fraction, warnings)
+    return Crop(cropped, centre, padded_fraction, warnings, covered.astype(bool))
 
 
 def paste_back(crop_image: sitk.Image, reference: sitk.Image, is_label: bool = False) -> sitk.Image:

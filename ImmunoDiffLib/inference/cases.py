@@ -2,7 +2,9 @@
 
 Per case, into ``<output>/<case>/`` (written as a whole, atomically): ``followup_ct.nii.gz``
 (full baseline geometry), ``followup_crop.nii.gz``, ``uncertainty_crop.nii.gz``,
-``lobes.nii.gz``, ``vessels.nii.gz``, ``predictions.json`` and ``report.png``. A cohort run
+``lobes.nii.gz``, ``vessels.nii.gz``, ``predictions.json`` and ``report.png``; with the real
+follow-up given (``--followup``, a manifest's ``followup_ct``) also
+``real_followup_aligned.nii.gz`` and ``real_followup_crop.nii.gz``. A cohort run
 adds ``predictions.csv``; cases whose folder is complete are skipped, so a killed run resumes
 where it stopped; under torchrun each rank takes every N-th case.
 """
@@ -14,6 +16,7 @@ import json
 import os
 from pathlib import Path
 
+import SimpleITK as sitk
 import torch.distributed as dist
 
 from ..anatomy.from_files import anatomy_from_files
@@ -24,6 +27,7 @@ from ..outputs import atomic_folder, atomic_output
 from ..progress import CancelFlag, ProgressCallback, Task
 from ..reporting.case_report import save_case_report
 from ..train.distributed import init_world
+from .followup_comparison import RealFollowup, compare_with_real_followup
 from .pipeline import ImmunoDiffPipeline, Result
 from .sampling import SamplingOptions
 
@@ -31,14 +35,32 @@ PREDICTIONS_NAME = "predictions.json"
 CSV_COLUMNS = ("patient_id", "response_probability", "response_probability_sd",
                "predicted_responder", "survival_risk", "survival_risk_sd", "recist",
                "baseline_lesion_ml", "followup_lesion_ml", "lesion_volume_change",
-               "baseline_diameter_mm", "followup_diameter_mm")
+               "baseline_diameter_mm", "followup_diameter_mm", "out_of_distribution",
+               "out_of_distribution_reasons")
+
+
+def _csv_row(data: dict) -> dict:
+    """One case's predictions.json as a predictions.csv row: the out-of-distribution flag as
+    true/false and its reasons joined by "; "."""
+    row = {k: data.get(k) for k in CSV_COLUMNS}
+    flag = data.get("out_of_distribution") or {}
+    row["out_of_distribution"] = ("" if "flagged" not in flag
+                                  else "true" if flag["flagged"] else "false")
+    row["out_of_distribution_reasons"] = "; ".join(flag.get("reasons", []))
+    return row
 
 
 def write_case(result: Result, folder: str | os.PathLike, case_id: str,
-               overwrite: bool = False) -> Path:
-    """Write every output of one case into ``folder`` (all or nothing)."""
+               overwrite: bool = False, real_followup: RealFollowup | None = None) -> Path:
+    """Write every output of one case into ``folder`` (all or nothing); with the real
+    follow-up compared, also that follow-up aligned (full geometry and crop) and its
+    measurements under "real_followup" in predictions.json."""
     folder = Path(folder)
     with atomic_folder(folder, overwrite) as staging:
+        if real_followup is not None:
+            write_image(_hu_int16(real_followup.aligned_ct),
+                        staging / "real_followup_aligned.nii.gz")
+            write_image(real_followup.crop, staging / "real_followup_crop.nii.gz")
         write_image(result.followup_ct, staging / "followup_ct.nii.gz")
         write_image(result.baseline_crop, staging / "baseline_crop.nii.gz")
         write_image(result.followup_crop, staging / "followup_crop.nii.gz")
@@ -47,17 +69,35 @@ def write_case(result: Result, folder: str | os.PathLike, case_id: str,
         write_image(result.anatomy.vessels, staging / "vessels.nii.gz")
         for name, scenario in result.scenarios.items():
             write_image(scenario.followup_crop, staging / f"followup_crop_if_{name}.nii.gz")
-        save_case_report(result, staging / "report.png", title=f"ImmunoDiff: {case_id}")
-        (staging / PREDICTIONS_NAME).write_text(json.dumps(
-            {"patient_id": case_id, **result.summary()}, indent=2), encoding="utf-8")
+        save_case_report(result, staging / "report.png", title=f"ImmunoDiff: {case_id}",
+                         real_followup=real_followup)
+        summary = {"patient_id": case_id, **result.summary()}
+        if real_followup is not None:
+            summary["real_followup"] = real_followup.summary()
+        (staging / PREDICTIONS_NAME).write_text(json.dumps(summary, indent=2),
+                                                encoding="utf-8")
     return folder
+
+
+def _hu_int16(image: sitk.Image) -> sitk.Image:
+    return sitk.Cast(sitk.Clamp(image, lowerBound=-1024, upperBound=3071), sitk.sitkInt16)
+
+
+def _compare(pipeline: ImmunoDiffPipeline, result: Result, ct, followup_path,
+             task: Task) -> RealFollowup | None:
+    if followup_path is None:
+        return None
+    task.report(0.0, "aligning the real follow-up")
+    return compare_with_real_followup(result, ct, read_ct(followup_path), pipeline.info.window,
+                                      task.callback(), task.cancel)
 
 
 def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, point=None,
                  mask_path=None, case_id: str = "case", options: SamplingOptions | None = None,
                  progress: ProgressCallback | None = None, cancel: CancelFlag = None,
                  overwrite: bool = False, allow_outside_lungs: bool = False,
-                 scenarios: bool = False, lobes_path=None, vessels_path=None) -> dict:
+                 scenarios: bool = False, lobes_path=None, vessels_path=None,
+                 followup_path=None) -> dict:
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputPathError(f"Output '{output}' exists already; choose another folder or "
@@ -70,10 +110,15 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
         point = label_centroid(mask, source=f"tumour mask '{mask_path}'")
     anatomy = (None if lobes_path is None and vessels_path is None
                else anatomy_from_files(ct, lobes_path, vessels_path))
-    result = pipeline.run(ct, clinical, point, options, progress, cancel, allow_outside_lungs,
-                          scenarios=scenarios, tumour_mask=mask, anatomy=anatomy)
-    write_case(result, output, case_id, overwrite)
-    return {"patient_id": case_id, **result.summary()}
+    task = Task(progress, cancel)
+    share = 0.7 if followup_path is not None else 1.0
+    result = pipeline.run(ct, clinical, point, options, task.sub(0.0, share).callback(),
+                          cancel, allow_outside_lungs, scenarios=scenarios, tumour_mask=mask,
+                          anatomy=anatomy)
+    real = _compare(pipeline, result, ct, followup_path, task.sub(share, 1.0))
+    write_case(result, output, case_id, overwrite, real)
+    return {"patient_id": case_id, **result.summary(),
+            **({} if real is None else {"real_followup": real.summary()})}
 
 
 def _rank() -> tuple[int, int]:
@@ -99,10 +144,13 @@ def predict_cohort(pipeline: ImmunoDiffPipeline, manifest, output,
         ct = read_ct(case.baseline_ct)
         mask = read_image(case.tumour_mask) if case.tumour_mask else None
         point = case.tumour_point or label_centroid(mask)
+        share = task.sub(index / len(mine), (index + 1) / len(mine))
+        compare = case.followup_ct is not None
         result = pipeline.run(ct, case.clinical, point, options,
-                              task.sub(index / len(mine), (index + 1) / len(mine)).callback(),
-                              cancel, tumour_mask=mask)
-        write_case(result, folder, case.patient_id, overwrite=True)
+                              share.sub(0.0, 0.7 if compare else 1.0).callback(), cancel,
+                              tumour_mask=mask)
+        real = _compare(pipeline, result, ct, case.followup_ct, share.sub(0.7, 1.0))
+        write_case(result, folder, case.patient_id, overwrite=True, real_followup=real)
     task.report(1.0, "cohort done")
     if world > 1:
         init_world()
@@ -119,7 +167,7 @@ def write_predictions_csv(output: Path, patient_ids: list[str]) -> Path:
         path = output / pid / PREDICTIONS_NAME
         if path.is_file():
             data = json.loads(path.read_text(encoding="utf-8"))
-            rows.append({k: data.get(k) for k in CSV_COLUMNS})
+            rows.append(_csv_row(data))
     with atomic_output(output / "predictions.csv", overwrite=True, suffix=".csv") as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)

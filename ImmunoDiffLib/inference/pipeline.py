@@ -36,6 +36,8 @@ from ..models import Conditions
 from ..models.batch import model_batch
 from ..progress import CancelFlag, ProgressCallback, Task
 from ..seeds import torch_generator
+from .change_region import constrain_followup
+from .out_of_distribution import assess, warning_text
 from .precision import describe, native_bf16, resolve_channels_last
 from .sampling import (
     SamplingOptions,
@@ -92,6 +94,12 @@ class Result:
     # has no scenario condition) and the follow-ups of the given scenarios
     generator_response_estimate: float | None = None
     scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
+    # where the follow-up may differ from the baseline (inference/change_region.py): its
+    # margin and bounds, and its weight map on the crop grid (1 inside, 0 where unchanged)
+    change_region: dict = field(default_factory=dict)
+    change_region_crop: sitk.Image | None = None
+    # {"flagged", "score", "threshold", "reasons"} (inference/out_of_distribution.py)
+    out_of_distribution: dict = field(default_factory=dict)
 
     @property
     def predicted_responder(self) -> bool:
@@ -130,6 +138,8 @@ class Result:
             "generator_response_estimate": (None if self.generator_response_estimate is None
                                             else round(self.generator_response_estimate, 4)),
             "scenarios": {name: r.summary() for name, r in self.scenarios.items()},
+            "change_region": self.change_region,
+            "out_of_distribution": self.out_of_distribution,
             "samples": self.samples, "arithmetic": self.arithmetic,
             "lobes_backend": self.anatomy.lobes_backend,
             "vessels_backend": self.anatomy.vessels_backend,
@@ -217,9 +227,18 @@ class ImmunoDiffPipeline:
             raise TumourPointError(message + ", or allow points outside the lungs.")
         warnings.append(message + "; continued as asked.")
 
+    def features(self, batch, options: SamplingOptions | None = None) -> np.ndarray:
+        """(draws, F) up-block features of a model batch under its full conditions, as
+        :meth:`run` gives the heads (the out-of-distribution reference is fitted on these)."""
+        options = self._options_for_this_model(options or SamplingOptions())
+        with torch.inference_mode():
+            conditions = self.model.encode_conditions(batch, "2")
+        return self._heads(batch, conditions, options)[2]
+
     @torch.inference_mode()
     def _heads(self, batch, conditions, options: SamplingOptions):
-        """Response probabilities and log-risks for ``options.prediction_draws`` noise draws."""
+        """Response probabilities and log-risks for ``options.prediction_draws`` noise draws,
+        and the up-block features they were read from, (draws, F)."""
         model = self.model
         n = options.prediction_draws
         x_t, t = model.feature_inputs(batch["baseline"], n,
@@ -242,7 +261,7 @@ class ImmunoDiffPipeline:
         features = torch.cat(features)
         probability = torch.sigmoid(model.response_head(features))
         risk = model.survival_head(features)
-        return probability.cpu().numpy(), risk.cpu().numpy()
+        return probability.cpu().numpy(), risk.cpu().numpy(), features.cpu().numpy()
 
     def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
             progress: ProgressCallback | None = None, cancel: CancelFlag = None,
@@ -319,15 +338,28 @@ class ImmunoDiffPipeline:
         timings["generate"] = time.perf_counter() - clock
         task.report(0.9, "predictions")
         clock = time.perf_counter()
-        probability, risk = self._heads(batch, conditions, options)
-        mean_crop = _crop_image(followup_hu.mean(0), point, spec)
-        spread_crop = _crop_image(followup_hu.std(0), point, spec)
+        probability, risk, features = self._heads(batch, conditions, options)
+        # only the lesion and its margin change (no shift, no air hole, padding kept)
+        covered = None if crop.covered is None else crop.covered.transpose(2, 1, 0)
+        constrained = constrain_followup(followup_hu, baseline_hu, _xyz(condition_lesion) > 0,
+                                         spec.spacing, covered)
+        region = constrained.region
+        mean_crop = _crop_image(constrained.mean, point, spec)
+        spread_crop = _crop_image(constrained.spread, point, spec)
         followup_ct = paste_change(mean_crop, baseline_crop, ct)
         before_mm = longest_axial_diameter_mm(lesion_before)
         after, after_mm, recist = _measure(mean_crop, point, before_mm)
+        flag = assess(self.info.out_of_distribution, lesion_diameter_mm=region.lesion_diameter_mm,
+                      lesion_found=not region.lesion_was_empty,
+                      padded_fraction=crop.padded_fraction, record=record,
+                      standardisation=self.info.standardisation, features=features)
+        if flag.flagged:
+            warnings.append(warning_text(flag))
         scenario_results = {}
         for name, values in scenario_hu.items():
-            image = _crop_image(values.mean(0), point, spec)
+            image = _crop_image(constrain_followup(values, baseline_hu, region.lesion,
+                                                   spec.spacing, covered, region).mean,
+                                point, spec)
             volume, diameter, category = _measure(image, point, before_mm)
             scenario_results[name] = ScenarioResult(
                 followup_crop=image, followup_lesion_ml=volume, followup_diameter_mm=diameter,
@@ -346,7 +378,10 @@ class ImmunoDiffPipeline:
             followup_lesion_ml=after, baseline_diameter_mm=before_mm,
             followup_diameter_mm=after_mm, samples=options.samples, warnings=warnings,
             timings=timings, arithmetic=describe(options.bf16, options.channels_last),
-            generator_response_estimate=estimate, scenarios=scenario_results)
+            generator_response_estimate=estimate, scenarios=scenario_results,
+            change_region=constrained.summary(),
+            change_region_crop=_crop_image(region.weight, point, spec),
+            out_of_distribution=flag.summary())
         if result.agreement is False:
             said = "a responder" if result.predicted_responder else "a non-responder"
             shown = "shows a response" if result.synthesized_response else "shows no response"

@@ -1,4 +1,5 @@
-"""A prediction summary as a table node (Measure, Value as shown, Number)."""
+"""A prediction summary as a table node (Measure, Value as shown, Number). A key "a.b" is
+the field b of the summary's section a (e.g. the out-of-distribution flag's)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,20 @@ TABLE_ROWS = (
     ("lobes_approximate", "Lobes approximate"),
     ("lobes_method", "Lobes method"),
     ("arithmetic", "Arithmetic of the generation"),
+    ("out_of_distribution.flagged", "Out of distribution (unlike the training data)"),
+    ("out_of_distribution.score", "Out-of-distribution score (features)"),
+    ("out_of_distribution.threshold", "Out-of-distribution threshold"),
+    ("out_of_distribution.reasons", "Out-of-distribution reasons"),
+    ("change_region.margin_mm", "Change region margin around the lesion (mm)"),
 )
+
+
+def _value(summary: dict, key: str):
+    section, _, name = key.partition(".")
+    value = summary.get(section)
+    if name:
+        value = value.get(name) if isinstance(value, dict) else None
+    return "; ".join(value) if isinstance(value, list) else value
 
 
 def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff predictions",
@@ -41,7 +55,7 @@ def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff pred
     values.SetName("Value")
     numbers.SetName("Number")
     for key, label in TABLE_ROWS:
-        value = summary.get(key)
+        value = _value(summary, key)
         measures.InsertNextValue(label)
         values.InsertNextValue("" if value is None else
                                f"{value:.3f}" if isinstance(value, float) else str(value))

@@ -1,10 +1,13 @@
 """The per-case PNG report: baseline | synthesized follow-up | difference | uncertainty through
-the tumour, and the predictions beside them; with response scenarios, a second row with the
-follow-ups "if it responds" and "if it does not" and their differences from the baseline."""
+the tumour, and the predictions beside them (and whether the case is unlike the training
+data, in red when it is); with response scenarios, a second row with the follow-ups "if it
+responds" and "if it does not" and their differences from the baseline. The difference maps
+outline the region the follow-up may differ in (inference/change_region.py)."""
 
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -21,23 +24,28 @@ def _axial(image: sitk.Image):
 
 
 DIFFERENCE_HU = 200  # the difference maps' diverging window, ± HU
+FLAGGED_COLOUR, UNFLAGGED_COLOUR = "red", "dimgray"
 
 
 def save_case_report(result, path: str | os.PathLike, title: str = "",
-                     overwrite: bool = True) -> Path:
-    """``result``: a :class:`~ImmunoDiffLib.inference.pipeline.Result`."""
+                     overwrite: bool = True, real_followup=None) -> Path:
+    """``result``: a :class:`~ImmunoDiffLib.inference.pipeline.Result`; ``real_followup``: its
+    :class:`~ImmunoDiffLib.inference.followup_comparison.RealFollowup`, shown in a last row
+    (baseline | synthesized | real follow-up aligned | real minus baseline | measurements)."""
     baseline, extent = _axial(result.baseline_crop)
     followup, _ = _axial(result.followup_crop)
+    region = (None if getattr(result, "change_region_crop", None) is None
+              else _axial(result.change_region_crop)[0])
     spread, _ = _axial(result.uncertainty_crop)
     scenarios = list(result.scenarios.items())
-    rows = 2 if scenarios else 1
+    rows = (2 if scenarios else 1) + (real_followup is not None)
     figure, axes = subplots(rows, 5, figsize=(21, 4.6 * rows), squeeze=False,
                                 gridspec_kw={"width_ratios": [1, 1, 1, 1, 0.9]})
     top = axes[0]
     _ct(top[0], baseline, extent, "baseline CT")
     _ct(top[1], followup, extent, f"synthesized follow-up (mean of {result.samples})")
     _difference(figure, top[2], followup - baseline, extent,
-                "difference (HU, red = denser)")
+                "difference (HU, red = denser)", region)
     shown = top[3].imshow(spread, cmap="magma", vmin=0, vmax=max(float(spread.max()), 1.0),
                           extent=extent)
     top[3].set_title("uncertainty (SD over samples, HU)" if result.samples > 1 else
@@ -50,21 +58,45 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
             _ct(bottom[2 * index], values, extent,
                 f"if {name.replace('-', ' ')}: {scenario.recist}")
             _difference(figure, bottom[2 * index + 1], values - baseline, extent,
-                        f"if {name.replace('-', ' ')}: difference")
+                        f"if {name.replace('-', ' ')}: difference", region)
         bottom[4].axis("off")
         bottom[4].text(0.0, 0.95, "Response scenarios:\nthe same model, told the\n"
                        "response instead of\nestimating it from the\nclinical variables",
                        va="top", fontsize=10, family="monospace")
+    if real_followup is not None:
+        _real_followup_row(figure, axes[-1], baseline, followup, extent, real_followup)
     for axis in [a for row in axes for a in row[:4] if a.has_data()]:
         axis.plot(result.tumour_point_lps[0], result.tumour_point_lps[1], "+", color="yellow",
                   ms=10)
         axis.set_xlabel("x (mm, patient left ->)")
-    lines = prediction_lines(result.summary())
+    summary = result.summary()
+    lines = prediction_lines(summary)
     top[4].axis("off")
     top[4].text(0.0, 0.97, "\n".join(lines), va="top", fontsize=9.5, family="monospace")
+    _out_of_distribution(top[4], summary, 0.97 - 0.05 * (len(lines) + 0.5))
     top[4].text(0.0, 0.0, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
     figure.suptitle(title or "ImmunoDiff prediction")
     return save_figure(figure, path, overwrite, dpi=90)
+
+
+def _real_followup_row(figure, row, baseline, followup, extent, real_followup) -> None:
+    real, _ = _axial(real_followup.crop)
+    _ct(row[0], baseline, extent, "baseline CT")
+    _ct(row[1], followup, extent, "synthesized follow-up")
+    _ct(row[2], real, extent, f"real follow-up, aligned: {real_followup.recist}")
+    _difference(figure, row[3], real - baseline, extent, "real follow-up: difference")
+    summary = real_followup.summary()
+    quality = summary["alignment"]["quality"]
+    row[4].axis("off")
+    row[4].text(0.0, 0.95, "\n".join([
+        "Real follow-up (aligned)",
+        f"RECIST              {summary['recist']}",
+        f"lesion              {summary['lesion_ml']:.1f} mL, {summary['diameter_mm']:.0f} mm",
+        f"synth. volume error {summary['synthesized_lesion_volume_error_ml']:+.1f} mL",
+        f"SSIM synth. / real  {summary['ssim_synthesized_to_real']:.2f}",
+        f"SSIM baseline/real  {summary['ssim_baseline_to_real']:.2f}",
+        f"alignment: lungs {quality['lung_overlap']:.2f}, folded "
+        f"{quality['folded_fraction']:.1%}"]), va="top", fontsize=9.5, family="monospace")
 
 
 def _ct(axis, values, extent, title: str) -> None:
@@ -72,11 +104,39 @@ def _ct(axis, values, extent, title: str) -> None:
     axis.set_title(title)
 
 
-def _difference(figure, axis, values, extent, title: str) -> None:
+def _difference(figure, axis, values, extent, title: str, region=None) -> None:
     shown = axis.imshow(values, cmap="RdBu_r", vmin=-DIFFERENCE_HU, vmax=DIFFERENCE_HU,
                         extent=extent)
+    if region is not None and (region > 0).any() and not (region > 0).all():
+        axis.contour(region > 0, levels=[0.5], colors="dimgray", linewidths=0.8,
+                     linestyles="dashed", extent=extent, origin="upper")
     axis.set_title(title)
     figure.colorbar(shown, ax=axis, fraction=0.046)
+
+
+def _out_of_distribution(axis, summary: dict, top: float, fontsize: float = 9.5) -> None:
+    lines = out_of_distribution_lines(summary)
+    if lines:
+        flagged = bool(summary.get("out_of_distribution", {}).get("flagged"))
+        axis.text(0.0, top, "\n".join(lines), va="top", fontsize=fontsize, family="monospace",
+                  color=FLAGGED_COLOUR if flagged else UNFLAGGED_COLOUR,
+                  fontweight="bold" if flagged else "normal")
+
+
+def out_of_distribution_lines(summary: dict, width: int = 44) -> list[str]:
+    """The out-of-distribution flag of :meth:`Result.summary` as lines of text (none for a
+    summary without one): the verdict, then each reason, wrapped to ``width``."""
+    flag = summary.get("out_of_distribution")
+    if not flag:
+        return []
+    score = flag.get("score")
+    said = ("" if score is None else
+            f" (score {score:.1f}, threshold {flag.get('threshold') or float('nan'):.1f})")
+    lines = [("OUT OF DISTRIBUTION" if flag["flagged"] else "Within the training data")
+             + said]
+    for reason in flag.get("reasons", []):
+        lines += textwrap.wrap(reason, width, initial_indent="- ", subsequent_indent="  ")
+    return lines
 
 
 def prediction_lines(summary: dict) -> list[str]:
@@ -126,8 +186,10 @@ def save_review_figure(panels: dict, summary: dict, path: str | os.PathLike,
             axis.set_xticks([])
             axis.set_yticks([])
         axes[row][-1].axis("off")
-    axes[0][-1].text(0.0, 0.95, "\n".join(prediction_lines(summary)), va="top", fontsize=9,
+    lines = prediction_lines(summary)
+    axes[0][-1].text(0.0, 0.95, "\n".join(lines), va="top", fontsize=9,
                      family="monospace")
+    _out_of_distribution(axes[0][-1], summary, 0.95 - 0.045 * (len(lines) + 0.5), 9)
     axes[-1][-1].text(0.0, 0.02, DISCLAIMER, va="bottom", fontsize=7, wrap=True,
                       color="firebrick")
     figure.suptitle(title or "ImmunoDiff side-by-side review")

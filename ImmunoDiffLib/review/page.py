@@ -29,7 +29,7 @@ from ..anatomy import BACKENDS
 from ..errors import ImmunoDiffError
 from ..inference.sampling import SamplingOptions
 from ..mrml.views import SIDE_BY_SIDE_VIEWS
-from .session import ReviewSession, field_problems, predictions_text
+from .session import ReviewSession, field_problems, out_of_distribution_text, predictions_text
 
 POLL_SECONDS = 0.25
 ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
@@ -97,6 +97,7 @@ class ReviewPage:
         state.run_message = ""
         state.run_error = ""
         state.predictions = ""
+        state.out_of_distribution, state.out_of_distribution_flagged = "", False
         state.warnings = ""
         state.has_result = False
         state.overlay = "none"  # the baseline and the follow-up themselves, side by side
@@ -158,6 +159,7 @@ class ReviewPage:
         state.ct_info = f"{node.GetName()}: {size} voxels, loaded {time.strftime('%H:%M:%S')}"
         state.has_result = False
         state.predictions = state.warnings = state.run_message = state.run_error = ""
+        state.out_of_distribution, state.out_of_distribution_flagged = "", False
         state.point_text = "click the tumour in the left view"
         for view in self.app.view_manager.get_slice_views():
             view.set_background_volume_id(node.GetID())
@@ -243,6 +245,8 @@ class ReviewPage:
             state.run_message, state.run_error = result.message, result.error
             state.has_result = result.folder is not None
             state.predictions = predictions_text(result.summary)
+            (state.out_of_distribution,
+             state.out_of_distribution_flagged) = out_of_distribution_text(result.summary)
             state.warnings = "\n".join(result.summary.get("warnings", []))
             self._update_can_run()
         if result.folder is not None:
@@ -351,6 +355,10 @@ class ReviewPage:
                     v3.VBtn(orientation.lower(), value=orientation,
                             id=f"orientation-{orientation.lower()}")
             html.Pre("{{ predictions }}", id="predictions", style="font-size:12px;")
+            html.Pre("{{ out_of_distribution }}", id="out-of-distribution",
+                     style=("out_of_distribution_flagged ? 'font-size:12px;color:#d00000;"
+                            "font-weight:bold;white-space:pre-wrap;' : 'font-size:12px;"
+                            "color:#555;white-space:pre-wrap;'",))
             html.Pre("{{ warnings }}", id="warnings", style="font-size:11px;color:#8a5a00;"
                                                          "white-space:pre-wrap;")
             v3.VTextField(v_model=("save_path",), label="save the case folder to",

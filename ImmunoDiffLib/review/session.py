@@ -30,7 +30,7 @@ from ..inference.sampling import SamplingOptions
 from ..mrml import views
 from ..outputs import atomic_folder
 from ..progress import Cancelled
-from ..reporting.case_report import prediction_lines
+from ..reporting.case_report import out_of_distribution_lines, prediction_lines
 
 LUNG_WINDOW = (1500.0, -600.0)  # window, level
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -318,3 +318,9 @@ class ReviewSession:
 def predictions_text(summary: dict) -> str:
     """The predictions as the case report writes them."""
     return "\n".join(prediction_lines(summary)) if summary else ""
+
+
+def out_of_distribution_text(summary: dict) -> tuple[str, bool]:
+    """(the out-of-distribution flag as the case report writes it, whether it is raised)."""
+    return ("\n".join(out_of_distribution_lines(summary, width=70)),
+            bool((summary or {}).get("out_of_distribution", {}).get("flagged")))

@@ -1,0 +1,169 @@
+"""Only the lesion changes: the synthesized follow-up constrained to a region grown from the
+baseline lesion, after sampling and before anything is measured or pasted back.
+
+The generator learned to change the lesion, but on a CT unlike its training data it also
+changes what lies around it (a global HU shift, mediastinum turned into lung, bands where the
+field of view ends) and leaves air where a tumour shrank. So, whatever the model:
+
+* **the change region**: every voxel within a margin of the baseline lesion, max(5 mm, 0.25 ×
+  the lesion's longest axial diameter) capped at 20 mm, measured in mm on the crop's
+  (anisotropic) grid, so a growing lesion has room to grow; then a cosine taper of 4 mm down
+  to nothing. Outside it the follow-up *is* the baseline, bit for bit (noise included); the
+  crop's padding (voxels outside the CT's field of view, and the scanner's own "outside the
+  reconstruction circle" values below -1500 HU) never changes. New lesions elsewhere in the
+  crop are out of scope: they cannot appear.
+* **no global shift**: the model's median change outside the region, where nothing may
+  change, is its offset; it is taken off its change inside the region too.
+* **lung, not air**: inside the region the follow-up is at least the surrounding lung's level
+  (the 10th percentile of the baseline's parenchyma, -950..-500 HU, in a shell up to 15 mm
+  around the lesion), so a vanished or shrunk tumour leaves parenchyma, not a hole. Outside
+  the old lesion the bound is never above the baseline voxel itself, so real air there
+  (airways, cavities, emphysema) is never lifted.
+
+Arrays are (X, Y, Z) crop voxels as the pipeline holds them (``spacing_mm`` in the same
+order); samples are (S, X, Y, Z), in HU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..imaging.recist import longest_axial_diameter_mm
+
+MARGIN_MIN_MM = 5.0
+MARGIN_FRACTION = 0.25  # of the lesion's longest axial diameter
+MARGIN_MAX_MM = 20.0
+TAPER_MM = 4.0
+SHELL_MM = 15.0  # the lung around the lesion whose level bounds the follow-up from below
+PARENCHYMA_HU = (-950.0, -500.0)
+LUNG_FLOOR_PERCENTILE = 10.0
+LUNG_FLOOR_DEFAULT_HU = -850.0  # no parenchyma around the lesion (a mediastinal tumour)
+MIN_SHELL_VOXELS = 20
+OUTSIDE_FOV_HU = -1500.0  # below any tissue or air: the scanner's "not reconstructed" value
+MIN_OFFSET_VOXELS = 50  # voxels outside the region needed to estimate the model's offset
+
+
+def margin_mm(diameter_mm: float) -> float:
+    """The change region's margin around a lesion of this longest diameter (mm)."""
+    return float(min(max(MARGIN_MIN_MM, MARGIN_FRACTION * diameter_mm), MARGIN_MAX_MM))
+
+
+@dataclass
+class ChangeRegion:
+    """Where the follow-up may differ from the baseline. ``weight`` (X, Y, Z) float32: 1
+    within ``margin_mm`` of the lesion, a cosine taper over ``taper_mm``, 0 beyond and on
+    padding. ``lung_floor_hu``: the lower bound inside it."""
+
+    weight: np.ndarray
+    lesion: np.ndarray  # (X, Y, Z) bool: the baseline lesion it was grown from
+    margin_mm: float
+    taper_mm: float
+    lesion_diameter_mm: float
+    lung_floor_hu: float
+    lung_floor_source: str  # "surrounding lung" or "default (no lung around the lesion)"
+    lesion_was_empty: bool = False
+
+    @property
+    def fraction(self) -> float:
+        """Share of the crop's voxels that may change at all."""
+        return float((self.weight > 0).mean())
+
+    def summary(self, offset_hu: float = 0.0) -> dict:
+        """JSON-ready description (recorded in predictions.json)."""
+        return {"margin_mm": round(self.margin_mm, 1), "taper_mm": round(self.taper_mm, 1),
+                "lesion_diameter_mm": round(self.lesion_diameter_mm, 1),
+                "crop_fraction": round(self.fraction, 4),
+                "lung_floor_hu": round(self.lung_floor_hu, 1),
+                "lung_floor_source": self.lung_floor_source,
+                "removed_offset_hu": round(offset_hu, 1),
+                "lesion_was_empty": self.lesion_was_empty}
+
+
+def lesion_diameter_mm(lesion: np.ndarray, spacing_mm) -> float:
+    """Longest axial diameter (mm) of ``lesion`` (X, Y, Z) bool on a grid of ``spacing_mm``."""
+    mask = sitk.GetImageFromArray(lesion.transpose(2, 1, 0).astype(np.uint8))
+    mask.SetSpacing([float(s) for s in spacing_mm])
+    return longest_axial_diameter_mm(mask)
+
+
+def change_region(lesion: np.ndarray, baseline_hu: np.ndarray, spacing_mm,
+                  covered: np.ndarray | None = None) -> ChangeRegion:
+    """The region grown from ``lesion`` (X, Y, Z) bool on a grid of ``spacing_mm`` (x, y, z);
+    ``baseline_hu`` (X, Y, Z) gives the surrounding lung's level; ``covered`` (X, Y, Z) bool:
+    False on padding (None: all covered)."""
+    lesion = np.asarray(lesion, bool)
+    baseline_hu = np.asarray(baseline_hu, np.float32)
+    covered = (np.ones(lesion.shape, bool) if covered is None else np.asarray(covered, bool))
+    covered = covered & (baseline_hu > OUTSIDE_FOV_HU)
+    empty = not lesion.any()
+    if empty:  # no lesion found (the point below -550 HU): the centre voxel, the tumour point
+        lesion = np.zeros(lesion.shape, bool)
+        lesion[tuple(s // 2 for s in lesion.shape)] = True
+    diameter = lesion_diameter_mm(lesion, spacing_mm)
+    margin = margin_mm(diameter)
+    distance = ndimage.distance_transform_edt(~lesion, sampling=[float(s) for s in spacing_mm])
+    ramp = np.clip((distance - margin) / TAPER_MM, 0.0, 1.0)
+    weight = np.where(distance <= margin, 1.0, 0.5 * (1.0 + np.cos(np.pi * ramp)))
+    weight = np.where(covered & (distance < margin + TAPER_MM), weight, 0.0).astype(np.float32)
+    shell = (covered & ~lesion & (distance <= max(SHELL_MM, margin + TAPER_MM))
+             & (baseline_hu >= PARENCHYMA_HU[0]) & (baseline_hu < PARENCHYMA_HU[1]))
+    if shell.sum() >= MIN_SHELL_VOXELS:
+        floor = float(np.percentile(baseline_hu[shell], LUNG_FLOOR_PERCENTILE))
+        source = "surrounding lung"
+    else:
+        floor, source = LUNG_FLOOR_DEFAULT_HU, "default (no lung around the lesion)"
+    return ChangeRegion(weight, lesion, margin, TAPER_MM, diameter, floor, source, empty)
+
+
+@dataclass
+class ConstrainedFollowup:
+    """The constrained follow-up: ``samples`` (S, X, Y, Z) HU, their ``mean`` and ``spread``
+    (SD over samples; 0 outside the region, where the follow-up is the baseline by design),
+    ``offset_hu`` (the model's median change outside the region, removed; mean over
+    samples) and the ``region``."""
+
+    samples: np.ndarray
+    mean: np.ndarray
+    spread: np.ndarray
+    offset_hu: float
+    region: ChangeRegion
+
+    def summary(self) -> dict:
+        return self.region.summary(self.offset_hu)
+
+
+def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: np.ndarray,
+                       spacing_mm, covered: np.ndarray | None = None,
+                       region: ChangeRegion | None = None) -> ConstrainedFollowup:
+    """Constrain the synthesized follow-ups ``samples_hu`` (S, X, Y, Z) of ``baseline_hu``
+    (X, Y, Z) to the change region grown from ``lesion`` (X, Y, Z) bool (or the given
+    ``region``, e.g. the one of the conditioned follow-up reused for a scenario's). Returns
+    the constrained samples, their mean and spread, and the region."""
+    baseline = np.asarray(baseline_hu, np.float32)
+    samples = np.asarray(samples_hu, np.float32)
+    if samples.ndim == 3:
+        samples = samples[None]
+    if region is None:
+        region = change_region(lesion, baseline, spacing_mm, covered)
+    inside = region.weight > 0
+    outside = (region.weight == 0) & (baseline > OUTSIDE_FOV_HU)
+    if covered is not None:
+        outside &= np.asarray(covered, bool)
+    bound = np.where(region.lesion, region.lung_floor_hu,
+                     np.minimum(region.lung_floor_hu, baseline)).astype(np.float32)
+    changes, offsets = np.zeros_like(samples), []
+    for index, sample in enumerate(samples):
+        change = sample - baseline
+        offset = (float(np.median(change[outside])) if outside.sum() >= MIN_OFFSET_VOXELS
+                  else 0.0)
+        offsets.append(offset)
+        bounded = np.maximum(baseline + (change - offset), bound) - baseline
+        changes[index] = np.where(inside, region.weight * bounded, 0.0)
+    constrained = np.where(inside, baseline + changes, baseline).astype(np.float32)
+    mean = np.where(inside, baseline + changes.mean(0), baseline).astype(np.float32)
+    spread = np.where(inside, constrained.std(0), 0.0).astype(np.float32)
+    return ConstrainedFollowup(constrained, mean, spread, float(np.mean(offsets)), region)

@@ -1,0 +1,92 @@
+"""The real follow-up beside the synthesized one: how a research user checks the model on a
+case whose follow-up CT exists.
+
+The real follow-up is aligned to the baseline (``alignment.align_followup``: rigid on the
+chest, B-spline on the lungs, the baseline lesion left out of the metric, so its change is
+kept), cut on the synthesized crop's grid, and measured exactly as the synthesized follow-up
+is (the lesion grown from the tumour point, its volume, longest axial diameter and RECIST
+against the baseline). The comparison: SSIM of the synthesized crop to the real one (and, as
+the reference a synthesis must beat, of the baseline crop to the real one), and the error of
+the synthesized lesion volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from ..alignment import align_followup
+from ..evaluate.synthesis import ssim
+from ..imaging.intensity import HUWindow, normalise
+from ..imaging.labels import label_volume_ml
+from ..imaging.lesion import segment_lesion
+from ..imaging.recist import longest_axial_diameter_mm, recist_category
+from ..imaging.resample import resample_like
+from ..progress import CancelFlag, ProgressCallback
+
+
+@dataclass
+class RealFollowup:
+    """The real follow-up on the baseline's grid (``aligned_ct``) and on the crop grid, with
+    its measurements and its comparison with the synthesized follow-up."""
+
+    aligned_ct: sitk.Image
+    crop: sitk.Image
+    lesion_ml: float
+    diameter_mm: float
+    recist: str
+    ssim_synthesized: float
+    ssim_baseline: float
+    lesion_volume_error_ml: float
+    alignment: dict
+
+    def summary(self) -> dict:
+        return {"recist": self.recist, "lesion_ml": round(self.lesion_ml, 3),
+                "diameter_mm": round(self.diameter_mm, 1),
+                "ssim_synthesized_to_real": round(self.ssim_synthesized, 4),
+                "ssim_baseline_to_real": round(self.ssim_baseline, 4),
+                "synthesized_lesion_volume_error_ml": round(self.lesion_volume_error_ml, 3),
+                "alignment": self.alignment}
+
+
+def _crop_ssim(first: sitk.Image, second: sitk.Image, window: HUWindow) -> float:
+    """SSIM of two crops on one grid, in the model's [-1, 1] window."""
+    def tensor(image):
+        values = normalise(sitk.GetArrayFromImage(image).astype(np.float32), window)
+        return torch.from_numpy(np.ascontiguousarray(values))[None, None]
+
+    return float(ssim(tensor(first), tensor(second))[0])
+
+
+def compare_with_real_followup(result, ct: sitk.Image, followup: sitk.Image,
+                               window: HUWindow | None = None,
+                               progress: ProgressCallback | None = None,
+                               cancel: CancelFlag = None) -> RealFollowup:
+    """Align ``followup`` (a real follow-up CT, any grid) to ``ct`` (the case's baseline) and
+    compare it with ``result`` (the pipeline's :class:`~ImmunoDiffLib.inference.pipeline.Result`
+    for that case)."""
+    window = window or HUWindow()
+    point = result.tumour_point_lps
+    lesion = segment_lesion(ct, point)
+    alignment = align_followup(ct, followup, "deformable",
+                               tumour_mask=lesion if np.any(
+                                   sitk.GetArrayViewFromImage(lesion)) else None,
+                               progress=progress, cancel=cancel)
+    crop = resample_like(alignment.followup, result.baseline_crop, sitk.sitkLinear, -1024.0,
+                         sitk.sitkFloat32)
+    measured = segment_lesion(crop, point)
+    diameter = longest_axial_diameter_mm(measured)
+    baseline_mm = result.baseline_diameter_mm
+    recist = recist_category(baseline_mm, diameter) if baseline_mm > 0 else "NE"
+    lesion_ml = label_volume_ml(measured)
+    synthesized = sitk.Cast(result.followup_crop, sitk.sitkFloat32)
+    return RealFollowup(
+        aligned_ct=alignment.followup, crop=crop, lesion_ml=lesion_ml, diameter_mm=diameter,
+        recist=recist, ssim_synthesized=_crop_ssim(synthesized, crop, window),
+        ssim_baseline=_crop_ssim(sitk.Cast(result.baseline_crop, sitk.sitkFloat32), crop,
+                                 window),
+        lesion_volume_error_ml=result.followup_lesion_ml - lesion_ml,
+        alignment=alignment.summary())

@@ -1,0 +1,147 @@
+"""What the model learned from, stored in its bundle so a prediction can say "this case is
+unlike the training data" (:mod:`ImmunoDiffLib.inference.out_of_distribution`).
+
+Two parts:
+
+* ``TrainingRanges``: the training cohort's lesion diameters, crop padding and clinical
+  values (numeric ranges, categories seen);
+* ``FeatureReference``: the training patients' up-block features (the prediction heads'
+  input, the mean over the prediction's noise draws): mean, per-feature SD and the precision
+  of a Ledoit-Wolf shrunk covariance of the standardised features. A case's score is its
+  Mahalanobis distance divided by sqrt(F) (about 1 for a typical training patient), and the
+  threshold is set on held-out patients so that at most 5 % of them lie beyond it.
+
+In a bundle the arrays live in ``ood_reference.safetensors`` (its sha256 in bundle.json) and
+the rest in bundle.json's ``out_of_distribution`` section (see :mod:`ImmunoDiffLib.bundle`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+HELD_OUT_FLAG_RATE = 0.05  # the largest share of held-out patients the threshold may flag
+
+
+def feature_threshold(scores: np.ndarray, rate: float = HELD_OUT_FLAG_RATE) -> float:
+    """The smallest threshold (flag: score > threshold) that flags at most ``rate`` of
+    ``scores`` (M,): the (M - 1 - floor(rate M))-th smallest score."""
+    ordered = np.sort(np.asarray(scores, np.float64))
+    allowed = int(math.floor(rate * len(ordered) + 1e-9))
+    return float(ordered[len(ordered) - 1 - min(allowed, len(ordered) - 1)])
+
+
+@dataclass
+class FeatureReference:
+    """``mean``, ``scale`` (F,) and ``precision`` (F, F) of the standardised features;
+    ``threshold`` on the score; the held-out set's size and flagged share."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    n_train: int
+    n_held_out: int
+    held_out_flagged: float
+    shrinkage: float
+
+    @property
+    def dimensions(self) -> int:
+        return int(self.mean.shape[0])
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Scores of ``features`` (N, F) -> (N,), or (F,) -> a 0-d array: Mahalanobis
+        distance / sqrt(F)."""
+        z = (np.asarray(features, np.float64) - self.mean) / self.scale
+        squared = np.einsum("...i,ij,...j->...", z, self.precision, z)
+        return np.sqrt(np.maximum(squared, 0.0) / self.dimensions)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"feature_mean": self.mean, "feature_scale": self.scale,
+                "feature_precision": self.precision}
+
+    def description(self) -> dict:
+        return {"threshold": self.threshold, "n_train": self.n_train,
+                "n_held_out": self.n_held_out, "held_out_flagged": self.held_out_flagged,
+                "shrinkage": self.shrinkage, "dimensions": self.dimensions,
+                "score": "Mahalanobis distance / sqrt(F) of the mean up-block features "
+                         "(Ledoit-Wolf covariance of the standardised features)"}
+
+    @classmethod
+    def from_parts(cls, description: dict, tensors: dict[str, np.ndarray]) -> FeatureReference:
+        return cls(np.asarray(tensors["feature_mean"], np.float64),
+                   np.asarray(tensors["feature_scale"], np.float64),
+                   np.asarray(tensors["feature_precision"], np.float64),
+                   float(description["threshold"]), int(description["n_train"]),
+                   int(description["n_held_out"]), float(description["held_out_flagged"]),
+                   float(description["shrinkage"]))
+
+
+def fit_feature_reference(train: np.ndarray, held_out: np.ndarray,
+                          rate: float = HELD_OUT_FLAG_RATE) -> FeatureReference:
+    """The reference of training features ``train`` (N, F), its threshold set on
+    ``held_out`` (M, F) so that at most ``rate`` of them are flagged."""
+    from sklearn.covariance import LedoitWolf  # deferred: only fitting needs scikit-learn
+
+    train = np.asarray(train, np.float64)
+    held_out = np.asarray(held_out, np.float64)
+    if train.ndim != 2 or train.shape[0] < 3 or held_out.ndim != 2 or len(held_out) < 1:
+        raise ValueError(f"Need training features (N >= 3, F) and held-out features (M, F); "
+                         f"got {train.shape} and {held_out.shape}.")
+    mean = train.mean(0)
+    sd = train.std(0, ddof=1)
+    scale = sd + 1e-6 * float(sd.mean()) + 1e-12  # a constant feature counts, finitely
+    fitted = LedoitWolf().fit((train - mean) / scale)
+    reference = FeatureReference(mean, scale, fitted.precision_, 0.0, len(train),
+                                 len(held_out), 0.0, float(fitted.shrinkage_))
+    scores = reference.score(held_out)
+    reference.threshold = feature_threshold(scores, rate)
+    reference.held_out_flagged = float((scores > reference.threshold).mean())
+    return reference
+
+
+@dataclass
+class TrainingRanges:
+    """The training cohort's ranges: lesion longest axial diameter (mm, on the crop), largest
+    crop padding fraction, numeric clinical values {name: (low, high)}, categories seen."""
+
+    lesion_diameter_mm: tuple[float, float] = (10.0, 40.0)
+    padded_fraction_max: float = 0.0
+    numeric: dict[str, tuple[float, float]] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainingRanges:
+        return cls(tuple(data["lesion_diameter_mm"]), float(data["padded_fraction_max"]),
+                   {k: tuple(v) for k, v in data.get("numeric", {}).items()},
+                   {k: list(v) for k, v in data.get("categories", {}).items()})
+
+
+@dataclass
+class OODReference:
+    """What the out-of-distribution flag compares a case with; ``features`` None: rules
+    only. ``source``: how it was made (cohorts, seeds, command)."""
+
+    ranges: TrainingRanges
+    features: FeatureReference | None = None
+    source: dict = field(default_factory=dict)
+
+    def description(self) -> dict:
+        """bundle.json's section (no arrays)."""
+        return {"ranges": {**asdict(self.ranges),
+                           "lesion_diameter_mm": list(self.ranges.lesion_diameter_mm),
+                           "numeric": {k: list(v) for k, v in self.ranges.numeric.items()}},
+                "features": None if self.features is None else self.features.description(),
+                "source": self.source}
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {} if self.features is None else self.features.tensors()
+
+    @classmethod
+    def from_parts(cls, description: dict, tensors: dict[str, np.ndarray]) -> OODReference:
+        features = description.get("features")
+        return cls(TrainingRanges.from_dict(description["ranges"]),
+                   None if features is None else FeatureReference.from_parts(features, tensors),
+                   dict(description.get("source", {})))

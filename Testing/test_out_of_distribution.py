@@ -1,0 +1,166 @@
+"""The out-of-distribution flag: the Mahalanobis threshold on known Gaussian features, the
+rules on the training ranges, the reference in a bundle, and the flag in predictions.json,
+predictions.csv and the report's lines."""
+
+import csv
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from ImmunoDiffLib.bundle import (
+    OOD_NAME,
+    BundleInfo,
+    load_bundle,
+    read_bundle_info,
+    save_bundle,
+    with_ood_reference,
+)
+from ImmunoDiffLib.clinical import Standardisation, parse_clinical
+from ImmunoDiffLib.errors import BundleError
+from ImmunoDiffLib.imaging import CropSpec
+from ImmunoDiffLib.inference.cases import predict_case, write_predictions_csv
+from ImmunoDiffLib.inference.out_of_distribution import NO_FEATURE_REFERENCE, assess
+from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+from ImmunoDiffLib.inference.sampling import SamplingOptions
+from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+from ImmunoDiffLib.models.heads import up_block_channels
+from ImmunoDiffLib.ood_reference import (
+    FeatureReference,
+    OODReference,
+    TrainingRanges,
+    feature_threshold,
+    fit_feature_reference,
+)
+from ImmunoDiffLib.reporting.case_report import out_of_distribution_lines
+
+CLINICAL = {"age": 64, "sex": "male", "race": "white", "cea": 3.2, "anc": 4.5, "alc": 1.5,
+            "aec": 0.2, "amc": 0.5, "pdl1": 60}
+RANGES = TrainingRanges((12.0, 40.0), 0.1, {"age": (45.0, 85.0), "cea": (0.4, 25.0)},
+                        {"sex": ["female", "male"], "race": ["white", "black"]})
+
+
+def _gaussian(rng, n: int, dimensions: int, cholesky: np.ndarray, shift: float = 0.0):
+    return (rng.standard_normal((n, dimensions)) + shift) @ cholesky.T + 5.0
+
+
+def test_mahalanobis_threshold_flags_five_percent_of_held_out_and_the_shifted():
+    rng = np.random.default_rng(0)
+    dimensions = 10
+    cholesky = np.tril(rng.normal(0, 0.5, (dimensions, dimensions))) + 2 * np.eye(dimensions)
+    train = _gaussian(rng, 400, dimensions, cholesky)
+    held_out = _gaussian(rng, 200, dimensions, cholesky)
+    reference = fit_feature_reference(train, held_out)
+    assert reference.held_out_flagged <= 0.05
+    assert (reference.score(held_out) > reference.threshold).mean() <= 0.05
+    # the known answer: squared distances are chi-square with F degrees of freedom
+    expected = np.sqrt(stats.chi2.ppf(0.95, dimensions) / dimensions)
+    assert reference.threshold == pytest.approx(expected, rel=0.15)
+    fresh = _gaussian(rng, 2000, dimensions, cholesky)
+    assert (reference.score(fresh) > reference.threshold).mean() <= 0.09
+    shifted = _gaussian(rng, 200, dimensions, cholesky, shift=2.0)
+    assert (reference.score(shifted) > reference.threshold).mean() >= 0.95
+    assert reference.score(fresh[0]).shape == ()
+
+
+def test_threshold_flags_at_most_the_rate():
+    assert feature_threshold(np.arange(1, 21)) == 19  # one of 20 above it: 5 %
+    assert feature_threshold(np.arange(1, 17)) == 16  # 16: not even one may be flagged
+    assert feature_threshold(np.arange(1, 101)) == 95
+
+
+def _assess(reference, diameter=30.0, padding=0.0, clinical=None, features=None):
+    return assess(reference, lesion_diameter_mm=diameter, lesion_found=diameter > 0,
+                  padded_fraction=padding, record=parse_clinical(clinical or CLINICAL),
+                  standardisation=Standardisation(), features=features)
+
+
+def test_rules_name_what_is_unlike_the_training_data():
+    reference = OODReference(RANGES)
+    assert not _assess(reference).flagged
+    huge = _assess(reference, diameter=73.0)
+    assert huge.flagged and "tumour 73 mm: larger than any training lesion (40 mm)" in huge.reasons
+    padded = _assess(reference, padding=0.45)
+    assert padded.flagged and any(r.startswith("45% of the crop outside the field of view")
+                                  for r in padded.reasons)
+    odd = _assess(reference, clinical={**CLINICAL, "cea": 900, "race": "asian"})
+    assert odd.flagged and any(r.startswith("CEA 900 ng/mL: beyond the training range")
+                               for r in odd.reasons)
+    assert any("'asian': not in the training cohort" in r for r in odd.reasons)
+    assert _assess(reference, diameter=0.0).flagged  # no lesion at the point
+
+
+def test_without_a_reference_the_rules_use_defaults_and_say_so():
+    plain = _assess(None)
+    assert not plain.flagged and plain.score is None
+    assert plain.reasons == [NO_FEATURE_REFERENCE]
+    assert _assess(None, diameter=90.0).flagged
+    assert _assess(None, clinical={**CLINICAL, "cea": 4000}).flagged  # > 3 SD
+
+
+def test_features_far_from_the_training_set_are_flagged():
+    rng = np.random.default_rng(1)
+    features = fit_feature_reference(rng.standard_normal((60, 6)), rng.standard_normal((40, 6)))
+    reference = OODReference(RANGES, features)
+    near = _assess(reference, features=np.zeros((3, 6)))
+    assert not near.flagged and near.score < near.threshold
+    far = _assess(reference, features=np.full((3, 6), 6.0))
+    assert far.flagged and far.score > far.threshold
+    assert any(r.startswith("image features far from the training set: score") for r in
+               far.reasons)
+
+
+def _tiny_bundle(folder, reference=None):
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(TINY)
+    info = BundleInfo(model=TINY, crop=CropSpec(size=(32, 32, 8), spacing=(6.0, 6.0, 2.0)),
+                      out_of_distribution=reference)
+    return save_bundle(folder, model, info), up_block_channels(model.unet)
+
+
+def test_the_reference_travels_in_the_bundle_with_its_checksum(tmp_path):
+    rng = np.random.default_rng(2)
+    plain, dimensions = _tiny_bundle(tmp_path / "plain")
+    assert read_bundle_info(plain)[0].out_of_distribution is None
+    features = fit_feature_reference(rng.standard_normal((30, dimensions)),
+                                     rng.standard_normal((20, dimensions)))
+    with_reference = with_ood_reference(plain, tmp_path / "with", OODReference(RANGES, features))
+    before = json.loads((plain / "bundle.json").read_text())
+    after = json.loads((with_reference / "bundle.json").read_text())
+    assert after["weights_sha256"] == before["weights_sha256"]
+    loaded = load_bundle(with_reference)[1].out_of_distribution
+    np.testing.assert_array_equal(loaded.features.precision, features.precision)
+    assert loaded.features.threshold == features.threshold and loaded.ranges == RANGES
+    again = save_bundle(tmp_path / "again", *load_bundle(with_reference))  # a saved info keeps it
+    assert read_bundle_info(again)[0].out_of_distribution.features.n_train == 30
+    (with_reference / OOD_NAME).write_bytes(b"changed")
+    with pytest.raises(BundleError, match="sha256"):
+        read_bundle_info(with_reference)
+
+
+def test_predictions_json_csv_and_report_carry_the_flag(tmp_path, sample_paths,
+                                                        lung2_tumour_point):
+    folder, dimensions = _tiny_bundle(tmp_path / "bundle")
+    features = FeatureReference(np.zeros(dimensions), np.ones(dimensions), np.eye(dimensions),
+                                1e9, 10, 10, 0.0, 0.0)
+    small_tumours = replace(RANGES, lesion_diameter_mm=(5.0, 8.0))  # lung2's is far larger
+    with_ood_reference(folder, folder, OODReference(small_tumours, features), overwrite=True)
+    pipeline = ImmunoDiffPipeline(folder, anatomy_backend="classic")
+    summary = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "lung2",
+                           point=lung2_tumour_point, case_id="lung2",
+                           options=SamplingOptions(steps=2, samples=1, prediction_draws=2))
+    saved = json.loads((tmp_path / "lung2" / "predictions.json").read_text())
+    flag = saved["out_of_distribution"]
+    assert flag == summary["out_of_distribution"] and flag["flagged"] is True
+    assert isinstance(flag["score"], float) and flag["threshold"] == 1e9
+    assert any("larger than any training lesion (8 mm)" in r for r in flag["reasons"])
+    assert any("unlike the model's training data" in w for w in saved["warnings"])
+    assert saved["change_region"]["margin_mm"] >= 5.0
+    lines = out_of_distribution_lines(saved)
+    assert lines[0].startswith("OUT OF DISTRIBUTION") and any("tumour" in s for s in lines)
+    rows = list(csv.DictReader(write_predictions_csv(tmp_path, ["lung2"]).open()))
+    assert rows[0]["out_of_distribution"] == "true"
+    assert "larger than any training lesion" in rows[0]["out_of_distribution_reasons"]
