@@ -26,6 +26,7 @@ from safetensors.numpy import save_file as save_arrays
 from safetensors.torch import load_file, save_file
 
 from . import __version__
+from .calibration import Calibration
 from .clinical import Standardisation
 from .errors import BundleError
 from .imaging import CropSpec, HUWindow
@@ -55,6 +56,9 @@ class BundleInfo:
     # the training data's ranges and features for the out-of-distribution flag (None: rules
     # from library defaults only)
     out_of_distribution: OODReference | None = None
+    # Platt scaling of the response head's logit, fitted on held-out patients (None: the
+    # head's own sigmoid)
+    calibration: Calibration | None = None
 
 
 def _major_minor(version: str) -> tuple[int, ...]:
@@ -79,6 +83,8 @@ def save_bundle(path: str | os.PathLike, model: torch.nn.Module, info: BundleInf
                                 "sd": dict(info.standardisation.sd)},
             "training": info.training, "metrics": info.metrics, "notes": info.notes,
         }
+        if info.calibration is not None:
+            description["calibration"] = info.calibration.description()
         _write_ood(staging, description, info.out_of_distribution)
         (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2), encoding="utf-8")
     return path
@@ -119,11 +125,13 @@ def _read_ood(path: Path, section: dict | None) -> OODReference | None:
     return OODReference.from_parts(section, tensors)
 
 
-def with_ood_reference(source: str | os.PathLike, destination: str | os.PathLike,
-                       reference: OODReference, overwrite: bool = False) -> Path:
+def with_held_out_parts(source: str | os.PathLike, destination: str | os.PathLike,
+                        reference: OODReference, calibration: Calibration | None = None,
+                        overwrite: bool = False) -> Path:
     """A copy of the bundle ``source`` with ``reference`` as its out-of-distribution
-    reference, written atomically to ``destination`` (which may be ``source`` itself): the
-    weights are copied byte for byte, so their sha256 stays valid."""
+    reference (and ``calibration``, when given, as its probability calibration), written
+    atomically to ``destination`` (which may be ``source`` itself): the weights are copied
+    byte for byte, so their sha256 stays valid."""
     source, destination = Path(source), Path(destination)
     read_bundle_info(source)  # a valid bundle, or a clear error
     description = json.loads((source / DESCRIPTION_NAME).read_text(encoding="utf-8"))
@@ -135,6 +143,8 @@ def with_ood_reference(source: str | os.PathLike, destination: str | os.PathLike
             raise BundleError(f"'{source / WEIGHTS_NAME}' does not match its sha256 in "
                               f"{source / DESCRIPTION_NAME}.")
         _write_ood(staging, description, reference)
+        if calibration is not None:
+            description["calibration"] = calibration.description()
         (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2),
                                                 encoding="utf-8")
     return destination
@@ -178,6 +188,12 @@ def read_bundle_info(path: str | os.PathLike) -> tuple[BundleInfo, dict]:
     except (KeyError, TypeError, ValueError) as error:
         raise BundleError(f"'{description_path}' has an invalid out_of_distribution section: "
                           f"{error}") from error
+    if description.get("calibration") is not None:
+        try:
+            info.calibration = Calibration.from_dict(description["calibration"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"'{description_path}' has an invalid calibration section: "
+                              f"{error}") from error
     return info, description
 
 

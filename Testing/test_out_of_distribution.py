@@ -17,7 +17,7 @@ from ImmunoDiffLib.bundle import (
     load_bundle,
     read_bundle_info,
     save_bundle,
-    with_ood_reference,
+    with_held_out_parts,
 )
 from ImmunoDiffLib.clinical import Standardisation, parse_clinical
 from ImmunoDiffLib.errors import BundleError
@@ -127,7 +127,7 @@ def test_the_reference_travels_in_the_bundle_with_its_checksum(tmp_path):
     assert read_bundle_info(plain)[0].out_of_distribution is None
     features = fit_feature_reference(rng.standard_normal((30, dimensions)),
                                      rng.standard_normal((20, dimensions)))
-    with_reference = with_ood_reference(plain, tmp_path / "with", OODReference(RANGES, features))
+    with_reference = with_held_out_parts(plain, tmp_path / "with", OODReference(RANGES, features))
     before = json.loads((plain / "bundle.json").read_text())
     after = json.loads((with_reference / "bundle.json").read_text())
     assert after["weights_sha256"] == before["weights_sha256"]
@@ -147,7 +147,7 @@ def test_predictions_json_csv_and_report_carry_the_flag(tmp_path, sample_paths,
     features = FeatureReference(np.zeros(dimensions), np.ones(dimensions), np.eye(dimensions),
                                 1e9, 10, 10, 0.0, 0.0)
     small_tumours = replace(RANGES, lesion_diameter_mm=(5.0, 8.0))  # lung2's is far larger
-    with_ood_reference(folder, folder, OODReference(small_tumours, features), overwrite=True)
+    with_held_out_parts(folder, folder, OODReference(small_tumours, features), overwrite=True)
     pipeline = ImmunoDiffPipeline(folder, anatomy_backend="classic")
     summary = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "lung2",
                            point=lung2_tumour_point, case_id="lung2",

@@ -244,7 +244,8 @@ def test_heads_and_synthesis_disagreeing_is_warned(pipeline, lung2, lung2_tumour
         return original(batch, *args, **kwargs)
 
     monkeypatch.setattr(pipeline.model, "encode_conditions", spy)
-    monkeypatch.setattr(pipeline, "_heads", lambda *a: (np.full(3, probability), np.zeros(3),
+    logit = float(np.log(probability / (1 - probability)))
+    monkeypatch.setattr(pipeline, "_heads", lambda *a: (np.full(3, logit), np.zeros(3),
                                                        np.zeros((3, 4))))
     result = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST)
     assert seen["tumour"].sum() > 10  # the lung2 tumour, region grown from the point
@@ -252,6 +253,24 @@ def test_heads_and_synthesis_disagreeing_is_warned(pipeline, lung2, lung2_tumour
     warned = any("disagree" in w for w in result.warnings)
     assert warned == (result.agreement is False)
     assert result.summary()["agreement"] == result.agreement
+
+
+@pytest.mark.parametrize("logit, chosen", [(4.0, "responder"), (-4.0, "non-responder")])
+def test_the_followup_is_the_scenario_the_heads_chose(lively_pipeline, lung2,
+                                                      lung2_tumour_point, monkeypatch,
+                                                      logit, chosen):
+    """One story: the follow-up is synthesized under the heads' answer, and is that
+    scenario's follow-up voxel for voxel."""
+    monkeypatch.setattr(lively_pipeline, "_heads", lambda *a: (
+        np.full(3, logit), np.zeros(3), np.zeros((3, 4))))
+    result = lively_pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST, scenarios=True)
+    assert result.response_scenario == chosen
+    assert result.summary()["followup_scenario"] == chosen
+    assert result.predicted_responder == (chosen == "responder")
+    same = sitk.GetArrayFromImage(result.scenarios[chosen].followup_crop)
+    assert np.array_equal(sitk.GetArrayFromImage(result.followup_crop), same)
+    if result.scenarios[chosen].obeyed:
+        assert result.agreement is not False
 
 
 def test_a_drawn_tumour_mask_is_the_lesion_the_generator_is_told_to_change(

@@ -35,6 +35,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,10 +47,11 @@ TRAINING_BACKGROUNDS = ("lung2", "totalseg_chest")
 UNSEEN_BACKGROUND = "lidc"  # LIDC-IDRI-0001: held out, never in training
 TRAIN_COHORT = {"n_patients": 60, "seed": 101, "responder_rate": 0.4,
                 "backgrounds": TRAINING_BACKGROUNDS}
+SIMULATION = {"lesion_source": "lidc", "second_scan": "realistic"}  # the library's defaults
 HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5,
-                   "backgrounds": TRAINING_BACKGROUNDS}
+                   "backgrounds": TRAINING_BACKGROUNDS, "lesion_split": "held_out"}
 UNSEEN_COHORT = {"n_patients": 24, "seed": 303, "responder_rate": 0.5,
-                 "backgrounds": (UNSEEN_BACKGROUND,)}
+                 "backgrounds": (UNSEEN_BACKGROUND,), "lesion_split": "held_out"}
 NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A small model "
          "trained on a CPU on {n_patients} simulated patients built on two "
          "real chest CTs; it demonstrates the workflow and is measured on simulated held-out "
@@ -58,7 +60,7 @@ TIMINGS_NAME = "seconds_per_stage.json"
 LESION_LOSS_WEIGHT = 20.0
 
 
-def _commit() -> str:
+def commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
                               text=True, check=True).stdout.strip()
@@ -66,8 +68,13 @@ def _commit() -> str:
         return "unknown"
 
 
-def _cohort(folder: Path, settings: dict) -> tuple[Path, float]:
-    """(manifest, Bayes accuracy) of the simulated cohort, simulated once per settings."""
+NOT_IN_NAME = ("response_signal", "lesion_source", "second_scan")  # (the library defaults)
+
+
+def simulated_cohort(folder: Path, settings: dict) -> tuple[Path, float]:
+    """(manifest, Bayes accuracy) of the simulated cohort, simulated once per settings
+    (SimulationConfig's fields, and ``response_signal``, by default RESPONSE_SIGNAL), in a
+    sibling of ``folder`` named after them."""
     from ImmunoDiffLib.simulation import (
         ClinicalModel,
         ResponseModel,
@@ -75,13 +82,15 @@ def _cohort(folder: Path, settings: dict) -> tuple[Path, float]:
         simulate_cohort,
     )
 
+    signal = float(settings.get("response_signal", RESPONSE_SIGNAL))
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+             if k != "response_signal"}
     name = "_".join(f"{k}{'-'.join(v) if isinstance(v, tuple) else v}"
-                    for k, v in settings.items())
-    folder = folder.with_name(f"{folder.name}_{name}_signal{RESPONSE_SIGNAL:g}")
+                    for k, v in given.items() if k not in NOT_IN_NAME)
+    folder = folder.with_name(f"{folder.name}_{name}_signal{signal:g}")
     manifest = folder / "cohort.csv"
     if not manifest.is_file():
-        config = SimulationConfig(**settings, clinical=ClinicalModel(
-            ResponseModel(signal=RESPONSE_SIGNAL)))
+        config = SimulationConfig(**given, clinical=ClinicalModel(ResponseModel(signal=signal)))
         simulate_cohort(folder, config, _progress(f"simulating {folder.name}"), overwrite=True)
         print()
     truth = json.loads((folder / "simulation.json").read_text(encoding="utf-8"))
@@ -95,12 +104,47 @@ def _progress(label: str):
     return report
 
 
-def held_out_numbers(model, tensors, train_tensors, config) -> dict:
-    """Heads (response, c-index) and the generator checks on one held-out cohort."""
+def held_out_parts(model, info, cohorts: dict) -> tuple:
+    """The out-of-distribution reference (training ranges and image features; threshold on
+    the held-out cohort), the Platt calibration (fitted on the held-out cohort) and, per
+    cohort, its calibrated probabilities and ECE (held-out: cross-fitted)."""
+    from ImmunoDiffLib.calibration import cross_fitted, expected_calibration_error, sigmoid
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.inference.reference_fitting import (
+        case_rows,
+        fit_held_out_calibration,
+        fit_reference,
+        mean_logits,
+    )
+
+    pipeline = ImmunoDiffPipeline(model=model, info=info, channels_last=False)
+    rows = {key: case_rows(pipeline, cases, progress=_progress(f"features of the {key} cohort"))
+            for key, cases in cohorts.items()}
+    print()
+    source = {"train_cohort": info.training["train_cohort"],
+              "held_out_cohort": info.training["held_out_cohort"], "commit": commit()}
+    reference = fit_reference(rows["train"], rows["held_out"], source)
+    calibration = fit_held_out_calibration(rows["held_out"], source)
+    fitted = {}
+    for key in ("held_out", "unseen_background"):
+        logits = mean_logits(rows[key])
+        labels = np.array([int(r["response"]) for r in rows[key]])
+        probability = (cross_fitted(logits, labels) if key == "held_out"
+                       else calibration.probability(logits))
+        scores = reference.features.score(np.stack([r["image_features"] for r in rows[key]]))
+        fitted[key] = {"probability": probability, "raw_probability": sigmoid(logits),
+                       "ece": expected_calibration_error(labels, probability),
+                       "ece_uncalibrated": expected_calibration_error(labels, sigmoid(logits)),
+                       "feature_flagged": float(np.mean(scores > reference.features.threshold))}
+    return reference, calibration, fitted
+
+
+def held_out_numbers(model, tensors, train_tensors, config, fitted: dict) -> dict:
+    """Heads (response from the pipeline's calibrated probabilities, c-index) and the
+    generator checks on one held-out cohort."""
     from ImmunoDiffLib.evaluate.generator_checks import (
         case_rows,
         clinical_only_scores,
-        sampler_comparison,
         summarise,
     )
     from ImmunoDiffLib.evaluate.metrics import c_index, classification_metrics
@@ -112,8 +156,8 @@ def held_out_numbers(model, tensors, train_tensors, config) -> dict:
               for k, value in batch.items()} for i in range(len(tensors))]
     features = case_features(model, items, seed=1)
     with torch.no_grad():
-        probability = torch.sigmoid(model.response_head(features)).numpy()
         risk = model.survival_head(features).numpy()
+    probability = fitted["probability"]
     labels = batch["response"].numpy().astype(int)
     options = SamplingOptions(steps=config.sampling_steps, samples=1, seed=1, bf16=False,
                               channels_last=False)
@@ -121,12 +165,12 @@ def held_out_numbers(model, tensors, train_tensors, config) -> dict:
                      progress=_progress("held-out synthesis"))
     print()
     checks = summarise(rows, clinical_only_scores(train_tensors.batch, batch), probability)
-    samplers = {"ddim-50": replace(options, steps=50), "ddpm-1000": replace(options,
-                                                                           sampler="ddpm")}
-    checks["samplers_4_patients"] = sampler_comparison(model, batch, tensors.ids, samplers)
     return {
         "held_out_patients": len(labels), "held_out_responders": int(labels.sum()),
         "response": classification_metrics(labels, probability),
+        "response_uncalibrated": classification_metrics(labels, fitted["raw_probability"]),
+        "ece": fitted["ece"], "ece_uncalibrated": fitted["ece_uncalibrated"],
+        "feature_score_flagged": fitted["feature_flagged"],
         "c_index": c_index(batch["survival_months"].numpy(), batch["event"].numpy(), risk),
         "generator": checks, "cases": rows,
     }
@@ -148,6 +192,8 @@ def main() -> int:
                              "already complete there are not trained again")
     parser.add_argument("--train-patients", type=int, default=TRAIN_COHORT["n_patients"],
                         help="size of the simulated training cohort")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="simulate the cohorts and align and crop every patient, then stop")
     parser.add_argument("--clinical-weight", type=float, default=None,
                         help="lambda in c = Z_I + lambda * sum Z_i (default: the paper's 0.05)")
     args = parser.parse_args()
@@ -176,13 +222,23 @@ def main() -> int:
                                                     if args.clinical_weight is None
                                                     else args.clinical_weight)))
     train_cohort = {**TRAIN_COHORT, "n_patients": args.train_patients}
-    train_manifest, _ = _cohort(args.work / "train_cohort", train_cohort)
-    held_manifest, held_ceiling = _cohort(args.work / "held_out_cohort", HELD_OUT_COHORT)
-    unseen_manifest, unseen_ceiling = _cohort(args.work / "unseen_cohort", UNSEEN_COHORT)
+    train_manifest, _ = simulated_cohort(args.work / "train_cohort", train_cohort)
+    held_manifest, held_ceiling = simulated_cohort(args.work / "held_out_cohort", HELD_OUT_COHORT)
+    unseen_manifest, unseen_ceiling = simulated_cohort(args.work / "unseen_cohort", UNSEEN_COHORT)
     train_cases = load_cohort(train_manifest)
     standardisation = fit_standardisation(c.clinical for c in train_cases)
     preprocess = PreprocessConfig(crop=config.crop)
     dataset = CohortDataset(train_cases, preprocess, standardisation=standardisation)
+    held_datasets = {key: CohortDataset(load_cohort(manifest, require_followup=True,
+                                                    require_outcomes=True),
+                                        preprocess, standardisation=standardisation)
+                     for key, manifest in (("held_out", held_manifest),
+                                           ("unseen_background", unseen_manifest))}
+    for name, prepared in (("training", dataset), *held_datasets.items()):
+        prepared.prepare(_progress(f"aligning and cropping the {name} cohort"))
+        print()
+    if args.prepare_only:
+        return 0
     torch.manual_seed(config.seed)
     model = ImmunoDiffModel(config.model)
     runs = args.runs or args.work / "runs"
@@ -205,30 +261,32 @@ def main() -> int:
         timings_file.write_text(json.dumps(timings), encoding="utf-8")
         print(f"\nstage {stage}: {timings[stage]} s in all")
     model.eval()
-    train_tensors = CohortTensors.from_dataset(dataset, config.crop.spacing)
-    numbers, cases = {}, {}
-    for key, manifest, ceiling in (("held_out", held_manifest, held_ceiling),
-                                   ("unseen_background", unseen_manifest, unseen_ceiling)):
-        held = CohortTensors.from_dataset(
-            CohortDataset(load_cohort(manifest, require_followup=True, require_outcomes=True),
-                          preprocess, standardisation=standardisation), config.crop.spacing)
-        result = held_out_numbers(model, held, train_tensors, config)
-        cases[key] = result.pop("cases")
-        numbers[key] = {**result, "bayes_accuracy": ceiling}
+    simulation = {"lesion_source": SIMULATION["lesion_source"],
+                  "second_scan": SIMULATION["second_scan"], "response_signal": RESPONSE_SIGNAL}
     training = {"stages": list(steps), "steps": steps, "seed": config.seed,
                 "batch_size": config.batch_size, "learning_rate": config.learning_rate,
                 "lesion_loss_weight": args.lesion_loss_weight,
                 "response_loss_weight": args.response_loss_weight,
-                "commit": _commit(), "data_hash": data_hash([train_manifest]),
-                "train_cohort": {**train_cohort, "response_signal": RESPONSE_SIGNAL},
-                "held_out_cohort": {**HELD_OUT_COHORT, "response_signal": RESPONSE_SIGNAL},
-                "unseen_background_cohort": {**UNSEEN_COHORT,
-                                             "response_signal": RESPONSE_SIGNAL},
+                "alignment": preprocess.alignment,
+                "commit": commit(), "data_hash": data_hash([train_manifest]),
+                "train_cohort": {**train_cohort, **simulation},
+                "held_out_cohort": {**HELD_OUT_COHORT, **simulation},
+                "unseen_background_cohort": {**UNSEEN_COHORT, **simulation},
                 "seconds_per_stage": timings, "device": "cpu",
                 "command": " ".join(["python scripts/train_demo_bundle.py", *sys.argv[1:]])}
     info = BundleInfo(model=model.config, crop=config.crop, standardisation=standardisation,
-                      training=training, metrics=numbers,
-                      notes=NOTES.format(n_patients=args.train_patients))
+                      training=training, notes=NOTES.format(n_patients=args.train_patients))
+    info.out_of_distribution, info.calibration, fitted = held_out_parts(
+        model, info, {"train": train_cases, "held_out": held_datasets["held_out"].cases,
+                      "unseen_background": held_datasets["unseen_background"].cases})
+    train_tensors = CohortTensors.from_dataset(dataset, config.crop.spacing)
+    numbers, cases = {}, {}
+    for key, ceiling in (("held_out", held_ceiling), ("unseen_background", unseen_ceiling)):
+        held = CohortTensors.from_dataset(held_datasets[key], config.crop.spacing)
+        result = held_out_numbers(model, held, train_tensors, config, fitted[key])
+        cases[key] = result.pop("cases")
+        numbers[key] = {**result, "bayes_accuracy": ceiling}
+    info.metrics = numbers
     save_bundle(args.output, model, info, overwrite=True)
     report = {**info.metrics, "seconds": round(time.perf_counter() - started, 1),
               "bundle": str(args.output)}

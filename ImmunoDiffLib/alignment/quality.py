@@ -75,16 +75,25 @@ def jacobian_determinant(field: sitk.Image) -> np.ndarray:
     # derivatives along the scaled index axes u (x = D u + origin), in x, y, z order
     along = [np.gradient(values, spacing[axis], axis=2 - axis) for axis in range(3)]
     by_u = np.stack(along, axis=-1)  # (Z, Y, X, component, u-axis)
-    gradient = by_u @ direction.T  # d displacement / d x
-    return np.linalg.det(np.eye(3) + gradient)
+    m = by_u @ direction.T + np.eye(3)  # d (x + displacement) / d x
+    return (m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
+            - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
+            + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]))
 
 
 def jacobian_range(field: sitk.Image, lungs: sitk.Image) -> tuple[float, float, float]:
     """(min, max, fraction at or below 0) of the Jacobian determinant of ``x -> x + field(x)``
-    inside ``lungs`` (same grid)."""
-    inside = jacobian_determinant(field)[sitk.GetArrayViewFromImage(lungs) > 0]
-    if not inside.size:
+    inside ``lungs`` (same grid); computed on the lungs' bounding box (and one voxel more,
+    so that the differences there are central)."""
+    lung = sitk.GetArrayViewFromImage(lungs) > 0
+    if not lung.any():
         return 1.0, 1.0, 0.0
+    found = np.argwhere(lung)
+    low = np.maximum(found.min(axis=0) - 1, 0)  # (z, y, x)
+    high = np.minimum(found.max(axis=0) + 2, lung.shape)
+    box = sitk.RegionOfInterest(field, [int(v) for v in (high - low)[::-1]],
+                                [int(v) for v in low[::-1]])
+    inside = jacobian_determinant(box)[lung[low[0]:high[0], low[1]:high[1], low[2]:high[2]]]
     return float(inside.min()), float(inside.max()), float(np.mean(inside <= 0))
 
 

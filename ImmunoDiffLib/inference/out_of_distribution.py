@@ -11,8 +11,12 @@ Two kinds of evidence, against the bundle's :class:`~ImmunoDiffLib.ood_reference
   with 10 % a third of held-out simulated patients were flagged) and each category (never
   seen in training);
 * the feature score: the Mahalanobis distance of the case's up-block features (the heads'
-  input, mean over the prediction's noise draws) from the training patients', against the
-  threshold that flags at most 5 % of held-out patients.
+  input, mean over the prediction's noise draws, read with the clinical variables left out,
+  so that the score judges the scan and the rules judge the clinical values) from the
+  training patients', against the threshold that flags at most 5 % of held-out patients;
+* the heads' certainty: a response logit beyond the range of the held-out patients the
+  probability was calibrated on (the bundle's calibration), and, found by the pipeline, a
+  response scenario the generator could not show (inference/scenarios.py).
 
 A bundle without a reference is judged by the rules alone, on library defaults (the
 simulated cohort's 10-40 mm lesions, no padding, clinical values within 3 SD of the bundle's
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..calibration import Calibration
 from ..clinical import BY_NAME, ClinicalRecord, Standardisation
 from ..ood_reference import OODReference, TrainingRanges
 
@@ -98,10 +103,35 @@ def _clinical_reasons(record: ClinicalRecord, ranges: TrainingRanges | None,
     return reasons
 
 
+def _certainty_reason(logits, calibration: Calibration | None) -> str | None:
+    """A responder probability beyond any the calibration patients were given: the heads
+    extrapolate (a logit outside the range seen on held-out patients, widened 10 %)."""
+    seen = None if calibration is None else calibration.source.get("logit_range")
+    if logits is None or not seen:
+        return None
+    value = float(np.mean(logits))
+    low, high = _widened(*seen)
+    if low <= value <= high:
+        return None
+    probability = float(calibration.probability(value))
+    bounds = calibration.probability(np.asarray(seen, np.float64))
+    return (f"responder probability {probability:.3f}: more certain than for any held-out "
+            f"patient ({bounds[0]:.2f}-{bounds[1]:.2f})")
+
+
+def add_reason(flag: OutOfDistribution, reason: str) -> None:
+    """Flag the case for ``reason`` (found after :func:`assess`, e.g. by the scenarios)."""
+    flag.flagged = True
+    flag.reasons.append(reason)
+
+
 def assess(reference: OODReference | None, *, lesion_diameter_mm: float, lesion_found: bool,
            padded_fraction: float, record: ClinicalRecord, standardisation: Standardisation,
-           features: np.ndarray | None = None) -> OutOfDistribution:
-    """The flag of one case. ``features``: its up-block features, (draws, F) or (F,)."""
+           features: np.ndarray | None = None, logits: np.ndarray | None = None,
+           calibration: Calibration | None = None) -> OutOfDistribution:
+    """The flag of one case. ``features``: its up-block features with the clinical variables
+    left out (the scan's evidence), (draws, F) or (F,); ``logits``: the response head's,
+    judged against the range the ``calibration`` was fitted on."""
     stored = reference is not None
     ranges = reference.ranges if stored else TrainingRanges()
     reasons = []
@@ -117,6 +147,9 @@ def assess(reference: OODReference | None, *, lesion_diameter_mm: float, lesion_
         reasons.append(f"{padded_fraction:.0%} of the crop outside the field of view "
                        f"(training: at most {ranges.padded_fraction_max:.0%})")
     reasons += _clinical_reasons(record, ranges if stored else None, standardisation)
+    certainty = _certainty_reason(logits, calibration)
+    if certainty:
+        reasons.append(certainty)
     flagged = bool(reasons)
     score = threshold = None
     if stored and reference.features is not None and features is not None:

@@ -19,6 +19,7 @@ import torch
 from ..anatomy import Anatomy, segment_anatomy
 from ..anatomy.tumour_site import LUNG_MARGIN_MM, tumour_site
 from ..bundle import BundleInfo, load_bundle
+from ..calibration import Calibration
 from ..clinical import ClinicalRecord, encode_clinical, parse_clinical
 from ..errors import TumourPointError
 from ..imaging import (
@@ -31,13 +32,13 @@ from ..imaging import (
 )
 from ..imaging.labels import label_volume_ml
 from ..imaging.lesion import segment_lesion
-from ..imaging.recist import longest_axial_diameter_mm, recist_category
+from ..imaging.recist import longest_axial_diameter_mm
 from ..models import Conditions
 from ..models.batch import model_batch
 from ..progress import CancelFlag, ProgressCallback, Task
 from ..seeds import torch_generator
 from .change_region import constrain_followup
-from .out_of_distribution import assess, warning_text
+from .out_of_distribution import add_reason, assess, warning_text
 from .precision import describe, native_bf16, resolve_channels_last
 from .sampling import (
     SamplingOptions,
@@ -45,24 +46,17 @@ from .sampling import (
     repeat_conditions,
     sample,
 )
+from .scenarios import (
+    RESPONSE_RECIST,
+    SCENARIOS,
+    ScenarioResult,
+    measure_followup,
+    not_obeyed_reason,
+    scenario_tensor,
+    synthesize_scenario,
+)
 
 PREDICTION_BATCH = 2  # noise draws per forward pass of the prediction heads' features
-SCENARIOS = {"responder": 1.0, "non-responder": 0.0}  # the "if it responds / if not" values
-RESPONSE_RECIST = ("CR", "PR")  # RECIST categories of a response
-
-
-@dataclass
-class ScenarioResult:
-    """The follow-up synthesized under one response scenario (crop grid, HU), measured."""
-
-    followup_crop: sitk.Image
-    followup_lesion_ml: float
-    followup_diameter_mm: float
-    recist: str
-
-    def summary(self) -> dict:
-        return {"recist": self.recist, "followup_lesion_ml": round(self.followup_lesion_ml, 3),
-                "followup_diameter_mm": round(self.followup_diameter_mm, 1)}
 
 
 @dataclass
@@ -100,6 +94,11 @@ class Result:
     change_region_crop: sitk.Image | None = None
     # {"flagged", "score", "threshold", "reasons"} (inference/out_of_distribution.py)
     out_of_distribution: dict = field(default_factory=dict)
+    # the scenario the follow-up was synthesized under: the heads' answer ("responder" when
+    # P >= 0.5), so that image and numbers tell one story; None: a model without scenarios
+    # (its follow-up follows the adapter's own estimate)
+    response_scenario: str | None = None
+    calibrated: bool = False  # the probability went through the bundle's calibration
 
     @property
     def predicted_responder(self) -> bool:
@@ -125,7 +124,9 @@ class Result:
             "tumour_point_lps": [round(v, 2) for v in self.tumour_point_lps],
             "response_probability": round(self.response_probability, 4),
             "response_probability_sd": round(self.response_probability_sd, 4),
+            "probability_calibrated": self.calibrated,
             "predicted_responder": self.predicted_responder,
+            "followup_scenario": self.response_scenario,
             "survival_risk": round(self.survival_risk, 4),
             "survival_risk_sd": round(self.survival_risk_sd, 4),
             "recist": self.recist,
@@ -227,18 +228,34 @@ class ImmunoDiffPipeline:
             raise TumourPointError(message + ", or allow points outside the lungs.")
         warnings.append(message + "; continued as asked.")
 
-    def features(self, batch, options: SamplingOptions | None = None) -> np.ndarray:
+    def features(self, batch, options: SamplingOptions | None = None,
+                 image_only: bool = False) -> np.ndarray:
         """(draws, F) up-block features of a model batch under its full conditions, as
-        :meth:`run` gives the heads (the out-of-distribution reference is fitted on these)."""
+        :meth:`run` gives the heads; ``image_only``: with the clinical variables left out
+        (the out-of-distribution reference is fitted on these: the scan, not the profile)."""
+        options = self._options_for_this_model(options or SamplingOptions())
+        with torch.inference_mode():
+            conditions = self.model.encode_conditions(batch, "2", drop_clinical=image_only)
+        return self._heads(batch, conditions, options)[2]
+
+    def head_logits(self, batch, options: SamplingOptions | None = None) -> np.ndarray:
+        """(draws,) the response head's logits of a model batch, as :meth:`run` reads them
+        (the calibration is fitted on these)."""
         options = self._options_for_this_model(options or SamplingOptions())
         with torch.inference_mode():
             conditions = self.model.encode_conditions(batch, "2")
-        return self._heads(batch, conditions, options)[2]
+        return self._heads(batch, conditions, options)[0]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """P(responder) of the response head's logits: the bundle's calibration when it has
+        one, else the head's own sigmoid."""
+        calibration = self.info.calibration or Calibration()
+        return calibration.probability(logits)
 
     @torch.inference_mode()
     def _heads(self, batch, conditions, options: SamplingOptions):
-        """Response probabilities and log-risks for ``options.prediction_draws`` noise draws,
-        and the up-block features they were read from, (draws, F)."""
+        """Response logits and log-risks for ``options.prediction_draws`` noise draws, and
+        the up-block features they were read from, (draws, F)."""
         model = self.model
         n = options.prediction_draws
         x_t, t = model.feature_inputs(batch["baseline"], n,
@@ -259,17 +276,18 @@ class ImmunoDiffPipeline:
                     x_t[start:start + count], t[start:start + count], draws,
                     fused=options.fused).float())
         features = torch.cat(features)
-        probability = torch.sigmoid(model.response_head(features))
+        logits = model.response_head(features)
         risk = model.survival_head(features)
-        return probability.cpu().numpy(), risk.cpu().numpy(), features.cpu().numpy()
+        return logits.cpu().numpy(), risk.cpu().numpy(), features.cpu().numpy()
 
     def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
             progress: ProgressCallback | None = None, cancel: CancelFlag = None,
             allow_outside_lungs: bool = False, anatomy: Anatomy | None = None,
             scenarios: bool = False, tumour_mask: sitk.Image | None = None) -> Result:
         """``anatomy``: lobes and vessels already at hand (on ``ct``'s grid), used instead of
-        segmenting ``ct``. ``scenarios``: also synthesize the follow-ups "if it responds" and
-        "if it does not" (models with a scenario condition; one more sampling run each).
+        segmenting ``ct``. ``scenarios``: also synthesize the follow-up of the other outcome,
+        so that both "if it responds" and "if it does not" are shown (models with a scenario
+        condition; the follow-up itself is the scenario the heads chose).
         ``tumour_mask``: the tumour drawn on ``ct`` (a label map in its space), the lesion the
         generator is told to change; without it, the region grown from the point, which can
         spill into the chest wall or mediastinum a tumour touches: prefer a mask where one
@@ -313,61 +331,83 @@ class ImmunoDiffPipeline:
                             device=self.device)
         with torch.inference_mode():
             conditions = self.model.encode_conditions(batch, "2")
-            unconditional = (self.model.encode_conditions(batch, "2", drop_clinical=True)
-                             if options.guidance_scale != 1.0 else None)
         timings["conditions"] = time.perf_counter() - clock
-        runs = list(SCENARIOS) if scenarios and self.model.config.scenario else []
-        if scenarios and not self.model.config.scenario:
-            warnings.append("This model has no response-scenario condition: only the "
-                            "clinically conditioned follow-up was synthesized.")
-        share = 0.6 / (1 + len(runs))
-        task.report(0.3, "generating the follow-up")
+        task.report(0.28, "predictions")
         clock = time.perf_counter()
-        followup_hu = self._synthesize(batch, conditions, unconditional, options,
-                                       task.sub(0.3, 0.3 + share), cancel)
-        scenario_hu = {}
-        for index, name in enumerate(runs):
-            with torch.inference_mode():
-                given = self.model.encode_conditions(
-                    batch, "2", scenario=torch.tensor([SCENARIOS[name]], device=self.device))
-            start = 0.3 + share * (index + 1)
-            task.report(start, f"generating the follow-up if it is a {name}")
-            scenario_hu[name] = self._synthesize(batch, given, None, options,
-                                                 task.sub(start, start + share), cancel,
-                                                 given_scenario=True)
-        timings["generate"] = time.perf_counter() - clock
-        task.report(0.9, "predictions")
-        clock = time.perf_counter()
-        probability, risk, features = self._heads(batch, conditions, options)
-        # only the lesion and its margin change (no shift, no air hole, padding kept)
+        logits, risk, _ = self._heads(batch, conditions, options)
+        probability = self.probabilities(logits)
+        with torch.inference_mode():
+            image_conditions = self.model.encode_conditions(batch, "2", drop_clinical=True)
+        image_features = self._heads(batch, image_conditions, options)[2]
+        timings["predict"] = time.perf_counter() - clock
+
         covered = None if crop.covered is None else crop.covered.transpose(2, 1, 0)
-        constrained = constrain_followup(followup_hu, baseline_hu, _xyz(condition_lesion) > 0,
-                                         spec.spacing, covered)
-        region = constrained.region
-        mean_crop = _crop_image(constrained.mean, point, spec)
-        spread_crop = _crop_image(constrained.spread, point, spec)
-        followup_ct = paste_change(mean_crop, baseline_crop, ct)
+        lesion_mask = _xyz(condition_lesion) > 0
         before_mm = longest_axial_diameter_mm(lesion_before)
-        after, after_mm, recist = _measure(mean_crop, point, before_mm)
+        region = None
+
+        def constrain(values):
+            nonlocal region
+            constrained = constrain_followup(values, baseline_hu, lesion_mask, spec.spacing,
+                                             covered, region)
+            region = constrained.region
+            return constrained
+
+        def measure(constrained):
+            image = _crop_image(constrained.mean, point, spec)
+            return (image, *measure_followup(image, point, before_mm))
+
+        clock = time.perf_counter()
+        decided = "responder" if float(probability.mean()) >= 0.5 else "non-responder"
+        scenario_results: dict[str, ScenarioResult] = {}
+        if self.model.config.scenario:
+            names = [decided] + ([n for n in SCENARIOS if n != decided] if scenarios else [])
+            share = 0.6 / len(names)
+            for index, name in enumerate(names):
+                start = 0.3 + share * index
+                task.report(start, f"generating the follow-up if it is a {name}")
+
+                def synthesize(value, attempt, sub, toward_non_response, drop_clinical):
+                    with torch.inference_mode():
+                        given = self.model.encode_conditions(
+                            batch, "2", drop_clinical=drop_clinical,
+                            scenario=scenario_tensor(value, self.device))
+                    return constrain(self._synthesize(batch, given, None, attempt, sub, cancel,
+                                                      True, toward_non_response))
+
+                scenario_results[name] = synthesize_scenario(
+                    name, synthesize, measure, options, task.sub(start, start + share))
+            chosen = scenario_results[decided].constrained
+        else:
+            if scenarios:
+                warnings.append("This model has no response-scenario condition: only the "
+                                "clinically conditioned follow-up was synthesized.")
+            task.report(0.3, "generating the follow-up")
+            with torch.inference_mode():
+                unconditional = (self.model.encode_conditions(batch, "2", drop_clinical=True)
+                                 if options.guidance_scale != 1.0 else None)
+            chosen = constrain(self._synthesize(batch, conditions, unconditional, options,
+                                                task.sub(0.3, 0.9), cancel))
+        timings["generate"] = time.perf_counter() - clock
+        task.report(0.9, "measuring")
+        mean_crop = _crop_image(chosen.mean, point, spec)
+        spread_crop = _crop_image(chosen.spread, point, spec)
+        followup_ct = paste_change(mean_crop, baseline_crop, ct)
+        after, after_mm, recist = measure_followup(mean_crop, point, before_mm)
         flag = assess(self.info.out_of_distribution, lesion_diameter_mm=region.lesion_diameter_mm,
                       lesion_found=not region.lesion_was_empty,
                       padded_fraction=crop.padded_fraction, record=record,
-                      standardisation=self.info.standardisation, features=features)
+                      standardisation=self.info.standardisation, features=image_features,
+                      logits=logits, calibration=self.info.calibration)
+        for name, outcome in scenario_results.items():
+            if outcome.obeyed is False:
+                add_reason(flag, not_obeyed_reason(name, outcome))
         if flag.flagged:
             warnings.append(warning_text(flag))
-        scenario_results = {}
-        for name, values in scenario_hu.items():
-            image = _crop_image(constrain_followup(values, baseline_hu, region.lesion,
-                                                   spec.spacing, covered, region).mean,
-                                point, spec)
-            volume, diameter, category = _measure(image, point, before_mm)
-            scenario_results[name] = ScenarioResult(
-                followup_crop=image, followup_lesion_ml=volume, followup_diameter_mm=diameter,
-                recist=category)
-        timings["predict"] = time.perf_counter() - clock
         timings["total"] = time.perf_counter() - started
         estimate = (None if conditions.scenario is None
                     else float(conditions.scenario.float().mean()))
+        shown = {n: r for n, r in scenario_results.items()} if scenarios else {}
         result = Result(
             followup_ct=followup_ct, baseline_crop=baseline_crop, followup_crop=mean_crop,
             uncertainty_crop=spread_crop, anatomy=anatomy, tumour_point_lps=point,
@@ -378,35 +418,33 @@ class ImmunoDiffPipeline:
             followup_lesion_ml=after, baseline_diameter_mm=before_mm,
             followup_diameter_mm=after_mm, samples=options.samples, warnings=warnings,
             timings=timings, arithmetic=describe(options.bf16, options.channels_last),
-            generator_response_estimate=estimate, scenarios=scenario_results,
-            change_region=constrained.summary(),
+            generator_response_estimate=estimate, scenarios=shown,
+            change_region=chosen.summary(),
             change_region_crop=_crop_image(region.weight, point, spec),
-            out_of_distribution=flag.summary())
+            out_of_distribution=flag.summary(),
+            response_scenario=decided if self.model.config.scenario else None,
+            calibrated=self.info.calibration is not None)
         if result.agreement is False:
             said = "a responder" if result.predicted_responder else "a non-responder"
-            shown = "shows a response" if result.synthesized_response else "shows no response"
+            shown_text = ("shows a response" if result.synthesized_response
+                          else "shows no response")
             warnings.append(
                 f"The prediction heads say {said} (P = {result.response_probability:.2f}) but "
-                f"the synthesized follow-up {shown} (RECIST {recist}): the two disagree; "
+                f"the synthesized follow-up {shown_text} (RECIST {recist}): the two disagree; "
                 "treat both with caution.")
         task.report(1.0, "done")
         return result
 
     def _synthesize(self, batch, conditions, unconditional, options, task: Task,
-                    cancel: CancelFlag, given_scenario: bool = False) -> np.ndarray:
+                    cancel: CancelFlag, given_scenario: bool = False,
+                    toward_non_response: bool = False) -> np.ndarray:
         """Follow-up samples in HU, (samples, X, Y, Z); a given scenario ("if it responds"
-        / "if it does not") is guided against the opposite outcome."""
-        opposite = (opposite_scenario(self.model, batch, conditions, options)
+        / "if it does not") is guided against the opposite outcome (toward response only,
+        unless ``toward_non_response``)."""
+        opposite = (opposite_scenario(self.model, batch, conditions, options,
+                                      toward_non_response)
                     if given_scenario else None)
         x0 = sample(self.model, conditions, tuple(batch["baseline"].shape[1:]), options,
                     unconditional, task.callback(), cancel, opposite=opposite)
         followup = self.model.followup_from(x0, batch["baseline"].expand_as(x0))
         return denormalise(followup[:, 0].cpu().numpy(), self.info.window)
-
-
-def _measure(crop: sitk.Image, point, baseline_mm: float) -> tuple[float, float, str]:
-    """(lesion mL, longest axial diameter mm, RECIST against the baseline) of a follow-up."""
-    lesion = segment_lesion(crop, point)
-    diameter = longest_axial_diameter_mm(lesion)
-    recist = recist_category(baseline_mm, diameter) if baseline_mm > 0 else "NE"
-    return label_volume_ml(lesion), diameter, recist

@@ -107,14 +107,17 @@ class ScenarioContrast:
 
 
 def opposite_scenario(model: ImmunoDiffModel, batch: dict, conditions: Conditions,
-                      options: SamplingOptions) -> ScenarioContrast | None:
+                      options: SamplingOptions, toward_non_response: bool = False
+                      ) -> ScenarioContrast | None:
     """Scenario guidance's reference for a follow-up conditioned on a given scenario s: the
     outcome 1 − s on the model's lesion region. None where guidance does not apply: guidance
-    off, a model without scenarios, or s < 0.5 (guidance goes toward response only)."""
+    off, a model without scenarios, or s < 0.5 (guidance goes toward response only, unless
+    ``toward_non_response``: the retry of an "if it does not" follow-up that showed a
+    response, inference/scenarios.py)."""
     if options.scenario_guidance == 1.0 or conditions.scenario is None:
         return None
     scenario = conditions.scenario.detach()
-    if bool((scenario < 0.5).any()):
+    if bool((scenario < 0.5).any()) and not toward_non_response:
         return None
     with torch.inference_mode():
         opposite = model.encode_conditions(batch, "2", scenario=1.0 - scenario)

@@ -1,0 +1,111 @@
+"""Fitting a bundle's held-out parts: the out-of-distribution reference and the probability
+calibration, from cohorts the pipeline reads exactly as it reads a new case.
+
+Per patient (:func:`case_rows`): the response head's logits and the up-block features with
+the clinical variables left out, computed by ``ImmunoDiffPipeline`` itself (same noise draws
+and seed), the lesion's longest axial diameter on the crop, the crop's padding, the clinical
+record and the known response. Then:
+
+* :func:`fit_reference`: the training patients' ranges and feature reference, its threshold
+  set on held-out patients (at most 5 % flagged);
+* :func:`fit_held_out_calibration`: Platt scaling of the held-out patients' logits, with the
+  ECE before and after (the latter cross-fitted, so it is honest) and the range of their
+  logits (beyond it the flag says the heads extrapolate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+from ..calibration import (
+    Calibration,
+    cross_fitted,
+    expected_calibration_error,
+    fit_calibration,
+    sigmoid,
+)
+from ..clinical import BY_NAME
+from ..cohort import CohortCase
+from ..datasets import CohortDataset, PreprocessConfig
+from ..ood_reference import OODReference, TrainingRanges, fit_feature_reference
+from ..progress import ProgressCallback, Task
+from .change_region import lesion_diameter_mm
+
+
+def case_rows(pipeline, cases: list[CohortCase], preprocess: PreprocessConfig | None = None,
+              progress: ProgressCallback | None = None) -> list[dict]:
+    """Per case: ``logits`` (draws,), ``image_features`` (F,), ``diameter_mm``,
+    ``padded_fraction``, ``record`` (ClinicalRecord) and ``response`` (0/1 or None). Only
+    the baselines are read (the crops come through the preprocessing cache)."""
+    info = pipeline.info
+    baselines = [replace(case, followup_ct=None, followup_tumour_mask=None) for case in cases]
+    preprocess = replace(preprocess or PreprocessConfig(), crop=info.crop, window=info.window)
+    dataset = CohortDataset(baselines, preprocess, standardisation=info.standardisation)
+    task = Task(progress)
+    rows = []
+    for index, case in enumerate(cases):
+        task.report(index / max(len(cases), 1), f"features of {case.patient_id}")
+        item = dataset[index]
+        batch = default_collate([{k: v for k, v in item.items() if k != "patient_id"}])
+        batch = {k: ({g: t.to(pipeline.device) for g, t in v.items()} if isinstance(v, dict)
+                     else v.to(pipeline.device).float() if torch.is_tensor(v) else v)
+                 for k, v in batch.items()}
+        logits = pipeline.head_logits(batch)
+        rows.append({"patient_id": case.patient_id, "logits": logits,
+                     "image_features": pipeline.features(batch, image_only=True).mean(0),
+                     "diameter_mm": lesion_diameter_mm(item["tumour"][0].numpy() > 0,
+                                                       info.crop.spacing),
+                     "padded_fraction": float(dataset.arrays(index)["padded_fraction"]),
+                     "record": case.clinical, "response": case.response})
+    task.report(1.0, "features done")
+    return rows
+
+
+def training_ranges(rows: list[dict]) -> TrainingRanges:
+    """The training rows' lesion diameters, largest padding, clinical ranges and categories."""
+    diameters = [r["diameter_mm"] for r in rows if r["diameter_mm"] > 0]
+    numeric, categories = {}, {}
+    for name, variable in BY_NAME.items():
+        values = [r["record"].values.get(name) for r in rows]
+        values = [v for v in values if v is not None]
+        if not values:
+            continue
+        if variable.is_categorical:
+            categories[name] = sorted(set(values))
+        else:
+            numeric[name] = (round(float(min(values)), 4), round(float(max(values)), 4))
+    return TrainingRanges((round(min(diameters), 1), round(max(diameters), 1)),
+                          round(max(r["padded_fraction"] for r in rows), 4), numeric, categories)
+
+
+def fit_reference(train: list[dict], held_out: list[dict], source: dict) -> OODReference:
+    """The out-of-distribution reference: ranges of ``train``, feature reference of its
+    image features with the threshold set on ``held_out``'s."""
+    features = fit_feature_reference(np.stack([r["image_features"] for r in train]),
+                                     np.stack([r["image_features"] for r in held_out]))
+    return OODReference(training_ranges(train), features, dict(source))
+
+
+def mean_logits(rows: list[dict]) -> np.ndarray:
+    """(N,) each row's logit, mean over its noise draws."""
+    return np.array([float(np.mean(r["logits"])) for r in rows])
+
+
+def fit_held_out_calibration(held_out: list[dict], source: dict) -> Calibration:
+    """Platt scaling on the held-out rows with a known response; ``source`` gains the
+    patients, ECE before (the head's sigmoid) and after (cross-fitted) and the logit range."""
+    rows = [r for r in held_out if r["response"] is not None]
+    logits = mean_logits(rows)
+    labels = np.array([int(r["response"]) for r in rows])
+    calibration = fit_calibration(logits, labels)
+    calibration.source = {
+        **source, "patients": len(rows), "responders": int(labels.sum()),
+        "ece_uncalibrated": round(expected_calibration_error(labels, sigmoid(logits)), 4),
+        "ece_calibrated_cross_fitted": round(expected_calibration_error(
+            labels, cross_fitted(logits, labels)), 4),
+        "logit_range": [round(float(logits.min()), 4), round(float(logits.max()), 4)]}
+    return calibration

@@ -1,0 +1,107 @@
+"""Calibrated probabilities: Platt scaling recovers a known miscalibration, the ECE and the
+reliability bins on known answers, the calibration in the bundle, and the heads' certainty
+beyond the calibration patients' range flagged."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ImmunoDiffLib.bundle import BundleInfo, read_bundle_info, save_bundle
+from ImmunoDiffLib.calibration import (
+    Calibration,
+    cross_fitted,
+    expected_calibration_error,
+    fit_calibration,
+    reliability_bins,
+    sigmoid,
+)
+from ImmunoDiffLib.clinical import Standardisation, parse_clinical
+from ImmunoDiffLib.errors import BundleError
+from ImmunoDiffLib.inference.out_of_distribution import assess
+from ImmunoDiffLib.models import TINY, ImmunoDiffModel
+
+
+def _over_confident(n: int, seed: int = 0):
+    """Logits of a head three times too sure of itself, and labels drawn from the truth
+    P = sigmoid(logit / 3 + 0.4)."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 4.0, n)
+    labels = (rng.random(n) < sigmoid(logits / 3.0 + 0.4)).astype(int)
+    return logits, labels
+
+
+def test_platt_scaling_recovers_a_known_miscalibration():
+    logits, labels = _over_confident(6000)
+    fitted = fit_calibration(logits, labels)
+    assert fitted.slope == pytest.approx(1 / 3, abs=0.04)
+    assert fitted.intercept == pytest.approx(0.4, abs=0.1)
+    before = expected_calibration_error(labels, sigmoid(logits))
+    after = expected_calibration_error(labels, cross_fitted(logits, labels))
+    assert before > 0.08 and after < 0.03
+
+
+def test_calibration_keeps_the_ranking():
+    logits, labels = _over_confident(500, seed=1)
+    fitted = fit_calibration(logits, labels)
+    assert np.all(np.diff(fitted.probability(np.sort(logits))) >= 0)
+
+
+def test_ece_and_bins_on_known_answers():
+    labels = np.array([1, 0] * 50)
+    assert expected_calibration_error(labels, np.full(100, 0.8)) == pytest.approx(0.3)
+    assert expected_calibration_error(labels, np.full(100, 0.5)) == pytest.approx(0.0)
+    bins = reliability_bins(labels, np.r_[np.full(50, 0.05), np.full(50, 0.95)])
+    assert sum(b["patients"] for b in bins) == 100
+    assert bins[0]["patients"] == 50 and bins[-1]["patients"] == 50
+    assert bins[0]["observed_rate"] == pytest.approx(0.5)
+    assert bins[4]["mean_probability"] is None  # empty bin
+    assert bins[-1]["high"] == 1.0  # P = 1 falls in the last bin
+    assert reliability_bins([1], [1.0])[-1]["patients"] == 1
+
+
+def test_one_class_is_refused():
+    with pytest.raises(ValueError, match="both classes"):
+        fit_calibration([0.1, 0.5, 2.0], [1, 1, 1])
+
+
+def test_the_calibration_travels_in_the_bundle(tmp_path):
+    calibration = Calibration(0.4, -0.2, source={"patients": 24, "logit_range": [-3.0, 5.0]})
+    folder = save_bundle(tmp_path / "bundle", ImmunoDiffModel(TINY),
+                         BundleInfo(model=TINY, calibration=calibration))
+    info, _ = read_bundle_info(folder)
+    assert info.calibration == calibration
+    description = json.loads((folder / "bundle.json").read_text())
+    description["calibration"]["method"] = "isotonic-by-hand"
+    (folder / "bundle.json").write_text(json.dumps(description))
+    with pytest.raises(BundleError, match="invalid calibration section"):
+        read_bundle_info(folder)
+
+
+def test_a_probability_beyond_the_calibration_patients_is_flagged():
+    calibration = Calibration(0.5, 0.0, source={"logit_range": [-4.0, 4.0]})
+    record = parse_clinical({"age": 60, "sex": "female"})
+
+    def flag(logit_value):
+        return assess(None, lesion_diameter_mm=20.0, lesion_found=True, padded_fraction=0.0,
+                      record=record, standardisation=Standardisation(),
+                      logits=np.full(4, logit_value), calibration=calibration)
+
+    inside, beyond = flag(3.5), flag(9.0)
+    assert not any("more certain" in r for r in inside.reasons)
+    assert beyond.flagged
+    said = [r for r in beyond.reasons if "more certain" in r]
+    assert said and "0.989" in said[0]  # sigmoid(0.5 * 9)
+    assert "0.12-0.88" in said[0]  # the calibration patients' probabilities
+
+
+def test_pipeline_probability_goes_through_the_calibration(tmp_path):
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+
+    calibration = Calibration(0.25, 1.0)
+    folder = save_bundle(tmp_path / "bundle", ImmunoDiffModel(TINY),
+                         BundleInfo(model=TINY, calibration=calibration))
+    pipeline = ImmunoDiffPipeline(folder)
+    logits = torch.linspace(-8, 8, 5).numpy()
+    assert np.allclose(pipeline.probabilities(logits), sigmoid(0.25 * logits + 1.0))

@@ -1,0 +1,96 @@
+"""Fit a bundle's held-out parts (out-of-distribution reference, probability calibration) and
+write the bundle with them.
+
+    .venv/bin/python scripts/fit_held_out_parts.py [--bundle Resources/demo_bundle]
+        [-o BUNDLE] [--work DIR]
+
+``scripts/train_demo_bundle.py`` fits both at the end of training; this refits them for an
+existing bundle (another held-out cohort, a changed rule):
+
+1. simulates (or reuses, under --work) the cohorts named in bundle.json's training section
+   (train_cohort, held_out_cohort: seed, size, responder rate, backgrounds, lesion source,
+   second scan, response signal);
+2. reads each baseline as the pipeline does (ImmunoDiffLib/inference/reference_fitting.py):
+   the response head's logits, the up-block features with the clinical variables left out,
+   lesion diameter, crop padding, clinical values;
+3. fits the reference (training ranges and features; threshold flagging at most 5 % of the
+   held-out patients) and the Platt calibration on the held-out patients (ECE before and
+   after, cross-fitted);
+4. writes the bundle (atomically; the weights copied byte for byte) and prints the held-out
+   patients' flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts.train_demo_bundle import commit, simulated_cohort  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=REPO / "Resources" / "demo_bundle")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="the bundle to write (default: replace --bundle)")
+    parser.add_argument("--work", type=Path, default=REPO / ".demo_bundle_work",
+                        help="folder of the simulated cohorts")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    from ImmunoDiffLib.bundle import with_held_out_parts
+    from ImmunoDiffLib.cohort import load_cohort
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
+    from ImmunoDiffLib.inference.reference_fitting import (
+        case_rows,
+        fit_held_out_calibration,
+        fit_reference,
+    )
+
+    started = time.perf_counter()
+    pipeline = ImmunoDiffPipeline(args.bundle, device=args.device)
+    training = pipeline.info.training
+    if "train_cohort" not in training or "held_out_cohort" not in training:
+        parser.error(f"{args.bundle} does not say which cohorts it was trained and held out "
+                     "on (bundle.json: training.train_cohort, training.held_out_cohort)")
+    rows = {}
+    for key in ("train_cohort", "held_out_cohort"):
+        manifest, _ = simulated_cohort(args.work / key, training[key])
+        rows[key] = case_rows(pipeline, load_cohort(manifest), progress=_progress(key))
+        print()
+    source = {"train_cohort": training["train_cohort"],
+              "held_out_cohort": training["held_out_cohort"], "commit": commit(),
+              "command": " ".join(["python scripts/fit_held_out_parts.py", *sys.argv[1:]])}
+    reference = fit_reference(rows["train_cohort"], rows["held_out_cohort"], source)
+    calibration = fit_held_out_calibration(rows["held_out_cohort"], source)
+    output = with_held_out_parts(args.bundle, args.output or args.bundle, reference,
+                                 calibration, overwrite=True)
+    scores = reference.features.score(np.stack([r["image_features"]
+                                                for r in rows["held_out_cohort"]]))
+    for row, score in zip(rows["held_out_cohort"], scores, strict=True):
+        print(f"{row['patient_id']}: score {score:.2f}"
+              f"{' flagged' if score > reference.features.threshold else ''}")
+    print(json.dumps({"bundle": str(output), "ranges": reference.description()["ranges"],
+                      "features": reference.features.description(),
+                      "calibration": calibration.description(),
+                      "seconds": round(time.perf_counter() - started, 1)}, indent=2))
+    return 0
+
+
+def _progress(label: str):
+    def report(fraction: float, message: str = "") -> None:
+        print(f"\r{label}: {100 * fraction:5.1f}% {message[:50]:50s}", end="", flush=True)
+
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(main())
