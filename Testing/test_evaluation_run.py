@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ImmunoDiffLib.calibration import expected_calibration_error
+from ImmunoDiffLib.cohort import load_cohort
 from ImmunoDiffLib.evaluate.config import DEMO
+from ImmunoDiffLib.evaluate.store import pooled
 from ImmunoDiffLib.evaluate.summary import table1_methods
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -43,7 +46,7 @@ def test_folds_split_patients_disjointly_and_stratified(evaluation):
     assert summary["patients"] == 6 and summary["responders"] == 2
 
 
-def test_table1_has_every_method_with_metrics_in_range(evaluation):
+def test_table1_has_every_method_with_metrics_in_range(evaluation, small_cohort):
     output, _, config, _ = evaluation
     rows = {row["method"]: row for row in _csv(output / "table1.csv")}
     assert list(rows) == table1_methods(config)
@@ -56,6 +59,13 @@ def test_table1_has_every_method_with_metrics_in_range(evaluation):
     # diameter, non-responders' at most 25 %, so its score ranks them perfectly (its
     # threshold, fitted on three training patients, need not be perfect)
     assert rows["Oracle (true follow-up)"]["AUC"] == "1.00 ± 0.00"
+    # the ECE of the pooled out-of-fold probabilities, as the calibration module computes it
+    truth = {c.patient_id: c.response for c in load_cohort(small_cohort)}
+    folds = pooled(output, "ImmunoDiff")
+    labels = [truth[p] for f in folds for p in f["patient_id"]]
+    probability = [v for f in folds for v in f["probability"]]
+    assert float(rows["ImmunoDiff"]["ECE"]) == pytest.approx(
+        expected_calibration_error(labels, probability), abs=0.006)
 
 
 def test_tables_2_and_3_and_figures(evaluation):
@@ -75,7 +85,7 @@ def test_tables_2_and_3_and_figures(evaluation):
         assert row["same, true follow-up"] == "100 %"  # the shrink measure on the truth
     # the unconditional stage-1 synthesis is further from the true follow-ups than stage 2's
     assert mmd["Stage 1 only"] > mmd["Stage 1 + 2 (ImmunoDiff)"], mmd
-    for name in ("roc.png", "kaplan_meier.png"):
+    for name in ("roc.png", "kaplan_meier.png", "reliability.png"):
         with Image.open(output / name) as image:
             assert image.size[0] > 300 and image.size[1] > 300
     assert "Table 1" in (output / "table1.md").read_text(encoding="utf-8")

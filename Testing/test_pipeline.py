@@ -231,6 +231,25 @@ def test_response_scenarios_are_synthesized_written_and_shown(lively_pipeline, s
     assert tall > 1.6 * sitk.ReadImage(str(tmp_path / "plain" / "report.png")).GetSize()[1]
 
 
+def test_recist_scenarios_are_each_category_or_marked_not_reached(lively_pipeline, lung2,
+                                                                   lung2_tumour_point,
+                                                                   tmp_path):
+    from ImmunoDiffLib.reporting.case_report import save_case_report
+
+    result = lively_pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST,
+                                 recist_scenarios=True)
+    assert list(result.scenarios) == ["CR", "PR", "SD", "PD"]
+    for name, scenario in result.scenarios.items():
+        if scenario.recist != "NE":
+            assert scenario.obeyed == (scenario.recist == name)
+    assert not any("could not synthesize" in r
+                   for r in result.out_of_distribution["reasons"])  # asked for, not a flag
+    plain = save_case_report(result, tmp_path / "recist.png")
+    result.scenarios = {}
+    none = save_case_report(result, tmp_path / "none.png")
+    assert sitk.ReadImage(str(plain)).GetSize()[1] > 1.6 * sitk.ReadImage(str(none)).GetSize()[1]
+
+
 @pytest.mark.parametrize("probability", [0.02, 0.98])
 def test_heads_and_synthesis_disagreeing_is_warned(pipeline, lung2, lung2_tumour_point,
                                                    monkeypatch, probability):

@@ -5,7 +5,7 @@ import pytest
 
 from ImmunoDiffLib.inference.sampling import SamplingOptions
 from ImmunoDiffLib.inference.scenarios import (
-    RETRY_GUIDANCE,
+    LADDERS,
     not_obeyed_reason,
     obeys,
     synthesize_scenario,
@@ -36,30 +36,43 @@ def _generator(categories):
     return asked, synthesize, measure
 
 
+W = SamplingOptions().scenario_guidance
+
+
 @pytest.mark.parametrize("name, categories, attempts", [
     ("responder", ["PR"], 1), ("responder", ["SD", "SD", "CR"], 3),
-    ("non-responder", ["CR", "SD"], 2)])
+    ("non-responder", ["CR", "SD"], 2), ("PD", ["SD", "PD"], 2), ("PR", ["SD", "CR", "PR"], 3),
+    ("CR", ["PR", "CR"], 2)])
 def test_a_scenario_is_retried_until_it_obeys(name, categories, attempts):
     asked, synthesize, measure = _generator(categories)
     result = synthesize_scenario(name, synthesize, measure, SamplingOptions(), Task(None))
     assert len(asked) == attempts and result.obeyed
     assert result.recist == categories[-1]
-    first = asked[0]
-    assert first[1] == SamplingOptions().scenario_guidance and not first[3]
-    if attempts > 1:  # firmer guidance, toward the scenario's own outcome
-        assert asked[1][1] == SamplingOptions().scenario_guidance * RETRY_GUIDANCE[0][0]
-        assert asked[1][2] == (name == "non-responder")
-    if attempts > 2:
-        assert asked[2][3] and result.clinical_left_out
+    for (value, guidance, toward_non_response, drop), (s, factor, left_out) in zip(
+            asked, LADDERS[name], strict=False):
+        assert value == s and drop == left_out
+        assert guidance == (max(1.0, factor * W) if factor else 1.0)
+        assert toward_non_response == (s < 0.5 and guidance > 1.0)
+
+
+def test_the_ladders_go_where_their_category_lies():
+    """Told a response, firmer guidance each step toward CR, none first toward PR; the
+    non-response ladders start unguided for SD and guided (growth) for PD; every ladder
+    ends without the clinical variables."""
+    assert [f for _, f, _ in LADDERS["CR"]] == sorted(f for _, f, _ in LADDERS["CR"])
+    assert LADDERS["PR"][0][1] == 0 and LADDERS["SD"][0][1] == 0
+    assert LADDERS["PD"][0][1] >= 1 and LADDERS["PD"][0][0] == 0
+    assert LADDERS["non-responder"][0] == (0.0, 0.0, False)
+    assert all(ladder[-1][2] for ladder in LADDERS.values())
 
 
 def test_a_scenario_that_never_obeys_is_marked_and_worded():
     asked, synthesize, measure = _generator(["SD"] * 10)
     result = synthesize_scenario("responder", synthesize, measure, SamplingOptions(),
                                  Task(None))
-    assert len(asked) == 1 + len(RETRY_GUIDANCE)
+    assert len(asked) == len(LADDERS["responder"])
     assert result.obeyed is False
-    largest = SamplingOptions().scenario_guidance * RETRY_GUIDANCE[-1][0]
+    largest = W * LADDERS["responder"][-1][1]
     assert result.guidance == largest
     reason = not_obeyed_reason("responder", result)
     assert "a response (CR or PR)" in reason and "RECIST SD" in reason

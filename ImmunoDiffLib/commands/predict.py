@@ -62,8 +62,12 @@ def add_parser(commands) -> None:
                              "to the baseline and shown and measured beside the synthesized "
                              "one (a cohort manifest's followup_ct is used the same way)")
     parser.add_argument("--scenarios", action="store_true",
-                        help="also synthesize the follow-ups 'if it responds' and 'if it does "
-                        "not' (two more sampling runs; single CT)")
+                        help="also show the follow-ups 'if it responds' and 'if it does not' "
+                        "(the follow-up itself is the one the prediction chose; one more "
+                        "sampling run; single CT)")
+    parser.add_argument("--recist-scenarios", action="store_true",
+                        help="also synthesize the follow-ups 'if it reaches CR / PR / SD / PD' "
+                        "(a few sampling runs each; single CT)")
     add_overwrite(parser)
     add_progress_and_cancel(parser)
 
@@ -98,5 +102,6 @@ def run(args, progress=None, cancel: CancelFlag = None) -> dict:
                         mask_path=args.mask, case_id=args.id, options=options,
                         progress=progress, cancel=cancel, overwrite=args.overwrite,
                         allow_outside_lungs=args.allow_outside_lungs,
-                        scenarios=args.scenarios, lobes_path=args.lobes,
+                        scenarios=args.scenarios, recist_scenarios=args.recist_scenarios,
+                        lobes_path=args.lobes,
                         vessels_path=args.vessels, followup_path=args.followup)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration import expected_calibration_error
 from ..reporting.evaluation import save_kaplan_meier, save_roc_curves
+from ..reporting.reliability import save_reliability_diagram
 from .config import EvaluationConfig
 from .data import CohortTensors
 from .methods import (
@@ -74,6 +76,7 @@ def classification_row(name: str, records, repeats: int) -> dict:
         repeats=repeats))
     row["AUC 95% CI"] = str(bootstrap(lambda y, p: classification_metrics(y, p)["auc"],
                                       labels, probability, repeats=repeats))
+    row["ECE"] = expected_calibration_error(labels, probability)
     row["seconds per fold"] = float(np.mean([r[5] for r in records]))
     return row
 
@@ -116,7 +119,7 @@ def write_summary(output: Path, tensors: CohortTensors, folds, config: Evaluatio
                for name in [*table1_methods(config), STAGE2_ONLY]}
     table1 = [classification_row(n, records[n], repeats) for n in table1_methods(config)
               if records[n]]
-    columns1 = ["method", *METRIC_COLUMNS, "balanced accuracy 95% CI", "AUC 95% CI",
+    columns1 = ["method", *METRIC_COLUMNS, "balanced accuracy 95% CI", "AUC 95% CI", "ECE",
                 "seconds per fold"]
     write_table(table1, columns1, output / "table1", "Table 1: response (responder vs not)")
     survival_methods = [CLINICAL, DDPM_FEATURES, CONTROLNET_FEATURES, IMMUNODIFF, ORACLE]
@@ -142,6 +145,10 @@ def write_summary(output: Path, tensors: CohortTensors, folds, config: Evaluatio
         probabilities = {n: _pool(records[n], 1) for n in table1_methods(config) if records[n]}
         figures["roc"] = str(save_roc_curves(labels, probabilities, output / "roc.png",
                                              "ROC, pooled out-of-fold predictions"))
+        shown = {n: probabilities[n] for n in (IMMUNODIFF, CLINICAL) if n in probabilities}
+        figures["reliability"] = str(save_reliability_diagram(
+            labels, shown, output / "reliability.png",
+            "Reliability, pooled out-of-fold predictions (uncalibrated)"))
         risks = {n: _pool(records[n], 2) for n in (CLINICAL, DDPM_FEATURES, IMMUNODIFF)
                  if records[n]}
         time, event = _pool(records[IMMUNODIFF], 3), _pool(records[IMMUNODIFF], 4)

@@ -97,7 +97,7 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
                  progress: ProgressCallback | None = None, cancel: CancelFlag = None,
                  overwrite: bool = False, allow_outside_lungs: bool = False,
                  scenarios: bool = False, lobes_path=None, vessels_path=None,
-                 followup_path=None) -> dict:
+                 followup_path=None, recist_scenarios: bool = False) -> dict:
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputPathError(f"Output '{output}' exists already; choose another folder or "
@@ -114,7 +114,7 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
     share = 0.7 if followup_path is not None else 1.0
     result = pipeline.run(ct, clinical, point, options, task.sub(0.0, share).callback(),
                           cancel, allow_outside_lungs, scenarios=scenarios, tumour_mask=mask,
-                          anatomy=anatomy)
+                          anatomy=anatomy, recist_scenarios=recist_scenarios)
     real = _compare(pipeline, result, ct, followup_path, task.sub(share, 1.0))
     write_case(result, output, case_id, overwrite, real)
     return {"patient_id": case_id, **result.summary(),

@@ -47,6 +47,7 @@ from .sampling import (
     sample,
 )
 from .scenarios import (
+    RECIST_SCENARIOS,
     RESPONSE_RECIST,
     SCENARIOS,
     ScenarioResult,
@@ -283,11 +284,13 @@ class ImmunoDiffPipeline:
     def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
             progress: ProgressCallback | None = None, cancel: CancelFlag = None,
             allow_outside_lungs: bool = False, anatomy: Anatomy | None = None,
-            scenarios: bool = False, tumour_mask: sitk.Image | None = None) -> Result:
+            scenarios: bool = False, tumour_mask: sitk.Image | None = None,
+            recist_scenarios: bool = False) -> Result:
         """``anatomy``: lobes and vessels already at hand (on ``ct``'s grid), used instead of
         segmenting ``ct``. ``scenarios``: also synthesize the follow-up of the other outcome,
         so that both "if it responds" and "if it does not" are shown (models with a scenario
-        condition; the follow-up itself is the scenario the heads chose).
+        condition; the follow-up itself is the scenario the heads chose);
+        ``recist_scenarios``: also "if it reaches CR / PR / SD / PD" (inference/scenarios.py).
         ``tumour_mask``: the tumour drawn on ``ct`` (a label map in its space), the lesion the
         generator is told to change; without it, the region grown from the point, which can
         spill into the chest wall or mediastinum a tumour touches: prefer a mask where one
@@ -361,7 +364,8 @@ class ImmunoDiffPipeline:
         decided = "responder" if float(probability.mean()) >= 0.5 else "non-responder"
         scenario_results: dict[str, ScenarioResult] = {}
         if self.model.config.scenario:
-            names = [decided] + ([n for n in SCENARIOS if n != decided] if scenarios else [])
+            names = [decided] + ([n for n in SCENARIOS if n != decided] if scenarios else []) \
+                + (list(RECIST_SCENARIOS) if recist_scenarios else [])
             share = 0.6 / len(names)
             for index, name in enumerate(names):
                 start = 0.3 + share * index
@@ -379,7 +383,7 @@ class ImmunoDiffPipeline:
                     name, synthesize, measure, options, task.sub(start, start + share))
             chosen = scenario_results[decided].constrained
         else:
-            if scenarios:
+            if scenarios or recist_scenarios:
                 warnings.append("This model has no response-scenario condition: only the "
                                 "clinically conditioned follow-up was synthesized.")
             task.report(0.3, "generating the follow-up")
@@ -400,14 +404,15 @@ class ImmunoDiffPipeline:
                       standardisation=self.info.standardisation, features=image_features,
                       logits=logits, calibration=self.info.calibration)
         for name, outcome in scenario_results.items():
-            if outcome.obeyed is False:
+            if name in SCENARIOS and outcome.obeyed is False:
                 add_reason(flag, not_obeyed_reason(name, outcome))
         if flag.flagged:
             warnings.append(warning_text(flag))
         timings["total"] = time.perf_counter() - started
         estimate = (None if conditions.scenario is None
                     else float(conditions.scenario.float().mean()))
-        shown = {n: r for n, r in scenario_results.items()} if scenarios else {}
+        shown = {n: r for n, r in scenario_results.items()
+                 if (scenarios and n in SCENARIOS) or (recist_scenarios and n not in SCENARIOS)}
         result = Result(
             followup_ct=followup_ct, baseline_crop=baseline_crop, followup_crop=mean_crop,
             uncertainty_crop=spread_crop, anatomy=anatomy, tumour_point_lps=point,

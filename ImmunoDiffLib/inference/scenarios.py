@@ -6,13 +6,15 @@ unlike its training data, or with clinical values that speak strongly for the ot
 it can draw the opposite. Here each scenario's follow-up is measured (RECIST against the
 baseline) and, when the category is not the scenario's (CR or PR if it responds, SD or PD
 if it does not), synthesized again from the same noise with the scenario guidance
-(inference/sampling.py) multiplied by ``RETRY_GUIDANCE``, toward the scenario's outcome,
-then with the clinical variables left out as well. A follow-up that still does not obey is
+(inference/sampling.py) made firmer, toward the scenario's outcome, then with the clinical
+variables left out as well (``LADDERS``). A follow-up that still does not obey is
 returned as it is, marked ``obeyed=False``: the pipeline then flags the case (the generator
 cannot show that outcome here).
 
 The pipeline's own follow-up is the scenario the prediction heads chose, so the image and
-the probability tell one story.
+the probability tell one story. RECIST-level scenarios ("if it reaches CR / PR / SD / PD")
+search their own ladders for a follow-up of exactly that category; one the generator cannot
+reach is shown as the closest it drew, marked not reached (no flag: a user asked for it).
 """
 
 from __future__ import annotations
@@ -32,11 +34,28 @@ from .sampling import SamplingOptions
 SCENARIOS = {"responder": 1.0, "non-responder": 0.0}  # the "if it responds / if not" values
 RESPONSE_RECIST = ("CR", "PR")  # RECIST categories of a response
 NO_RESPONSE_RECIST = ("SD", "PD")
-# a scenario follow-up whose RECIST is not the scenario's is synthesized again (the same
-# noise) with the scenario guidance multiplied by the factor, and then also with the clinical
-# variables left out (a profile that speaks strongly for the other outcome can outweigh the
-# scenario; the model learned both with condition dropout)
-RETRY_GUIDANCE = ((2.0, False), (2.0, True), (3.5, True))  # (factor, clinical left out)
+RECIST_SCENARIOS = ("CR", "PR", "SD", "PD")  # "if it reaches this category"
+ACCEPTED = {"responder": RESPONSE_RECIST, "non-responder": NO_RESPONSE_RECIST,
+            **{category: (category,) for category in RECIST_SCENARIOS}}
+# Each scenario's attempts in turn, (s, guidance as a multiple of the options' scenario
+# guidance w; 0 = none, clinical variables left out): the first whose RECIST is accepted is
+# kept. "If it responds" starts at w and grows firmer; "if it does not" starts unguided (the
+# model keeps the lesion unguided, and guidance exaggerated it), then is guided toward
+# non-response; told a response without guidance the model draws a lesion about half gone
+# (a partial response), with guidance a vanished one (complete); guided toward non-response
+# it grows (progression). A profile that speaks strongly for the other outcome can outweigh
+# the scenario, so the last attempts leave the clinical variables out (the model learned
+# that too, with condition dropout).
+LADDERS = {
+    "responder": ((1.0, 1.0, False), (1.0, 2.0, False), (1.0, 2.0, True), (1.0, 3.5, True)),
+    "non-responder": ((0.0, 0.0, False), (0.0, 2.0, False), (0.0, 2.0, True),
+                      (0.0, 3.5, True)),
+    "CR": ((1.0, 1.0, False), (1.0, 2.0, False), (1.0, 2.0, True), (1.0, 3.5, True)),
+    "PR": ((1.0, 0.0, False), (1.0, 1 / 3, False), (1.0, 0.0, True), (1.0, 2 / 3, False),
+           (1.0, 2 / 3, True)),
+    "SD": ((0.0, 0.0, False), (0.0, 0.0, True), (1.0, 0.0, True)),
+    "PD": ((0.0, 1.0, False), (0.0, 2.0, False), (0.0, 2.0, True), (0.0, 3.5, True)),
+}
 
 
 @dataclass
@@ -72,41 +91,39 @@ def measure_followup(crop: sitk.Image, point, baseline_mm: float) -> tuple[float
 
 
 def obeys(scenario: str, recist: str) -> bool | None:
-    """Whether a follow-up's RECIST category is the scenario's; None when not measurable."""
+    """Whether a follow-up's RECIST category is one the scenario accepts; None when not
+    measurable."""
     if recist not in (*RESPONSE_RECIST, *NO_RESPONSE_RECIST):
         return None
-    return (recist in RESPONSE_RECIST) == (SCENARIOS[scenario] >= 0.5)
+    return recist in ACCEPTED[scenario]
 
 
 def synthesize_scenario(name: str, synthesize: Callable, measure: Callable,
                         options: SamplingOptions, task: Task) -> ScenarioResult:
-    """The follow-up of scenario ``name``, retried with firmer guidance until it obeys.
+    """The follow-up of scenario ``name`` (a key of ``LADDERS``): its attempts in turn until
+    the RECIST category is accepted; the last attempt's follow-up when none is.
 
-    ``synthesize(s, options, task, toward_non_response, drop_clinical) -> constrained`` draws
-    one follow-up under scenario ``s`` (inference/change_region.py's result);
-    ``measure(constrained) -> (crop image, mL, mm, RECIST)``. The first attempt uses
-    ``options`` as given (for "if it does not", no guidance: the model keeps the lesion
-    unguided, and guidance exaggerated it); each retry takes the next of
-    ``RETRY_GUIDANCE``."""
-    value = SCENARIOS[name]
-    attempts = [(options, False, False)] + [
-        (replace(options, scenario_guidance=options.scenario_guidance * factor), value < 0.5,
-         drop) for factor, drop in RETRY_GUIDANCE]
+    ``synthesize(s, options, task, toward_non_response, drop_clinical) -> constrained``
+    draws one follow-up under scenario value ``s`` (inference/change_region.py's result);
+    ``measure(constrained) -> (crop image, mL, mm, RECIST)``."""
+    attempts = LADDERS[name]
     share = 1.0 / len(attempts)
     result = None
-    for index, (attempt, toward_non_response, drop_clinical) in enumerate(attempts):
+    for index, (value, factor, drop_clinical) in enumerate(attempts):
+        guidance = max(1.0, factor * options.scenario_guidance) if factor > 0 else 1.0
+        attempt = replace(options, scenario_guidance=guidance)
+        toward_non_response = value < 0.5 and guidance > 1.0
         if index:
-            task.report(index * share, f"the follow-up did not show the scenario: again with "
-                                       f"guidance {attempt.scenario_guidance:g}")
+            task.report(index * share, f"the follow-up did not show '{name}': again with "
+                                       f"guidance {guidance:g}")
         constrained = synthesize(value, attempt, task.sub(index * share, (index + 1) * share),
                                  toward_non_response, drop_clinical)
         image, volume, diameter, category = measure(constrained)
-        guidance = (attempt.scenario_guidance if value >= 0.5 or toward_non_response else 1.0)
         result = ScenarioResult(image, volume, diameter, category, obeys(name, category),
                                 guidance, constrained, drop_clinical)
         if result.obeyed is not False:
             break
-    task.report(1.0, f"the follow-up if it is a {name}")
+    task.report(1.0, f"the follow-up if {name}")
     return result
 
 
@@ -115,7 +132,7 @@ def scenario_tensor(value: float, device) -> torch.Tensor:
 
 
 def not_obeyed_reason(name: str, result: ScenarioResult) -> str:
-    """The out-of-distribution reason of a scenario the generator could not show."""
+    """The out-of-distribution reason of a response scenario the generator could not show."""
     wanted = "a response (CR or PR)" if SCENARIOS[name] >= 0.5 else "no response (SD or PD)"
     return (f"the generator could not synthesize {wanted} for this case: 'if it is a {name}' "
             f"gave RECIST {result.recist} even at scenario guidance {result.guidance:g} "

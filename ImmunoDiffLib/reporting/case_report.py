@@ -1,8 +1,9 @@
 """The per-case PNG report: baseline | synthesized follow-up | difference | uncertainty through
 the tumour, and the predictions beside them (and whether the case is unlike the training
 data, in red when it is); with response scenarios, a second row with the follow-ups "if it
-responds" and "if it does not" and their differences from the baseline. The difference maps
-outline the region the follow-up may differ in (inference/change_region.py)."""
+responds" and "if it does not" and their differences from the baseline, and with RECIST
+scenarios a row "if it reaches CR / PR / SD / PD". The difference maps outline the region the
+follow-up may differ in (inference/change_region.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import SimpleITK as sitk
 
 from .figures import LUNG_WINDOW, crop_views, save_figure, subplots
 
+OUTCOME_SCENARIOS = ("responder", "non-responder")  # inference/scenarios.py's SCENARIOS
 DISCLAIMER = "Research use only; model trained on simulated data. Not for clinical decisions."
 
 
@@ -37,8 +39,9 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
     region = (None if getattr(result, "change_region_crop", None) is None
               else _axial(result.change_region_crop)[0])
     spread, _ = _axial(result.uncertainty_crop)
-    scenarios = list(result.scenarios.items())
-    rows = (2 if scenarios else 1) + (real_followup is not None)
+    scenarios = [(n, r) for n, r in result.scenarios.items() if n in OUTCOME_SCENARIOS]
+    categories = [(n, r) for n, r in result.scenarios.items() if n not in OUTCOME_SCENARIOS]
+    rows = 1 + bool(scenarios) + bool(categories) + (real_followup is not None)
     figure, axes = subplots(rows, 5, figsize=(21, 4.6 * rows), squeeze=False,
                                 gridspec_kw={"width_ratios": [1, 1, 1, 1, 0.9]})
     top = axes[0]
@@ -53,16 +56,27 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
     figure.colorbar(shown, ax=top[3], fraction=0.046)
     if scenarios:
         bottom = axes[1]
-        for index, (name, scenario) in enumerate(scenarios[:2]):
+        for index, (name, scenario) in enumerate(sorted(scenarios)[::-1][:2]):
             values, _ = _axial(scenario.followup_crop)
             _ct(bottom[2 * index], values, extent,
-                f"if {name.replace('-', ' ')}: {scenario.recist}")
+                f"if {name.replace('-', ' ')}: {scenario.recist}{_not_reached(scenario)}")
             _difference(figure, bottom[2 * index + 1], values - baseline, extent,
                         f"if {name.replace('-', ' ')}: difference", region)
         bottom[4].axis("off")
         bottom[4].text(0.0, 0.95, "Response scenarios:\nthe same model, told the\n"
-                       "response instead of\nestimating it from the\nclinical variables",
+                       "outcome. The follow-up\nabove is the one the\nprediction chose "
+                       f"({result.response_scenario or 'its own estimate'})",
                        va="top", fontsize=10, family="monospace")
+    if categories:
+        row = axes[1 + bool(scenarios)]
+        for index, (name, scenario) in enumerate(categories[:4]):
+            values, _ = _axial(scenario.followup_crop)
+            _ct(row[index], values, extent, f"if it reaches {name}: "
+                                            f"{scenario.recist}{_not_reached(scenario)}")
+        row[4].axis("off")
+        row[4].text(0.0, 0.95, "RECIST scenarios:\nthe closest follow-up of\neach category "
+                    "the\nmodel could draw\n(* not reached)", va="top", fontsize=10,
+                    family="monospace")
     if real_followup is not None:
         _real_followup_row(figure, axes[-1], baseline, followup, extent, real_followup)
     for axis in [a for row in axes for a in row[:4] if a.has_data()]:
@@ -77,6 +91,10 @@ def save_case_report(result, path: str | os.PathLike, title: str = "",
     top[4].text(0.0, 0.0, DISCLAIMER, va="bottom", fontsize=7, wrap=True, color="firebrick")
     figure.suptitle(title or "ImmunoDiff prediction")
     return save_figure(figure, path, overwrite, dpi=90)
+
+
+def _not_reached(scenario) -> str:
+    return " *" if scenario.obeyed is False else ""
 
 
 def _real_followup_row(figure, row, baseline, followup, extent, real_followup) -> None:
@@ -144,8 +162,10 @@ def prediction_lines(summary: dict) -> list[str]:
     change = summary["lesion_volume_change"]
     return [
         f"Responder probability: {summary['response_probability']:.2f} "
-        f"± {summary['response_probability_sd']:.2f}",
-        f"Prediction: {'responder' if summary['predicted_responder'] else 'non-responder'}",
+        f"± {summary['response_probability_sd']:.2f}"
+        + (" (calibrated)" if summary.get("probability_calibrated") else ""),
+        f"Prediction: {'responder' if summary['predicted_responder'] else 'non-responder'}"
+        + (" (the follow-up shown)" if summary.get("followup_scenario") else ""),
         f"Survival risk (log hazard): {summary['survival_risk']:+.2f} "
         f"± {summary['survival_risk_sd']:.2f}",
         f"RECIST (synthesized): {summary['recist']}"
