@@ -32,7 +32,41 @@ def test_extensions_index_entry_follows_the_catalog_schema():
                         entry["$schema"])
     assert entry["scm_url"].startswith("https://") and entry["tier"] in range(1, 6)
     assert isinstance(entry["build_dependencies"], list)
-    assert not (REPO / "ImmunoDiff.s4ext").exists()  # the old format is no longer read
+
+
+def _cmake_metadata() -> dict[str, str]:
+    """The ``set(EXTENSION_<KEY> "...")`` lines of the top-level CMakeLists.txt, by key
+    (lower case): the extension's one source of truth."""
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    return {key.lower(): value for key, value in
+            re.findall(r'^set\(EXTENSION_(\w+) "([^"]*)"\)', text, flags=re.MULTILINE)}
+
+
+def expected_s4ext() -> str:
+    """ImmunoDiff.s4ext (the ExtensionsIndex's older description format) as the CMake metadata
+    and ImmunoDiff.json say it: the file must be exactly this."""
+    cmake, entry = _cmake_metadata(), _index_entry()
+    fields = [("scm", entry.get("scm_type", "git")), ("scmurl", entry["scm_url"]),
+              ("scmrevision", entry["scm_revision"]),
+              ("depends", " ".join(entry["build_dependencies"]) or "NA"),
+              ("build_subdirectory", entry["build_subdirectory"]),
+              ("homepage", cmake["homepage"]), ("contributors", cmake["contributors"]),
+              ("category", cmake["category"]), ("iconurl", cmake["iconurl"]),
+              ("status", ""), ("description", cmake["description"]),
+              ("screenshoturls", cmake["screenshoturls"]),
+              ("enabled", "1" if entry.get("enabled", True) else "0")]
+    lines = ["# ImmunoDiff extension description for the 3D Slicer ExtensionsIndex (.s4ext).",
+             "# Made from CMakeLists.txt (EXTENSION_*) and ImmunoDiff.json by "
+             "'python Testing/test_extension_files.py', whose test checks that they agree."]
+    return "\n".join(lines + [f"{key} {value}".rstrip() for key, value in fields]) + "\n"
+
+
+def test_the_s4ext_description_agrees_with_the_index_entry_and_the_cmake_metadata():
+    cmake, entry = _cmake_metadata(), _index_entry()
+    assert cmake["category"] == entry["category"]
+    assert cmake["depends"].split() == entry["build_dependencies"]
+    written = (REPO / "ImmunoDiff.s4ext").read_text(encoding="utf-8")
+    assert written == expected_s4ext(), "ImmunoDiff.s4ext should read:\n" + expected_s4ext()
 
 
 def _configure(source: Path, build: Path) -> subprocess.CompletedProcess:
@@ -212,3 +246,7 @@ def test_the_module_installs_every_library_dependency_slicer_lacks_and_pins_none
     assert not any("==" in r for r in values["REQUIRED_PACKAGES"].values())
     torch_minimum = next(d for d in project["project"]["dependencies"] if d.startswith("torch"))
     assert torch_minimum == f"torch>={values['MINIMUM_TORCH']}"
+
+
+if __name__ == "__main__":  # rewrite ImmunoDiff.s4ext from the CMake metadata and the entry
+    (REPO / "ImmunoDiff.s4ext").write_text(expected_s4ext(), encoding="utf-8")

@@ -73,6 +73,10 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--work", type=Path, default=REPO / ".demo_bundle_work")
     parser.add_argument("--train-patients", type=int, default=60)
+    parser.add_argument("--alignment", default="deformable",
+                        choices=("deformable", "affine", "rigid", "none"),
+                        help="how the training follow-ups reach the baseline (none: cropped "
+                             "where the scanner put them, the unaligned control)")
     parser.add_argument("--output", type=Path, help="JSON of the results")
     args = parser.parse_args()
 
@@ -92,13 +96,15 @@ def main() -> int:
     from ImmunoDiffLib.models import ImmunoDiffModel
     from ImmunoDiffLib.train import TrainConfig, train_stage
 
-    train_manifest, _ = demo._cohort(args.work / "train_cohort",
-                                     {**demo.TRAIN_COHORT, "n_patients": args.train_patients})
-    held_manifest, ceiling = demo._cohort(args.work / "held_out_cohort", demo.HELD_OUT_COHORT)
+    train_manifest, _ = demo.simulated_cohort(
+        args.work / "train_cohort", {**demo.TRAIN_COHORT, "n_patients": args.train_patients})
+    held_manifest, ceiling = demo.simulated_cohort(args.work / "held_out_cohort",
+                                                   demo.HELD_OUT_COHORT)
     train_cases = load_cohort(train_manifest)
     standardisation = fit_standardisation(c.clinical for c in train_cases)
-    preprocess = PreprocessConfig(crop=DEMO.crop)
-    dataset = CohortDataset(train_cases, preprocess, standardisation=standardisation)
+    preprocess = PreprocessConfig(crop=DEMO.crop)  # held out: always the aligned truth
+    dataset = CohortDataset(train_cases, replace(preprocess, alignment=args.alignment),
+                            standardisation=standardisation)
     held = CohortTensors.from_dataset(
         CohortDataset(load_cohort(held_manifest, require_followup=True, require_outcomes=True),
                       preprocess, standardisation=standardisation), DEMO.crop.spacing)
@@ -117,7 +123,7 @@ def main() -> int:
             checkpoint_every=args.steps, lesion_loss_weight=demo.LESION_LOSS_WEIGHT,
             fit_target_scale=name not in UNSCALED,  # the scaled variants fit target_scale
             **TRAIN_OVERRIDES.get(name, {})),
-            args.work / "experiments" / f"{name}_{args.steps}")
+            args.work / "experiments" / f"{name}_{args.steps}_{args.alignment}")
         seconds = time.perf_counter() - clock
         model.eval()
         rows = case_rows(model, held.batch, held.ids, options, scenarios=config.scenario)
@@ -127,7 +133,7 @@ def main() -> int:
         print(name, json.dumps({k: (round(v, 3) if isinstance(v, float) else v)
                                 for k, v in results[name].items()}), flush=True)
     print(f"\nheld-out: {len(held)} patients (seed 202), Bayes ceiling accuracy {ceiling:.3f}; "
-          f"stage 2: {args.steps} steps")
+          f"stage 2: {args.steps} steps on follow-ups aligned: {args.alignment}")
     print("| variant | " + " | ".join(COLUMNS) + " | train s |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for name, numbers in results.items():

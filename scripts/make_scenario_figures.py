@@ -5,8 +5,9 @@ with the "if it responds / if it does not" scenarios: the README's generator fig
 
 Takes the first responder and the first non-responder of the demo bundle script's unseen-
 background cohort (simulated on LIDC-IDRI-0001, seed 303), runs the prediction exactly as
-``immunodiff predict --scenarios`` does (demo bundle, offline anatomy, the patient's clinical
-variables, tumour point from the cohort) and copies each case's report.png to
+``immunodiff predict --scenarios --followup`` does (demo bundle, offline anatomy, the
+patient's clinical variables, tumour point and mask from the cohort, its simulated follow-up
+scan aligned and shown beside the synthesized one) and copies each case's report.png to
 ``<output>/unseen_<patient>_report.png``; prints each case's predictions beside its truth.
 """
 
@@ -39,7 +40,7 @@ def main() -> int:
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
     from ImmunoDiffLib.inference.sampling import SamplingOptions
 
-    manifest, _ = demo._cohort(args.work / "unseen_cohort", demo.UNSEEN_COHORT)
+    manifest, _ = demo.simulated_cohort(args.work / "unseen_cohort", demo.UNSEEN_COHORT)
     cases = load_cohort(manifest, require_followup=True, require_outcomes=True)
     chosen = [next(c for c in cases if c.response == label) for label in (1, 0)]
     pipeline = ImmunoDiffPipeline(args.bundle, anatomy_backend="auto")
@@ -51,14 +52,16 @@ def main() -> int:
                                    point=case.tumour_point, case_id=f"{case.patient_id} "
                                    "(unseen background)",
                                    options=SamplingOptions(samples=args.samples),
-                                   scenarios=True)
+                                   scenarios=True, followup_path=case.followup_ct,
+                                   mask_path=case.tumour_mask)
             target = args.output / f"unseen_{case.patient_id}_report.png"
             shutil.copyfile(folder / "report.png", target)
         truth = "responder" if case.response else "non-responder"
         print(f"{case.patient_id}: truly a {truth}; "
               + json.dumps({k: summary[k] for k in ("response_probability", "recist",
-                                                     "generator_response_estimate",
-                                                     "agreement", "scenarios")}))
+                                                     "followup_scenario", "agreement",
+                                                     "scenarios", "out_of_distribution",
+                                                     "real_followup")}))
         print(f"  -> {target}")
     return 0
 

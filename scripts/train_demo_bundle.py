@@ -234,7 +234,9 @@ def main() -> int:
                                         preprocess, standardisation=standardisation)
                      for key, manifest in (("held_out", held_manifest),
                                            ("unseen_background", unseen_manifest))}
-    for name, prepared in (("training", dataset), *held_datasets.items()):
+    # the training cohort now; the held-out ones after training (all of them: --prepare-only)
+    for name, prepared in (("training", dataset),
+                           *(held_datasets.items() if args.prepare_only else ())):
         prepared.prepare(_progress(f"aligning and cropping the {name} cohort"))
         print()
     if args.prepare_only:

@@ -3,6 +3,7 @@ every case of a cohort manifest, into case folders (:mod:`ImmunoDiffLib.inferenc
 
     immunodiff predict --ct CT --point X Y Z --var age=64 ... -o DIR
     immunodiff predict --cohort cohort.csv -o DIR
+    immunodiff predict ... --dicom      (also OUT/dicom/: DICOM CT, SEG, SR)
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def add_parser(commands) -> None:
     parser.add_argument("--recist-scenarios", action="store_true",
                         help="also synthesize the follow-ups 'if it reaches CR / PR / SD / PD' "
                         "(a few sampling runs each; single CT)")
+    parser.add_argument("--dicom", action="store_true",
+                        help="also write DICOM outputs into OUT/dicom/ (per case with "
+                        "--cohort): the synthesized follow-up as a derived CT series in the "
+                        "input's study, lobes, vessels and tumour as DICOM SEG, the "
+                        "predictions as DICOM SR, the report as Secondary Capture")
     add_overwrite(parser)
     add_progress_and_cancel(parser)
 
@@ -97,11 +103,12 @@ def run(args, progress=None, cancel: CancelFlag = None) -> dict:
     pipeline = ImmunoDiffPipeline(bundle, device=args.device, anatomy_backend=args.anatomy)
     if args.cohort:
         return {"predictions": str(predict_cohort(pipeline, args.cohort, args.output, options,
-                                                  progress, cancel))}
+                                                  progress, cancel, dicom=args.dicom))}
     return predict_case(pipeline, args.ct, clinical, args.output, point=args.point,
                         mask_path=args.mask, case_id=args.id, options=options,
                         progress=progress, cancel=cancel, overwrite=args.overwrite,
                         allow_outside_lungs=args.allow_outside_lungs,
                         scenarios=args.scenarios, recist_scenarios=args.recist_scenarios,
                         lobes_path=args.lobes,
-                        vessels_path=args.vessels, followup_path=args.followup)
+                        vessels_path=args.vessels, followup_path=args.followup,
+                        dicom=args.dicom)

@@ -1,4 +1,5 @@
-"""DICOM series: find the series in a folder, read one, and write a volume as a CT series."""
+"""DICOM series: find the series in a folder, read one (refusing a series of another modality
+or without a pixel spacing), and write a volume as a CT series."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class DicomSeries:
     files: tuple[str, ...]
     description: str
     modality: str
+    # (0028,0030) of the first file as written: "" when absent, None when not known (the
+    # header could not be read, or an enhanced multi-frame file keeps it per frame)
+    pixel_spacing: str | None = None
 
     def summary(self) -> str:
         text = f"{self.uid} ({len(self.files)} files"
@@ -46,16 +50,36 @@ def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
         try:
             reader.ReadImageInformation()
             description, modality = _tag(reader, "0008|103e"), _tag(reader, "0008|0060")
+            multi_frame = _tag(reader, "0028|0008") not in ("", "1")
+            spacing = None if multi_frame else _tag(reader, "0028|0030")
         except RuntimeError:
-            description, modality = "", ""
-        series.append(DicomSeries(uid, files, description, modality))
+            description, modality, spacing = "", "", None
+        series.append(DicomSeries(uid, files, description, modality, spacing))
     return series
 
 
-def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) -> sitk.Image:
+def _check_series(series: DicomSeries, folder: Path, modality: str | None) -> None:
+    """Refuse a series of another modality than ``modality`` (when both are known) and one
+    without a pixel spacing (its voxel size, hence every measurement in mm, would be a guess)."""
+    if modality and series.modality and series.modality.upper() != modality.upper():
+        raise ImageError(
+            f"DICOM series {series.uid} in '{folder}' has modality {series.modality}, not "
+            f"{modality}: a chest CT series is expected."
+        )
+    if series.pixel_spacing == "":
+        raise ImageError(
+            f"DICOM series {series.uid} in '{folder}' has no Pixel Spacing (0028,0030): its "
+            "voxel size is unknown, so no size in mm could be measured. Export the series "
+            "again with its geometry."
+        )
+
+
+def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None,
+                      modality: str | None = None) -> sitk.Image:
     """Read one DICOM series from ``folder`` as a 3-D volume with its geometry.
 
     A folder with several series needs ``series_uid``; the error lists the series found.
+    ``modality`` (e.g. "CT"): refuse a series whose Modality (0008,0060) is another one.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -79,6 +103,7 @@ def read_dicom_series(folder: str | os.PathLike, series_uid: str | None = None) 
                 + ", ".join(s.uid for s in series)
             )
         chosen = matches[0]
+    _check_series(chosen, folder, modality)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(chosen.files))
     try:

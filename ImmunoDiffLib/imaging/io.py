@@ -77,7 +77,7 @@ def read_ct(path: str | os.PathLike, series_uid: str | None = None) -> sitk.Imag
     """
     path = Path(path)
     if path.is_dir():
-        image = read_dicom_series(path, series_uid=series_uid)
+        image = read_dicom_series(path, series_uid=series_uid, modality="CT")
     else:
         image = read_image(path)
     validate_ct(image, source=str(path))

@@ -4,7 +4,8 @@ Per case, into ``<output>/<case>/`` (written as a whole, atomically): ``followup
 (full baseline geometry), ``followup_crop.nii.gz``, ``uncertainty_crop.nii.gz``,
 ``lobes.nii.gz``, ``vessels.nii.gz``, ``predictions.json`` and ``report.png``; with the real
 follow-up given (``--followup``, a manifest's ``followup_ct``) also
-``real_followup_aligned.nii.gz`` and ``real_followup_crop.nii.gz``. A cohort run
+``real_followup_aligned.nii.gz`` and ``real_followup_crop.nii.gz``; with ``dicom`` (``predict
+--dicom``) the folder ``dicom/`` (:mod:`ImmunoDiffLib.dicom_export.write`). A cohort run
 adds ``predictions.csv``; cases whose folder is complete are skipped, so a killed run resumes
 where it stopped; under torchrun each rank takes every N-th case.
 """
@@ -15,13 +16,14 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import SimpleITK as sitk
 import torch.distributed as dist
 
 from ..anatomy.from_files import anatomy_from_files
 from ..cohort import load_cohort
-from ..errors import OutputPathError, TumourPointError
+from ..errors import BackendUnavailableError, OutputPathError, TumourPointError
 from ..imaging import label_centroid, read_ct, read_image, write_image
 from ..outputs import atomic_folder, atomic_output
 from ..progress import CancelFlag, ProgressCallback, Task
@@ -30,6 +32,9 @@ from ..train.distributed import init_world
 from .followup_comparison import RealFollowup, compare_with_real_followup
 from .pipeline import ImmunoDiffPipeline, Result
 from .sampling import SamplingOptions
+
+if TYPE_CHECKING:
+    from ..dicom_export.write import DicomBaseline
 
 PREDICTIONS_NAME = "predictions.json"
 CSV_COLUMNS = ("patient_id", "response_probability", "response_probability_sd",
@@ -51,10 +56,12 @@ def _csv_row(data: dict) -> dict:
 
 
 def write_case(result: Result, folder: str | os.PathLike, case_id: str,
-               overwrite: bool = False, real_followup: RealFollowup | None = None) -> Path:
+               overwrite: bool = False, real_followup: RealFollowup | None = None,
+               dicom: DicomBaseline | None = None) -> Path:
     """Write every output of one case into ``folder`` (all or nothing); with the real
     follow-up compared, also that follow-up aligned (full geometry and crop) and its
-    measurements under "real_followup" in predictions.json."""
+    measurements under "real_followup" in predictions.json; with ``dicom`` (the baseline
+    and its identity), the DICOM outputs in ``dicom/``."""
     folder = Path(folder)
     with atomic_folder(folder, overwrite) as staging:
         if real_followup is not None:
@@ -76,7 +83,21 @@ def write_case(result: Result, folder: str | os.PathLike, case_id: str,
             summary["real_followup"] = real_followup.summary()
         (staging / PREDICTIONS_NAME).write_text(json.dumps(summary, indent=2),
                                                 encoding="utf-8")
+        if dicom is not None:
+            dicom.write(result, staging, case_id, staging / "report.png")
     return folder
+
+
+def _dicom_baseline(ct_path, ct: sitk.Image, case_id: str,
+                    mask: sitk.Image | None) -> DicomBaseline:
+    """The baseline and its identity for the DICOM outputs, read before any work."""
+    try:  # deferred: highdicom, an optional dependency, is needed only for DICOM outputs
+        from ..dicom_export.write import dicom_baseline
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"DICOM outputs need the highdicom package ({error}); install it with "
+            "'pip install highdicom' or leave out --dicom.") from error
+    return dicom_baseline(ct_path, ct, case_id, mask)
 
 
 def _hu_int16(image: sitk.Image) -> sitk.Image:
@@ -97,7 +118,10 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
                  progress: ProgressCallback | None = None, cancel: CancelFlag = None,
                  overwrite: bool = False, allow_outside_lungs: bool = False,
                  scenarios: bool = False, lobes_path=None, vessels_path=None,
-                 followup_path=None, recist_scenarios: bool = False) -> dict:
+                 followup_path=None, recist_scenarios: bool = False,
+                 dicom: bool = False) -> dict:
+    """``dicom``: also write the DICOM outputs (``dicom/``), in the input's study when it is
+    a DICOM series."""
     output = Path(output)
     if output.exists() and not overwrite:
         raise OutputPathError(f"Output '{output}' exists already; choose another folder or "
@@ -108,6 +132,7 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
         if mask is None:
             raise TumourPointError("Give a tumour point (x y z, LPS mm) or a tumour mask.")
         point = label_centroid(mask, source=f"tumour mask '{mask_path}'")
+    baseline = _dicom_baseline(ct_path, ct, case_id, mask) if dicom else None
     anatomy = (None if lobes_path is None and vessels_path is None
                else anatomy_from_files(ct, lobes_path, vessels_path))
     task = Task(progress, cancel)
@@ -116,7 +141,7 @@ def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, poi
                           cancel, allow_outside_lungs, scenarios=scenarios, tumour_mask=mask,
                           anatomy=anatomy, recist_scenarios=recist_scenarios)
     real = _compare(pipeline, result, ct, followup_path, task.sub(share, 1.0))
-    write_case(result, output, case_id, overwrite, real)
+    write_case(result, output, case_id, overwrite, real, dicom=baseline)
     return {"patient_id": case_id, **result.summary(),
             **({} if real is None else {"real_followup": real.summary()})}
 
@@ -127,8 +152,10 @@ def _rank() -> tuple[int, int]:
 
 def predict_cohort(pipeline: ImmunoDiffPipeline, manifest, output,
                    options: SamplingOptions | None = None,
-                   progress: ProgressCallback | None = None, cancel: CancelFlag = None) -> Path:
-    """Predict every case of a cohort manifest; return the path of ``predictions.csv``."""
+                   progress: ProgressCallback | None = None, cancel: CancelFlag = None,
+                   dicom: bool = False) -> Path:
+    """Predict every case of a cohort manifest; return the path of ``predictions.csv``.
+    ``dicom``: also write each case's DICOM outputs."""
     cases = load_cohort(manifest)  # every row checked before any work
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -144,13 +171,16 @@ def predict_cohort(pipeline: ImmunoDiffPipeline, manifest, output,
         ct = read_ct(case.baseline_ct)
         mask = read_image(case.tumour_mask) if case.tumour_mask else None
         point = case.tumour_point or label_centroid(mask)
+        baseline = (_dicom_baseline(case.baseline_ct, ct, case.patient_id, mask) if dicom
+                    else None)
         share = task.sub(index / len(mine), (index + 1) / len(mine))
         compare = case.followup_ct is not None
         result = pipeline.run(ct, case.clinical, point, options,
                               share.sub(0.0, 0.7 if compare else 1.0).callback(), cancel,
                               tumour_mask=mask)
         real = _compare(pipeline, result, ct, case.followup_ct, share.sub(0.7, 1.0))
-        write_case(result, folder, case.patient_id, overwrite=True, real_followup=real)
+        write_case(result, folder, case.patient_id, overwrite=True, real_followup=real,
+                   dicom=baseline)
     task.report(1.0, "cohort done")
     if world > 1:
         init_world()
