@@ -2,13 +2,16 @@
 
 The widget keeps every input in the parameter node, runs the case in a background process
 (``immunodiff predict``, ImmunoDiffLib.background) polled by a timer, and loads the case
-folder it writes as new nodes (ImmunoDiffLib.mrml). Everything that computes lives in
+folder it writes as new nodes (ImmunoDiffLib.mrml). With a real follow-up CT chosen, that
+process also aligns it to the baseline, and the results show baseline | synthesized | real
+follow-up in three linked views. Everything that computes lives in
 ImmunoDiffLib. This file imports nothing heavy at module level: the panel opens, and offers to
 install the Python packages, before torch or MONAI exist. ImmunoDiffLogic is also the entry
 point from Slicer's Python console:
 
     logic = slicer.util.getModuleLogic("ImmunoDiff")
     nodes = logic.process(volumeNode, {"age": 64, "sex": "male", "pdl1": 60}, pointNode)
+    nodes = logic.process(volumeNode, clinical, pointNode, realFollowup=followupNode)
     logic.processCohort("/data/cohort.csv", "/data/predictions")
 
 The inputs and the logic live beside this file in ImmunoDiffModuleLib/. Requires Slicer 5.10

@@ -125,3 +125,133 @@ def test_uploads_that_are_not_one_series_are_refused_by_name(tmp_path, dicom_ser
         session.load_uploads(both)
     with pytest.raises(ImageError, match="Nothing was uploaded"):
         session.load_uploads([])
+
+
+def test_a_real_followup_is_uploaded_beside_the_ct_and_dropped_with_a_new_ct(
+        tmp_path, sample_paths, dicom_series):
+    """The optional real follow-up: uploaded as the CT is (a DICOM series' files or a .zip),
+    after the CT; it adds the third view; removing it, or a new CT, goes back to two."""
+    from ImmunoDiffLib.mrml import views
+
+    files, crop = dicom_series
+    work = tmp_path / "work"
+    work.mkdir()
+    scene = slicer.vtkMRMLScene()
+    session = ReviewSession(scene, [sample_paths["lung2_image"].parent, tmp_path],
+                            bundle=tmp_path, work_dir=work)
+    with pytest.raises(ImageError, match="Load the baseline CT first"):
+        session.load_followup_uploads([(p.name, p.read_bytes()) for p in files])
+    baseline = session.load(str(sample_paths["lung2_image"]))
+    session.set_point((-52.6, 95.9, -256.5))
+    assert session.review_views() == views.SIDE_BY_SIDE_VIEWS
+    followup = session.load_followup_uploads([(p.name, p.read_bytes()) for p in files])
+    assert followup.GetName() == "lung2 crop (real follow-up, as scanned)"
+    _same_geometry_and_values(followup, crop)
+    assert session.volume_node is baseline and session.point_ras is not None  # kept
+    assert session.review_views() == views.REAL_FOLLOWUP_VIEWS
+    assert followup.GetDisplayNode().GetWindow() == 1500  # the lung window, as the CT
+    assert list(work.iterdir()) == []  # nothing kept once it is read
+    session.clear_followup()
+    assert session.followup_node is None and not scene.IsNodePresent(followup)
+    assert session.review_views() == views.SIDE_BY_SIDE_VIEWS
+    archive = tmp_path / "followup.zip"
+    with zipfile.ZipFile(archive, "w") as writer:
+        for path in files:
+            writer.write(path, f"followup/{path.name}")
+    again = session.load_followup_uploads([("followup.zip", archive.read_bytes())])
+    _same_geometry_and_values(again, crop)
+    session.load(str(sample_paths["lung2_image"]))  # another patient's CT
+    assert session.followup_node is None and not scene.IsNodePresent(again)
+    assert session.review_views() == views.SIDE_BY_SIDE_VIEWS
+
+
+def _stand_in_alignment(calls):
+    """compare_with_real_followup without elastix: the follow-up resampled onto the
+    baseline as it lies (the real alignment is tested in test_mrml_real_followup.py), known
+    numbers."""
+    from ImmunoDiffLib.imaging.resample import resample_like
+    from ImmunoDiffLib.inference.followup_comparison import RealFollowup
+
+    def compare(result, ct, followup, window=None, progress=None, cancel=None):
+        calls.append(followup)
+        progress(0.5, "aligning: deformable stage")
+        aligned = resample_like(followup, ct, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+        return RealFollowup(
+            aligned_ct=aligned, crop=resample_like(aligned, result.baseline_crop,
+                                                   sitk.sitkLinear, -1024.0, sitk.sitkFloat32),
+            lesion_ml=3.25, diameter_mm=21.0, recist="PR", ssim_synthesized=0.71,
+            ssim_baseline=0.64, lesion_volume_error_ml=-0.5,
+            alignment={"mode": "deformable", "quality": {"lung_overlap": 0.93,
+                                                         "folded_fraction": 0.0}})
+
+    return compare
+
+
+def test_a_run_with_a_real_followup_fills_three_linked_views_and_saves_it(
+        tmp_path, sample_paths, lung2, monkeypatch):
+    from test_pipeline import _bundle
+
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
+    from ImmunoDiffLib.mrml import views
+    from ImmunoDiffLib.review import session as session_module
+    from ImmunoDiffLib.review.session import real_followup_text
+
+    calls = []
+    monkeypatch.setattr(session_module, "compare_with_real_followup",
+                        _stand_in_alignment(calls))
+    scene = slicer.vtkMRMLScene()
+    views.ensure_display_defaults(scene)
+    application = slicer.vtkMRMLApplicationLogic()  # the review page's application logic
+    application.SetMRMLScene(scene)
+    slice_logics = []
+    for name in views.REAL_FOLLOWUP_VIEWS:  # the page's views (trame-slicer makes them so)
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.AddSliceNode(name).SetOrientation("Axial")
+        slice_logics.append(logic)
+    followup_path = tmp_path / "month3.nrrd"
+    sitk.WriteImage(lung2[:, :, 4:58], str(followup_path))  # another grid than the CT
+    session = ReviewSession(scene, [sample_paths["lung2_image"].parent, tmp_path],
+                            bundle=_bundle(tmp_path / "bundle"), anatomy_backend="classic",
+                            work_dir=tmp_path / "work")
+    baseline = session.load(str(sample_paths["lung2_image"]))
+    session.set_point((-52.6, 95.9, -256.5))
+    session.load_followup(str(followup_path))
+    fractions = []
+    original_progress = session._progress
+    monkeypatch.setattr(session, "_progress", lambda fraction, message="": (
+        fractions.append(fraction), original_progress(fraction, message)))
+    session.start({"age": "64", "pdl1": "60"},
+                  SamplingOptions(steps=1, samples=1, prediction_draws=1))
+    session.wait(600)
+    assert session.collect()
+    state = session.run_state
+    assert state.error == "" and not state.cancelled, state.error
+    assert len(calls) == 1 and calls[0].GetSize() == lung2[:, :, 4:58].GetSize()
+    # the prediction up to 0.7 of the bar, then the alignment (its half-way report at 0.85)
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(0.85)
+    assert pytest.approx(0.7) in fractions
+    real = session.nodes["real followup"]
+    assert real.GetName() == f"{baseline.GetName()} real follow-up (aligned)"
+    assert real.GetImageData().GetDimensions() == baseline.GetImageData().GetDimensions()
+    composites = {n.GetLayoutName(): n for n in _nodes(scene, "vtkMRMLSliceCompositeNode")}
+    assert [composites[v].GetBackgroundVolumeID() for v in views.REAL_FOLLOWUP_VIEWS] == [
+        baseline.GetID(), session.nodes["followup"].GetID(), real.GetID()]
+    assert all(composites[v].GetLinkedControl() for v in views.REAL_FOLLOWUP_VIEWS)
+    assert session.review_views() == views.REAL_FOLLOWUP_VIEWS
+    # the measurements where the prediction is: the summary, its text, the table
+    assert state.summary["real_followup"]["recist"] == "PR"
+    text = real_followup_text(state.summary)
+    assert "RECIST              PR" in text and "SSIM synth. / real  0.71" in text
+    assert real_followup_text({"recist": "SD"}) == ""
+    table = session.nodes["table"]
+    rows = {table.GetCellText(r, 0): table.GetCellText(r, 1)
+            for r in range(table.GetNumberOfRows())}
+    assert rows["Tumour volume, real follow-up (ml)"] == "3.250"
+    saved = session.save(str(tmp_path / "saved"))
+    assert (saved / "real_followup_aligned.nii.gz").is_file()
+
+
+def _nodes(scene, class_name: str) -> list:
+    nodes = scene.GetNodesByClass(class_name)
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]

@@ -159,10 +159,13 @@ def test_the_panel_says_where_lobes_and_vessels_come_from_and_finds_the_extensio
 class LayoutManager:
     """The application's layout manager, as far as the module uses it: the layout node,
     Slicer's own vtkMRMLLayoutLogic, which makes the layout's view nodes, and a slice logic per
-    slice view (what each slice widget holds), which makes its composite node."""
+    slice view (what each slice widget holds), which makes its composite node; with the
+    application logic, whose slice link logic makes linked views follow each other."""
 
     def __init__(self, scene):
         self.scene = scene
+        self.application_logic = slicer.vtkMRMLApplicationLogic()
+        self.application_logic.SetMRMLScene(scene)
         self.node = scene.AddNewNodeByClass("vtkMRMLLayoutNode")
         self.logic = slicer.vtkMRMLLayoutLogic()
         self.logic.SetMRMLScene(scene)
@@ -178,6 +181,122 @@ class LayoutManager:
                 logic.SetMRMLScene(self.scene)
                 logic.SetSliceNode(view)
                 self.slice_logics[view.GetLayoutName()] = logic
+
+
+def _image(values: np.ndarray, origin=(0.0, 0.0, 0.0)):
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(values)
+    image.SetSpacing((2.0, 2.0, 3.0))
+    image.SetOrigin(origin)
+    return image
+
+
+def _layout_name(manager) -> int:
+    return manager.node.GetViewArrangement()
+
+
+def test_the_results_are_shown_beside_a_real_followup_in_three_linked_views_or_as_before(
+        monkeypatch):
+    """The logic's showResults: without a real follow-up the side-by-side layout, as before;
+    with one, baseline | synthesized | real follow-up in Red | Yellow | Green, linked."""
+    from ImmunoDiffLib.mrml import views as mrml_views
+
+    with module_under_test(monkeypatch) as (module, _):
+        scene = slicer.mrmlScene
+        mrml_views.ensure_display_defaults(scene)  # the application's scene has them
+        layout = LayoutManager(scene)
+        slicer.app.layoutManager = lambda: layout
+        values = np.arange(12 * 16 * 20, dtype=np.int16).reshape(12, 16, 20) % 700 - 900
+        baseline = mrml.image_to_volume_node(_image(values), scene, "baseline")
+        nodes = {"followup": mrml.image_to_volume_node(_image(values + 50), scene, "synth"),
+                 "difference": mrml.image_to_volume_node(_image(values * 0 + 50), scene,
+                                                         "difference")}
+        for node in (baseline, *nodes.values()):
+            node.CreateDefaultDisplayNodes()
+        point_ras = mrml.lps_to_ras((19.0, 15.0, 18.0))
+        logic = module.ImmunoDiffLogic()
+
+        def composites():
+            return {n.GetLayoutName(): n for n in _nodes(scene, "vtkMRMLSliceCompositeNode")}
+
+        logic.showResults(baseline, nodes, point_ras)
+        assert _layout_name(layout) == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+        shown = composites()
+        assert (shown["Red"].GetBackgroundVolumeID(), shown["Yellow"].GetBackgroundVolumeID()) \
+            == (baseline.GetID(), nodes["followup"].GetID())
+
+        real = mrml.image_to_volume_node(_image(values - 30, origin=(0.0, 0.0, 0.0)), scene,
+                                         "baseline real follow-up (aligned)")
+        real.CreateDefaultDisplayNodes()
+        logic.showResults(baseline, {**nodes, "real followup": real}, point_ras)
+        assert _layout_name(layout) == mrml_views.REAL_FOLLOWUP_LAYOUT
+        shown = composites()
+        assert [shown[v].GetBackgroundVolumeID() for v in ("Red", "Yellow", "Green")] == [
+            baseline.GetID(), nodes["followup"].GetID(), real.GetID()]
+        assert all(shown[v].GetLinkedControl() for v in ("Red", "Yellow", "Green"))
+        slices = {n.GetLayoutName(): n for n in _nodes(scene, "vtkMRMLSliceNode")}
+        red = layout.slice_logics["Red"]
+        red.StartSliceOffsetInteraction()
+        red.SetSliceOffset(red.GetSliceOffset() - 6.0)
+        red.EndSliceOffsetInteraction()
+        for view in ("Yellow", "Green"):  # linked: the others follow the left view
+            assert layout.slice_logics[view].GetSliceOffset() == pytest.approx(
+                red.GetSliceOffset())
+            assert slices[view].GetOrientation() == slices["Red"].GetOrientation()
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
+        assert hierarchy.GetItemByDataNode(real)  # beside the other results
+
+        logic.showResults(baseline, nodes, point_ras)  # the next case has none: as before
+        assert _layout_name(layout) == slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView
+        shown = composites()
+        assert (shown["Red"].GetBackgroundVolumeID(), shown["Yellow"].GetBackgroundVolumeID()) \
+            == (baseline.GetID(), nodes["followup"].GetID())
+
+
+def test_a_real_followup_chosen_in_the_panel_goes_to_the_background_case(monkeypatch,
+                                                                          tmp_path):
+    """The optional real follow-up selector: refused when it is the baseline itself, else
+    written beside the baseline and given to ``immunodiff predict --followup``."""
+    import subprocess
+
+    from ImmunoDiffLib.imaging import read_image
+
+    with module_under_test(monkeypatch) as (module, _):
+        slicer.app.temporaryPath = str(tmp_path)
+        scene = slicer.mrmlScene
+        volume = _volume(scene)
+        followup = mrml.image_to_volume_node(_image(np.full((5, 7, 9), -700, np.int16),
+                                                    origin=(4.0, -3.0, 2.0)), scene, "month 3")
+        widget = module.ImmunoDiffWidget()
+        widget.setup()
+        ui, parameters = widget.ui, widget._parameterNode
+        parameters.bundlePath = tmp_path  # passed on, not read, by the command line
+        point = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Tumour point")
+        ui.tumourPointSelector.setCurrentNode(point)
+        point.AddControlPoint(1.0, 2.0, 3.0)
+        assert ui.applyButton.enabled and parameters.realFollowupVolume is None  # optional
+        ui.realFollowupVolumeSelector.setCurrentNode(volume)
+        assert not ui.applyButton.enabled
+        assert "another volume than the baseline" in ui.applyReasonLabel.text
+        ui.realFollowupVolumeSelector.setCurrentNode(followup)
+        assert parameters.realFollowupVolume is followup and ui.applyButton.enabled
+        launched = []
+
+        def launch(command, environment):
+            launched.append(command)
+            return subprocess.Popen(["true"], stdout=subprocess.PIPE, text=True)
+
+        run = module.ImmunoDiffLogic().startBackgroundCase(parameters, launch=launch)
+        run.job.wait(30)
+        command = launched[0]
+        written = Path(command[command.index("--followup") + 1])
+        image = read_image(written)
+        assert image.GetSize() == (9, 7, 5) and image.GetOrigin() == pytest.approx(
+            (4.0, -3.0, 2.0))
+        assert written.parent == run.folder
+        run.cleanup()
+        assert not run.folder.exists()
 
 
 def _panel_with_lung2(module, sample_paths, lung2, point_lps, steps):

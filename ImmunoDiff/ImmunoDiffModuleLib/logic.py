@@ -116,6 +116,10 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
             write_image(anatomy.vessels, folder / "vessels.nrrd")
             extra = ["--lobes", str(folder / "lobes.nrrd"), "--vessels",
                      str(folder / "vessels.nrrd")]
+        followup = None
+        if parameters.realFollowupVolume is not None:
+            followup = folder / "real_followup.nrrd"
+            write_image(mrml.volume_node_to_image(parameters.realFollowupVolume), followup)
         output = folder / "case"
         command = background.predict_command(
             background.python_executable(), folder / "baseline.nrrd", output,
@@ -123,7 +127,8 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
             cancel_file=folder / "cancel", bundle=resolveBundle(parameters.bundlePath),
             anatomy=parameters.anatomyBackend, steps=parameters.steps,
             samples=parameters.samples, seed=parameters.seed, device=parameters.device,
-            mask=mask, scenarios=parameters.scenarios, case_id=volume.GetName()) + extra
+            mask=mask, scenarios=parameters.scenarios, case_id=volume.GetName(),
+            followup=followup) + extra
         job = background.BackgroundJob(command, folder / "cancel",
                                        launch=launch or launchInSlicer).start()
         if pointRAS is None:
@@ -140,10 +145,14 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
     # --- the console's path: in this process -------------------------------------------------
     def process(self, volumeNode, clinical, tumourPoint, bundlePath=None,
                 anatomyBackend="auto", existingSegmentation=None, steps=25, samples=2, seed=0,
-                device="cpu", progress=None, cancel=None, showResults=True, scenarios=False):
+                device="cpu", progress=None, cancel=None, showResults=True, scenarios=False,
+                realFollowup=None):
         """One case, in this process: returns the new nodes (followup, difference,
         uncertainty, segmentation, table) and the result. ``tumourPoint``: a markups node
-        (first point) or RAS (x, y, z). The input volume node is never modified."""
+        (first point) or RAS (x, y, z). ``realFollowup``: a volume node of the patient's real
+        follow-up CT, aligned to the baseline after the prediction and compared with the
+        synthesized follow-up (node ``real followup``, its rows in the table, three views).
+        The input volume nodes are never modified."""
         from ImmunoDiffLib import mrml
         from ImmunoDiffLib.inference.sampling import SamplingOptions
 
@@ -156,7 +165,7 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         nodes = mrml.process_case(slicer.mrmlScene, volumeNode, clinical, pointRAS,
                                   self.pipeline(bundlePath, anatomyBackend, device), options,
                                   progress, cancel, existing_segmentation=existingSegmentation,
-                                  scenarios=scenarios)
+                                  scenarios=scenarios, real_followup=realFollowup)
         if showResults and slicer.app.layoutManager() is not None:
             self.showResults(volumeNode, nodes, pointRAS)
         return nodes
@@ -188,15 +197,22 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
 
     def showResults(self, baselineNode, nodes, pointRAS, showDifference=True):
         """Baseline | synthesized follow-up in the side-by-side layout (Red | Yellow), centred
-        on the tumour, linked, same window/level, the difference as a ±200 HU overlay; the
-        outputs under the baseline's study in the subject hierarchy."""
+        on the tumour, linked, same window/level, the difference as a ±200 HU overlay; with a
+        real follow-up in ``nodes``, baseline | synthesized | real follow-up (aligned) in three
+        linked views (Red | Yellow | Green). The outputs go under the baseline's study in the
+        subject hierarchy."""
         from ImmunoDiffLib import mrml
         from ImmunoDiffLib.mrml import views as mrml_views
 
         layoutManager = slicer.app.layoutManager()
-        layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        mrml_views.show_side_by_side(slicer.mrmlScene, baselineNode, nodes, pointRAS,
-                                     showDifference)
+        if "real followup" in nodes:
+            layoutManager.setLayout(mrml_views.register_real_followup_layout(slicer.mrmlScene))
+            mrml_views.show_with_real_followup(slicer.mrmlScene, baselineNode, nodes,
+                                               pointRAS, showDifference)
+        else:
+            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
+            mrml_views.show_side_by_side(slicer.mrmlScene, baselineNode, nodes, pointRAS,
+                                         showDifference)
         mrml.place_under_study(slicer.mrmlScene, baselineNode,
                                [n for n in nodes.values() if hasattr(n, "GetID")])
 

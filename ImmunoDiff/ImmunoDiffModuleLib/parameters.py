@@ -26,6 +26,8 @@ class ImmunoDiffParameterNode:
     tumourSegmentation: vtkMRMLSegmentationNode
     tumourSegmentId: str = ""
     bundlePath: Path
+    # optional: the patient's real follow-up CT, aligned and shown beside the synthesized one
+    realFollowupVolume: vtkMRMLScalarVolumeNode
     anatomyBackend: Annotated[str, Choice(["auto", "paper", "lungmask", "totalsegmentator",
                                            "classic"])] = "auto"
     useExistingSegmentation: bool = False
@@ -83,6 +85,10 @@ def applyProblems(parameters, clinicalError=None) -> list:
     if not hasPoint and not hasSegment:
         problems.append("Place the tumour point (one click in a slice view) or choose a tumour "
                         "segment.")
+    if parameters.realFollowupVolume is not None and \
+            parameters.realFollowupVolume is parameters.inputVolume:
+        problems.append("The real follow-up CT must be another volume than the baseline CT "
+                        "(or none).")
     if parameters.useExistingSegmentation and parameters.existingSegmentation is None:
         problems.append("Choose the existing lobe/vessel segmentation, or untick it.")
     if clinicalError:

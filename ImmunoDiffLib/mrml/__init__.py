@@ -2,9 +2,10 @@
 this package is the only part of the library that imports ``slicer``.
 
 ``volumes``: volume nodes <-> SimpleITK images; ``segmentations``: anatomy <-> segmentation
-nodes; ``tables``: predictions as a table node; ``cases``: one case's results as new nodes;
-``views``: showing them side by side, and rendering the review offscreen. Everything is
-re-exported here, so ``from ImmunoDiffLib import mrml; mrml.process_case(...)`` works.
+nodes; ``tables``: predictions (and a real follow-up's measurements) as a table node;
+``cases``: one case's results as new nodes; ``views``: showing them side by side (or beside
+a real follow-up), and rendering the review offscreen. Everything is re-exported here, so
+``from ImmunoDiffLib import mrml; mrml.process_case(...)`` works.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from .segmentations import (
     terminology_codes,
     terminology_entry,
 )
-from .tables import TABLE_ROWS, predictions_to_table_node
+from .tables import REAL_FOLLOWUP_TABLE_ROWS, TABLE_ROWS, predictions_to_table_node, table_rows
 from .views import nodes_added_since, scene_node_ids
 from .volumes import (
     LPS_TO_RAS,
@@ -32,10 +33,11 @@ from .volumes import (
 )
 
 __all__ = [
-    "APPROXIMATE_TAG", "LPS_TO_RAS", "TABLE_ROWS", "anatomy_to_segmentation_node",
+    "APPROXIMATE_TAG", "LPS_TO_RAS", "REAL_FOLLOWUP_TABLE_ROWS", "TABLE_ROWS",
+    "anatomy_to_segmentation_node",
     "image_to_volume_node", "load_case_folder", "lps_to_ras", "nodes_added_since",
     "place_under_study", "predictions_to_table_node", "process_case", "ras_to_lps",
     "scene_node_ids", "segment_centre_ras", "segment_mask", "segment_tag", "segment_to_image",
-    "segmentation_to_anatomy", "terminology_codes", "terminology_entry",
+    "segmentation_to_anatomy", "table_rows", "terminology_codes", "terminology_entry",
     "volume_node_to_image",
 ]

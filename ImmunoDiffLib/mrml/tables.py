@@ -1,5 +1,7 @@
 """A prediction summary as a table node (Measure, Value as shown, Number). A key "a.b" is
-the field b of the summary's section a (e.g. the out-of-distribution flag's)."""
+the field b of the summary's section a (e.g. the out-of-distribution flag's), "a.b.c" one
+level deeper. A summary with a real follow-up compared (its section "real_followup") gets
+that follow-up's rows too."""
 
 from __future__ import annotations
 
@@ -31,21 +33,38 @@ TABLE_ROWS = (
     ("out_of_distribution.reasons", "Out-of-distribution reasons"),
     ("change_region.margin_mm", "Change region margin around the lesion (mm)"),
 )
+# the real follow-up's measurements and its comparison with the synthesized one, after the
+# prediction's rows when the summary has them (RealFollowup.summary())
+REAL_FOLLOWUP_TABLE_ROWS = (
+    ("real_followup.recist", "RECIST category (real follow-up)"),
+    ("real_followup.lesion_ml", "Tumour volume, real follow-up (ml)"),
+    ("real_followup.diameter_mm", "Longest diameter, real follow-up (mm)"),
+    ("real_followup.synthesized_lesion_volume_error_ml",
+     "Tumour volume error, synthesized minus real (ml)"),
+    ("real_followup.ssim_synthesized_to_real", "SSIM, synthesized vs real follow-up"),
+    ("real_followup.ssim_baseline_to_real", "SSIM, baseline vs real follow-up"),
+    ("real_followup.alignment.quality.lung_overlap", "Real follow-up alignment: lung overlap"),
+)
 
 
 def _value(summary: dict, key: str):
-    section, _, name = key.partition(".")
-    value = summary.get(section)
-    if name:
-        value = value.get(name) if isinstance(value, dict) else None
+    value = summary
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
     return "; ".join(value) if isinstance(value, list) else value
+
+
+def table_rows(summary: dict) -> tuple:
+    """The (key, label) rows a summary's table has: :data:`TABLE_ROWS`, then
+    :data:`REAL_FOLLOWUP_TABLE_ROWS` when a real follow-up was compared."""
+    return TABLE_ROWS + (REAL_FOLLOWUP_TABLE_ROWS if summary.get("real_followup") else ())
 
 
 def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff predictions",
                               node=None):
     """A table node of a prediction summary: Measure and Value (as shown) as text, and Number
     (a double column: the value where it is a number, NaN where it is not), so the numbers can
-    be sorted, plotted or exported as numbers."""
+    be sorted, plotted or exported as numbers. Rows: :func:`table_rows`."""
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
     table = node.GetTable()
@@ -54,7 +73,7 @@ def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff pred
     measures.SetName("Measure")
     values.SetName("Value")
     numbers.SetName("Number")
-    for key, label in TABLE_ROWS:
+    for key, label in table_rows(summary):
         value = _value(summary, key)
         measures.InsertNextValue(label)
         values.InsertNextValue("" if value is None else

@@ -1,8 +1,10 @@
 """Showing a case's results in slice views: the side-by-side review in the application's
 layout (Red | Yellow: baseline | synthesized follow-up, centred on the tumour, linked, same
-window/level, the difference as a diverging overlay that can be toggled) and the same review
-rendered offscreen by Slicer's own slice logic (for pictures and batch work). Everything here
-works on MRML nodes, so it runs in the application and with slicer-core alike."""
+window/level, the difference as a diverging overlay that can be toggled), with a real
+follow-up the three-view review (Red | Yellow | Green: baseline | synthesized | real
+follow-up, aligned), and the same review rendered offscreen by Slicer's own slice logic (for
+pictures and batch work). Everything here works on MRML nodes, so it runs in the application
+and with slicer-core alike."""
 
 from __future__ import annotations
 
@@ -14,6 +16,19 @@ from vtk.util.numpy_support import vtk_to_numpy
 REVIEW_VIEWS = ("ImmunoDiffReviewLeft", "ImmunoDiffReviewRight")
 # the slice views of Slicer's side-by-side layout (SlicerLayoutSideBySideView), left to right
 SIDE_BY_SIDE_VIEWS = ("Red", "Yellow")
+# the slice views of the review with a real follow-up, left to right: baseline | synthesized
+# follow-up | real follow-up (aligned)
+REAL_FOLLOWUP_VIEWS = ("Red", "Yellow", "Green")
+# the layout id of that review (custom layouts take ids above SlicerLayoutUserView, 100)
+REAL_FOLLOWUP_LAYOUT = 7301
+_VIEW_LABELS_AND_COLOURS = {"Red": ("R", "#F34A33"), "Yellow": ("Y", "#EDD54C"),
+                            "Green": ("G", "#6EB04B")}
+REAL_FOLLOWUP_LAYOUT_XML = '<layout type="horizontal">' + "".join(
+    f'<item><view class="vtkMRMLSliceNode" singletontag="{view}">'
+    '<property name="orientation" action="default">Axial</property>'
+    f'<property name="viewlabel" action="default">{label}</property>'
+    f'<property name="viewcolor" action="default">{colour}</property></view></item>'
+    for view, (label, colour) in _VIEW_LABELS_AND_COLOURS.items()) + "</layout>"
 DIFFERENCE_WINDOW_HU = (400.0, 0.0)  # window, level of the difference overlay: -200..+200 HU
 
 
@@ -201,3 +216,54 @@ def set_overlay(scene, node, opacity: float = DIFFERENCE_OPACITY) -> None:
         if view in composites:
             composites[view].SetForegroundVolumeID(None if node is None else node.GetID())
             composites[view].SetForegroundOpacity(0.0 if node is None else opacity)
+
+
+def register_real_followup_layout(scene) -> int:
+    """Make the three-view layout (:data:`REAL_FOLLOWUP_VIEWS` in a row) known to the
+    scene's layout node, the application's or one made with vtkMRMLLayoutLogic; returns its
+    id (:data:`REAL_FOLLOWUP_LAYOUT`) for the layout manager's ``setLayout``."""
+    layout = scene.GetFirstNodeByClass("vtkMRMLLayoutNode")
+    if layout is None:
+        raise ValueError("The scene has no layout node: the three views need the "
+                         "application's layout (or a vtkMRMLLayoutLogic's).")
+    if not layout.IsLayoutDescription(REAL_FOLLOWUP_LAYOUT):
+        layout.AddLayoutDescription(REAL_FOLLOWUP_LAYOUT, REAL_FOLLOWUP_LAYOUT_XML)
+    return REAL_FOLLOWUP_LAYOUT
+
+
+def show_with_real_followup(scene, baseline_node, nodes: dict, point_ras,
+                            show_difference: bool = True) -> None:
+    """Fill the three views of the review with a real follow-up (:data:`REAL_FOLLOWUP_VIEWS`,
+    which must exist: switch to :func:`register_real_followup_layout`'s layout first):
+    baseline | synthesized follow-up as :func:`show_side_by_side` shows them, and the real
+    follow-up aligned (``nodes["real followup"]``, without overlay) on the right. The three
+    take the left view's orientation, are centred on ``point_ras`` and are linked (Slicer's
+    linked control: moving, zooming or turning one moves the others)."""
+    composites = _view_nodes(scene, "vtkMRMLSliceCompositeNode")
+    slices = _view_nodes(scene, "vtkMRMLSliceNode")
+    missing = [v for v in REAL_FOLLOWUP_VIEWS if v not in composites or v not in slices]
+    if missing:
+        raise ValueError(f"The scene has no slice view(s) {', '.join(missing)}: switch to "
+                         "the layout of the review with a real follow-up first.")
+    left, middle, right = REAL_FOLLOWUP_VIEWS
+    for view in (middle, right):
+        _turn_like(slices[view], slices[left])
+    show_side_by_side(scene, baseline_node, nodes, point_ras, show_difference)
+    composite = composites[right]
+    composite.SetBackgroundVolumeID(nodes["real followup"].GetID())
+    composite.SetForegroundVolumeID(None)
+    composite.SetForegroundOpacity(0.0)
+    composite.SetLabelVolumeID(None)
+    composite.SetLinkedControl(True)
+    slices[right].JumpSliceByCentering(*point_ras)
+
+
+def _turn_like(slice_node, reference) -> None:
+    """``slice_node`` turned as ``reference`` is: its orientation preset (Axial, ...), or its
+    matrix when it is turned freely (Reformat)."""
+    orientation = reference.GetOrientation()
+    if orientation != "Reformat" and slice_node.HasSliceOrientationPreset(orientation):
+        slice_node.SetOrientation(orientation)
+    else:
+        slice_node.GetSliceToRAS().DeepCopy(reference.GetSliceToRAS())
+        slice_node.UpdateMatrices()

@@ -103,10 +103,17 @@ def _real_followup_row(figure, row, baseline, followup, extent, real_followup) -
     _ct(row[1], followup, extent, "synthesized follow-up")
     _ct(row[2], real, extent, f"real follow-up, aligned: {real_followup.recist}")
     _difference(figure, row[3], real - baseline, extent, "real follow-up: difference")
-    summary = real_followup.summary()
-    quality = summary["alignment"]["quality"]
     row[4].axis("off")
-    row[4].text(0.0, 0.95, "\n".join([
+    row[4].text(0.0, 0.95, "\n".join(real_followup_lines(real_followup.summary())), va="top",
+                fontsize=9.5, family="monospace")
+
+
+def real_followup_lines(summary: dict) -> list[str]:
+    """A real follow-up's measurements and its comparison with the synthesized one
+    (:meth:`~ImmunoDiffLib.inference.followup_comparison.RealFollowup.summary`) as lines of
+    text."""
+    quality = summary["alignment"]["quality"]
+    return [
         "Real follow-up (aligned)",
         f"RECIST              {summary['recist']}",
         f"lesion              {summary['lesion_ml']:.1f} mL, {summary['diameter_mm']:.0f} mm",
@@ -114,7 +121,7 @@ def _real_followup_row(figure, row, baseline, followup, extent, real_followup) -
         f"SSIM synth. / real  {summary['ssim_synthesized_to_real']:.2f}",
         f"SSIM baseline/real  {summary['ssim_baseline_to_real']:.2f}",
         f"alignment: lungs {quality['lung_overlap']:.2f}, folded "
-        f"{quality['folded_fraction']:.1%}"]), va="top", fontsize=9.5, family="monospace")
+        f"{quality['folded_fraction']:.1%}"]
 
 
 def _ct(axis, values, extent, title: str) -> None:

@@ -2,7 +2,9 @@
 :class:`~ImmunoDiffLib.review.session.ReviewSession`.
 
 Left: the CT (click the tumour to place the point); right: the synthesized follow-up, linked,
-at the same window/level. The form holds the CT path or an upload, the clinical variables
+at the same window/level; with a real follow-up CT given (a path or an upload, as the CT), a
+third view: the real follow-up, aligned to the baseline by the run, linked, its measurements
+beside the predictions. The form holds the CT path or an upload, the clinical variables
 (units, ranges, "unknown", NLR computed, one message per bad field), the anatomy backend and
 samples/steps/seed, Run with a progress bar and Cancel, the overlay and orientation choices,
 the predictions and warnings, and Save. Work runs in the session's worker thread; a task on the
@@ -12,6 +14,7 @@ server's event loop polls it, so the page stays responsive.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import time
 from pathlib import Path
@@ -28,11 +31,23 @@ from trame_vuetify.ui.vuetify3 import SinglePageLayout
 from ..anatomy import BACKENDS
 from ..errors import ImmunoDiffError
 from ..inference.sampling import SamplingOptions
-from ..mrml.views import SIDE_BY_SIDE_VIEWS
-from .session import ReviewSession, field_problems, out_of_distribution_text, predictions_text
+from ..mrml.views import REAL_FOLLOWUP_VIEWS, SIDE_BY_SIDE_VIEWS
+from .session import (
+    ReviewSession,
+    field_problems,
+    out_of_distribution_text,
+    predictions_text,
+    real_followup_text,
+)
 
 POLL_SECONDS = 0.25
+PAGE_TITLE = "ImmunoDiff review"  # the browser tab's title
+# the extension's icon: beside the library in the source tree and in Slicer's install
+ICON = Path(__file__).resolve().parents[2] / "Resources" / "Icons" / "ImmunoDiff.png"
 ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
+# the page's layouts by the views the session fills (ReviewSession.review_views)
+LAYOUTS = {SIDE_BY_SIDE_VIEWS: "review", REAL_FOLLOWUP_VIEWS: "review with real follow-up"}
+NO_FOLLOWUP = "no real follow-up (optional)"
 
 
 def _upload_bytes(content) -> bytes:
@@ -55,11 +70,11 @@ class ReviewPage:
         self.app = SlicerApp()
         register_rca_factories(self.app.view_manager, self.server)
         self.layout = LayoutManager(self.app.scene, self.app.view_manager, self.server)
-        left, right = (ViewLayoutDefinition.slice_view("Axial", label=name)
-                       for name in SIDE_BY_SIDE_VIEWS)
-        self.layout.register_layout("review", Layout(LayoutDirection.Horizontal,
-                                                     [left, right]))
-        self.layout.set_layout("review")
+        for names, layout_id in LAYOUTS.items():  # every view made now, shown by its layout
+            self.layout.register_layout(layout_id, Layout(
+                LayoutDirection.Horizontal,
+                [ViewLayoutDefinition.slice_view("Axial", label=name) for name in names]))
+        self.layout.set_layout(LAYOUTS[SIDE_BY_SIDE_VIEWS])
         self.session = ReviewSession(self.app.scene, allowed_roots, bundle, anatomy_backend,
                                      work_dir)
         self.fiducial = None
@@ -82,6 +97,7 @@ class ReviewPage:
         state.point_text = "click the tumour in the left view"
         state.goto, state.goto_error = "", ""
         state.mask_path, state.mask_error = "", ""
+        state.followup_path, state.followup_error, state.followup_info = "", "", NO_FOLLOWUP
         self.fields = self.session.clinical_fields()
         for item in self.fields:
             state[f"clinical_{item['name']}"] = ""
@@ -99,6 +115,7 @@ class ReviewPage:
         state.predictions = ""
         state.out_of_distribution, state.out_of_distribution_flagged = "", False
         state.warnings = ""
+        state.real_followup = ""
         state.has_result = False
         state.overlay = "none"  # the baseline and the follow-up themselves, side by side
         state.anatomy_visible = False
@@ -110,6 +127,7 @@ class ReviewPage:
         state.change("anatomy_visible")(self._anatomy_changed)
         state.change("orientation")(self._orientation_changed)
         state.change("upload")(self._uploaded)
+        state.change("followup_upload")(self._followup_uploaded)
 
     def _update_can_run(self) -> None:
         state = self.server.state
@@ -159,13 +177,61 @@ class ReviewPage:
         state.ct_info = f"{node.GetName()}: {size} voxels, loaded {time.strftime('%H:%M:%S')}"
         state.has_result = False
         state.predictions = state.warnings = state.run_message = state.run_error = ""
+        state.real_followup = ""
         state.out_of_distribution, state.out_of_distribution_flagged = "", False
         state.point_text = "click the tumour in the left view"
+        state.followup_info, state.followup_error = NO_FOLLOWUP, ""  # a new patient's CT
         for view in self.app.view_manager.get_slice_views():
             view.set_background_volume_id(node.GetID())
             view.set_foreground_volume_id(None)
+        self._apply_layout()
         self.app.display_manager.reset_views()
         self._update_can_run()
+
+    # --- the real follow-up (optional) --------------------------------------------------------
+    def load_followup(self) -> None:
+        state = self.server.state
+        try:
+            node = self.session.load_followup(state.followup_path)
+        except ImmunoDiffError as error:
+            state.followup_error = str(error)
+            return
+        self._after_followup_load(node)
+
+    def _followup_uploaded(self, followup_upload, **_):
+        if not followup_upload:
+            return
+        files = followup_upload if isinstance(followup_upload, list) else [followup_upload]
+        try:
+            node = self.session.load_followup_uploads([(file.get("name", "upload"),
+                                                        _upload_bytes(file.get("content")))
+                                                       for file in files])
+        except ImmunoDiffError as error:
+            self.server.state.followup_error = str(error)
+            return
+        self._after_followup_load(node)
+
+    def _after_followup_load(self, node) -> None:
+        """The real follow-up as scanned in the right view until a run aligns it."""
+        state = self.server.state
+        size = " x ".join(str(v) for v in node.GetImageData().GetDimensions())
+        state.followup_error = ""
+        state.followup_info = (f"{node.GetName()}: {size} voxels; the run aligns it to the "
+                               "CT and compares it with the synthesized follow-up")
+        for view in self.app.view_manager.get_slice_views():
+            if view.name == REAL_FOLLOWUP_VIEWS[-1]:
+                view.set_background_volume_id(node.GetID())
+                view.set_foreground_volume_id(None)
+        self._apply_layout()
+
+    def clear_followup(self) -> None:
+        self.session.clear_followup()
+        self.server.state.followup_info, self.server.state.followup_error = NO_FOLLOWUP, ""
+        self._apply_layout()
+
+    def _apply_layout(self) -> None:
+        """Two views, or three with a real follow-up (ReviewSession.review_views)."""
+        self.layout.set_layout(LAYOUTS[self.session.review_views()])
 
     def go_to(self) -> None:
         """Centre both views on a typed RAS point (e.g. a finding from the report)."""
@@ -248,7 +314,9 @@ class ReviewPage:
             (state.out_of_distribution,
              state.out_of_distribution_flagged) = out_of_distribution_text(result.summary)
             state.warnings = "\n".join(result.summary.get("warnings", []))
+            state.real_followup = real_followup_text(result.summary)
             self._update_can_run()
+            self._apply_layout()
         if result.folder is not None:
             self._overlay_changed(self.server.state.overlay)
             self._anatomy_changed(self.server.state.anatomy_visible)
@@ -277,6 +345,10 @@ class ReviewPage:
 
     # --- the page ---------------------------------------------------------------------------
     def _build_ui(self) -> None:
+        self.server.state.trame__title = PAGE_TITLE
+        if ICON.is_file():  # a data URL: the page needs no network for its icon
+            self.server.state.trame__favicon = ("data:image/png;base64,"
+                                                + base64.b64encode(ICON.read_bytes()).decode())
         with SinglePageLayout(self.server) as ui:
             ui.title.set_text("ImmunoDiff review (research use only)")
             ui.footer.hide()
@@ -309,6 +381,20 @@ class ReviewPage:
         v3.VBtn("Use mask", click=self.use_mask, id="use-mask", size="small")
         html.Div("{{ ct_info }}", id="ct-info", style="font-size:12px;")
         html.Div("{{ point_text }}", id="point")
+        self._followup_panel()
+
+    def _followup_panel(self) -> None:
+        """The optional real follow-up CT: a path or an upload, as the CT."""
+        v3.VTextField(v_model=("followup_path",), label="real follow-up CT (optional): file or "
+                      "DICOM folder", id="followup-path", density="compact",
+                      error_messages=("followup_error ? [followup_error] : []",))
+        v3.VBtn("Load follow-up", click=self.load_followup, id="load-followup", size="small")
+        v3.VBtn("Remove follow-up", click=self.clear_followup, id="clear-followup",
+                size="small")
+        v3.VFileInput(v_model=("followup_upload", None), multiple=True, id="followup-upload",
+                      label="or upload the real follow-up: a CT file, a DICOM series' files "
+                            "or a .zip of them", density="compact")
+        html.Div("{{ followup_info }}", id="followup-info", style="font-size:12px;")
 
     def _clinical_panel(self) -> None:
         with v3.VRow(dense=True):
@@ -355,6 +441,8 @@ class ReviewPage:
                     v3.VBtn(orientation.lower(), value=orientation,
                             id=f"orientation-{orientation.lower()}")
             html.Pre("{{ predictions }}", id="predictions", style="font-size:12px;")
+            html.Pre("{{ real_followup }}", v_if="real_followup", id="real-followup",
+                     style="font-size:12px;")
             html.Pre("{{ out_of_distribution }}", id="out-of-distribution",
                      style=("out_of_distribution_flagged ? 'font-size:12px;color:#d00000;"
                             "font-weight:bold;white-space:pre-wrap;' : 'font-size:12px;"

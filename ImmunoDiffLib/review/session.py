@@ -1,12 +1,14 @@
 """One review session of the web app, without its page: the CT loaded into the MRML scene,
-the tumour point, the clinical variables checked field by field, one run at a time in a
-worker thread (progress, cancel), the results as nodes through :mod:`ImmunoDiffLib.mrml`, and
-Save. The page (``page.py``) only binds widgets to this object, so everything here is tested
-without a browser.
+the tumour point, the clinical variables checked field by field, an optional real follow-up
+CT, one run at a time in a worker thread (progress, cancel; with a real follow-up, its
+alignment to the baseline and comparison after the prediction), the results as nodes through
+:mod:`ImmunoDiffLib.mrml` (baseline | synthesized, or baseline | synthesized | real follow-up
+in linked views), and Save. The page (``page.py``) only binds widgets to this object, so
+everything here is tested without a browser.
 
-Threads: the worker runs only the library (``pipeline.run`` and ``write_case`` into a
-temporary case folder); nodes are made and views changed on the server's thread, by
-:meth:`ReviewSession.collect`, because MRML is not thread-safe.
+Threads: the worker runs only the library (``pipeline.run``, ``compare_with_real_followup``
+and ``write_case`` into a temporary case folder); nodes are made and views changed on the
+server's thread, by :meth:`ReviewSession.collect`, because MRML is not thread-safe.
 """
 
 from __future__ import annotations
@@ -25,12 +27,18 @@ from ..clinical import VARIABLES, parse_clinical
 from ..errors import ClinicalValueError, ImageError, ImmunoDiffError
 from ..imaging import label_centroid, list_dicom_series, read_ct, read_image
 from ..inference.cases import PREDICTIONS_NAME, write_case
+from ..inference.followup_comparison import compare_with_real_followup
 from ..inference.pipeline import ImmunoDiffPipeline
 from ..inference.sampling import SamplingOptions
 from ..mrml import views
+from ..mrml.cases import PIPELINE_SHARE_WITH_REAL_FOLLOWUP
 from ..outputs import atomic_folder
-from ..progress import Cancelled
-from ..reporting.case_report import out_of_distribution_lines, prediction_lines
+from ..progress import Cancelled, Task
+from ..reporting.case_report import (
+    out_of_distribution_lines,
+    prediction_lines,
+    real_followup_lines,
+)
 
 LUNG_WINDOW = (1500.0, -600.0)  # window, level
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -107,6 +115,7 @@ class ReviewSession:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="immunodiff-review-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.volume_node = None
+        self.followup_node = None  # the real follow-up CT as scanned, when one was given
         self.point_ras: tuple[float, float, float] | None = None
         self.tumour_mask = None  # a drawn tumour (SimpleITK label map), when one was given
         self.run_state = RunState()
@@ -143,9 +152,13 @@ class ReviewSession:
 
     def load_uploads(self, files: list[tuple[str, bytes]]):
         """A CT sent by the browser as (file name, bytes) pairs: one CT file, the files of one
-        DICOM series, or one .zip of a DICOM folder. The files are kept in the session's
-        folder only while they are read; names are reduced to their last part, so nothing is
-        written outside it."""
+        DICOM series, or one .zip of a DICOM folder (:meth:`_read_uploads`)."""
+        return self._show(*self._read_uploads(files))
+
+    def _read_uploads(self, files: list[tuple[str, bytes]]):
+        """(image, name) of a CT sent by the browser as (file name, bytes) pairs. The files
+        are kept in the session's folder only while they are read; names are reduced to their
+        last part, so nothing is written outside it."""
         if not files:
             raise ImageError("Nothing was uploaded.")
         with tempfile.TemporaryDirectory(dir=self.work_dir) as folder:
@@ -157,7 +170,7 @@ class ReviewSession:
                     suffix = next(s for s in UPLOAD_SUFFIXES if lower.endswith(s))
                     path = folder / f"upload{suffix}"
                     path.write_bytes(content)
-                    return self._show(read_ct(path), Path(filename).name.split(".")[0])
+                    return read_ct(path), Path(filename).name.split(".")[0]
                 if not lower.endswith(".zip"):
                     raise ImageError(f"Upload '{filename}' is not a CT file this review reads "
                                      f"({', '.join(UPLOAD_SUFFIXES)}); send a NIfTI, NRRD or "
@@ -175,18 +188,64 @@ class ReviewSession:
                 raise ImageError(f"The upload ({len(files)} file(s)) holds {found}; send the "
                                  "files of one DICOM series, or a NIfTI, NRRD or MHA file.")
             image = read_ct(folder, series_uid=series[0].uid)
-            return self._show(image, series[0].description or "DICOM upload")
+            return image, series[0].description or "DICOM upload"
 
-    def _show(self, image, name: str):
+    def _volume_node(self, image, name: str):
+        """A new volume node of ``image``, shown at the lung window."""
         views.ensure_display_defaults(self.scene)
         node = mrml.image_to_volume_node(image, self.scene, name)
         node.CreateDefaultDisplayNodes()
         display = node.GetDisplayNode()
         display.SetAutoWindowLevel(False)
         display.SetWindowLevel(*LUNG_WINDOW)
+        return node
+
+    def _show(self, image, name: str):
+        """A new baseline: the point, the mask, the results and the real follow-up of the
+        previous one are dropped."""
+        self.clear_followup()
+        node = self._volume_node(image, name)
         self.volume_node, self.point_ras, self.nodes, self.tumour_mask = node, None, {}, None
         self.run_state = RunState()
         return node
+
+    # --- the real follow-up (optional) --------------------------------------------------------
+    def load_followup(self, path_text: str):
+        """The patient's real follow-up CT, a file or DICOM folder inside the allowed folders,
+        into a new volume node (as scanned); the next run aligns it to the baseline and
+        compares it with the synthesized follow-up. Returns the node."""
+        self._need_baseline()
+        path = self.allowed(path_text)
+        return self._show_followup(read_ct(path), path.name.split(".")[0])
+
+    def load_followup_uploads(self, files: list[tuple[str, bytes]]):
+        """The real follow-up CT sent by the browser, as the baseline is
+        (:meth:`load_uploads`: one CT file, a DICOM series' files or a .zip of them)."""
+        self._need_baseline()
+        return self._show_followup(*self._read_uploads(files))
+
+    def _need_baseline(self) -> None:
+        if self.volume_node is None:
+            raise ImageError("Load the baseline CT first, then its real follow-up.")
+
+    def _show_followup(self, image, name: str):
+        self.clear_followup()
+        self.followup_node = self._volume_node(image, f"{name} (real follow-up, as scanned)")
+        return self.followup_node
+
+    def clear_followup(self) -> None:
+        """Forget the real follow-up (its node leaves the scene); a finished run's aligned
+        follow-up stays with that run's results."""
+        if self.followup_node is not None and self.scene.IsNodePresent(self.followup_node):
+            self.scene.RemoveNode(self.followup_node)
+        self.followup_node = None
+
+    def review_views(self) -> tuple[str, ...]:
+        """The slice views the review fills: baseline | synthesized, and the real follow-up
+        (as scanned before a run, aligned after it) when there is one."""
+        if self.followup_node is not None or "real followup" in self.nodes:
+            return views.REAL_FOLLOWUP_VIEWS
+        return views.SIDE_BY_SIDE_VIEWS
 
     def set_point(self, point_ras) -> None:
         """The tumour point, kept to 0.01 mm: the precision predictions.json records, so the
@@ -219,28 +278,42 @@ class ReviewSession:
         if not self._lock.acquire(blocking=False):
             raise BusyError("A case is running on this server; wait for it or cancel it.")
         image = mrml.volume_node_to_image(self.volume_node)  # read on the server's thread
+        followup = (None if self.followup_node is None
+                    else mrml.volume_node_to_image(self.followup_node))
         point_lps = mrml.ras_to_lps(self.point_ras)
         raw = {k: v for k, v in clinical.items() if str(v).strip() not in ("", "unknown")}
         self._cancel.clear()
         self.run_state = RunState(running=True, message="starting")
-        self._thread = threading.Thread(target=self._work, args=(image, raw, point_lps, options,
-                                                                 self.tumour_mask), daemon=True)
+        self._thread = threading.Thread(target=self._work, args=(
+            image, raw, point_lps, options, self.tumour_mask, followup), daemon=True)
         self._thread.start()
 
     def _progress(self, fraction: float, message: str = "") -> None:
         self.run_state.fraction, self.run_state.message = float(fraction), message
 
     def _work(self, image, clinical: dict, point_lps, options: SamplingOptions,
-              tumour_mask) -> None:
+              tumour_mask, followup=None) -> None:
+        """The case (and, with ``followup``, the real follow-up's alignment and comparison)
+        into the temporary case folder; runs in the worker thread."""
         folder = self.work_dir / "case"
+        task = Task(self._progress, self._cancel.is_set)
+        share = 1.0 if followup is None else PIPELINE_SHARE_WITH_REAL_FOLLOWUP
         try:
             if self._pipeline is None:
                 self._progress(0.0, "loading the model")
                 self._pipeline = ImmunoDiffPipeline(self.bundle,
                                                     anatomy_backend=self.anatomy_backend)
-            result = self._pipeline.run(image, clinical, point_lps, options, self._progress,
+            progress = self._progress if followup is None else task.sub(0.0, share).callback()
+            result = self._pipeline.run(image, clinical, point_lps, options, progress,
                                         self._cancel.is_set, tumour_mask=tumour_mask)
-            write_case(result, folder, "review", overwrite=True)
+            real = None
+            if followup is not None:
+                alignment = task.sub(share, 1.0)
+                alignment.report(0.0, "aligning the real follow-up")
+                real = compare_with_real_followup(result, image, followup,
+                                                  self._pipeline.info.window,
+                                                  alignment.callback(), self._cancel.is_set)
+            write_case(result, folder, "review", overwrite=True, real_followup=real)
             self._pending = {"folder": folder}
         except Cancelled:
             self._pending = {"cancelled": True}
@@ -269,7 +342,12 @@ class ReviewSession:
         else:
             folder = pending["folder"]
             self.nodes = mrml.load_case_folder(self.scene, folder, self.volume_node)
-            views.show_side_by_side(self.scene, self.volume_node, self.nodes, self.point_ras)
+            if "real followup" in self.nodes:
+                views.show_with_real_followup(self.scene, self.volume_node, self.nodes,
+                                              self.point_ras)
+            else:
+                views.show_side_by_side(self.scene, self.volume_node, self.nodes,
+                                        self.point_ras)
             state.folder, state.summary = folder, self.nodes["summary"]
             state.fraction, state.message = 1.0, "done"
         self.run_state = state
@@ -318,6 +396,13 @@ class ReviewSession:
 def predictions_text(summary: dict) -> str:
     """The predictions as the case report writes them."""
     return "\n".join(prediction_lines(summary)) if summary else ""
+
+
+def real_followup_text(summary: dict) -> str:
+    """The real follow-up's measurements and comparison as the case report writes them
+    (empty without a real follow-up)."""
+    real = (summary or {}).get("real_followup")
+    return "\n".join(real_followup_lines(real)) if real else ""
 
 
 def out_of_distribution_text(summary: dict) -> tuple[str, bool]:
