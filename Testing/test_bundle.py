@@ -125,7 +125,18 @@ def test_the_shipped_demo_bundle_is_small_verified_and_labelled_as_simulated():
                     "auc_clinical_only_logistic", "scenario_responder_shrinks",
                     "scenario_non_responder_keeps", "heads_agree_with_synthesis"):
             assert 0.0 <= checks[key] <= 1.0, (cohort, key)
-        assert checks["background_mae_hu"] > 0 and set(checks["samplers_4_patients"]) == {
-            "ddim-50", "ddpm-1000"}
+        assert checks["background_mae_hu"] > 0
+        assert 0.0 <= metrics["ece"] <= 1.0 and 0.0 <= metrics["feature_score_flagged"] <= 1.0
+    # the threshold was set on the held-out cohort to flag at most 5 % of it
+    assert info.metrics["held_out"]["feature_score_flagged"] <= 0.05
+    # held-out parts: the calibration and the out-of-distribution reference, fitted on the
+    # held-out cohort (not the training one), with the measured effect recorded
+    assert info.calibration is not None and info.calibration.slope > 0
+    assert info.calibration.source["patients"] == training["held_out_cohort"]["n_patients"]
+    low, high = info.calibration.source["logit_range"]
+    assert low < high
+    assert info.out_of_distribution is not None and info.out_of_distribution.features
+    assert info.out_of_distribution.features.n_held_out == training["held_out_cohort"][
+        "n_patients"]
     assert model.config == info.model and model.config.target == "change"
     assert model.config.prediction_type == "sample" and model.config.scenario
