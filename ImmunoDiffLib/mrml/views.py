@@ -174,18 +174,25 @@ def _view_nodes(scene, class_name: str) -> dict:
             for i in range(nodes.GetNumberOfItems())}
 
 
+def _required_views(scene, views, layout: str) -> tuple[dict, dict]:
+    """(composite nodes, slice nodes) by view name; a clear error naming the views missing
+    (``layout``: what to switch to)."""
+    composites = _view_nodes(scene, "vtkMRMLSliceCompositeNode")
+    slices = _view_nodes(scene, "vtkMRMLSliceNode")
+    missing = [v for v in views if v not in composites or v not in slices]
+    if missing:
+        raise ValueError(f"The scene has no slice view(s) {', '.join(missing)}: switch to "
+                         f"{layout} first.")
+    return composites, slices
+
+
 def show_side_by_side(scene, baseline_node, nodes: dict, point_ras,
                       show_difference: bool = True) -> None:
     """Fill the side-by-side layout's views (``SIDE_BY_SIDE_VIEWS``, which must exist: the
     application's layout manager, or vtkMRMLLayoutLogic, makes them): baseline left,
     synthesized follow-up right, both centred on ``point_ras``, linked, the follow-up at the
     baseline's window/level (process_case sets it), the difference as foreground overlay."""
-    composites = _view_nodes(scene, "vtkMRMLSliceCompositeNode")
-    slices = _view_nodes(scene, "vtkMRMLSliceNode")
-    missing = [v for v in SIDE_BY_SIDE_VIEWS if v not in composites or v not in slices]
-    if missing:
-        raise ValueError(f"The scene has no slice view(s) {', '.join(missing)}: switch to "
-                         "the side-by-side layout first.")
+    composites, slices = _required_views(scene, SIDE_BY_SIDE_VIEWS, "the side-by-side layout")
     style_difference(nodes["difference"])
     for view, volume in zip(SIDE_BY_SIDE_VIEWS, (baseline_node, nodes["followup"]),
                             strict=True):
@@ -239,12 +246,8 @@ def show_with_real_followup(scene, baseline_node, nodes: dict, point_ras,
     follow-up aligned (``nodes["real followup"]``, without overlay) on the right. The three
     take the left view's orientation, are centred on ``point_ras`` and are linked (Slicer's
     linked control: moving, zooming or turning one moves the others)."""
-    composites = _view_nodes(scene, "vtkMRMLSliceCompositeNode")
-    slices = _view_nodes(scene, "vtkMRMLSliceNode")
-    missing = [v for v in REAL_FOLLOWUP_VIEWS if v not in composites or v not in slices]
-    if missing:
-        raise ValueError(f"The scene has no slice view(s) {', '.join(missing)}: switch to "
-                         "the layout of the review with a real follow-up first.")
+    composites, slices = _required_views(scene, REAL_FOLLOWUP_VIEWS,
+                                         "the layout of the review with a real follow-up")
     left, middle, right = REAL_FOLLOWUP_VIEWS
     for view in (middle, right):
         _turn_like(slices[view], slices[left])
