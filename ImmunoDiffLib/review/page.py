@@ -50,6 +50,12 @@ LAYOUTS = {SIDE_BY_SIDE_VIEWS: "review", REAL_FOLLOWUP_VIEWS: "review with real 
 NO_FOLLOWUP = "no real follow-up (optional)"
 
 
+def _named_uploads(upload) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each file of a VFileInput upload (one file or a list)."""
+    files = upload if isinstance(upload, list) else [upload]
+    return [(file.get("name", "upload"), _upload_bytes(file.get("content"))) for file in files]
+
+
 def _upload_bytes(content) -> bytes:
     """A file's content as the browser sent it: bytes, or a list of chunks for large files."""
     if isinstance(content, list | tuple):
@@ -160,11 +166,8 @@ class ReviewPage:
     def _uploaded(self, upload, **_):
         if not upload:
             return
-        files = upload if isinstance(upload, list) else [upload]
         try:
-            node = self.session.load_uploads([(file.get("name", "upload"),
-                                               _upload_bytes(file.get("content")))
-                                              for file in files])
+            node = self.session.load_uploads(_named_uploads(upload))
         except ImmunoDiffError as error:
             self.server.state.load_error = str(error)
             return
@@ -201,11 +204,8 @@ class ReviewPage:
     def _followup_uploaded(self, followup_upload, **_):
         if not followup_upload:
             return
-        files = followup_upload if isinstance(followup_upload, list) else [followup_upload]
         try:
-            node = self.session.load_followup_uploads([(file.get("name", "upload"),
-                                                        _upload_bytes(file.get("content")))
-                                                       for file in files])
+            node = self.session.load_followup_uploads(_named_uploads(followup_upload))
         except ImmunoDiffError as error:
             self.server.state.followup_error = str(error)
             return
