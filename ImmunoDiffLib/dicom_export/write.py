@@ -27,6 +27,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from ..anatomy import Anatomy
 from ..inference.pipeline import Result
 from .derived_series import SeriesDescription, ct_series, write_datasets
 from .equipment import BASELINE_SERIES_NUMBER, FOLLOWUP_SERIES_NUMBER, RESEARCH_ONLY
@@ -40,6 +41,25 @@ FOLLOWUP_DESCRIPTION = "ImmunoDiff SYNTHESIZED follow-up - research only"
 
 
 @dataclass(frozen=True)
+class DicomCase:
+    """What the DICOM outputs of one case are made of: the synthesized ``followup_ct`` (on the
+    baseline's grid), the ``anatomy`` on that grid, the tumour point (LPS mm) and the
+    predictions as ``predictions.json`` holds them (``summary``, with ``patient_id``). Made
+    from a pipeline :class:`~ImmunoDiffLib.inference.pipeline.Result`, or from results
+    loaded back (the Slicer module's nodes)."""
+
+    followup_ct: sitk.Image
+    anatomy: Anatomy
+    tumour_point_lps: tuple[float, float, float]
+    summary: dict
+
+    @classmethod
+    def from_result(cls, result: Result, case_id: str) -> DicomCase:
+        return cls(result.followup_ct, result.anatomy, tuple(result.tumour_point_lps),
+                   {"patient_id": case_id, **result.summary()})
+
+
+@dataclass(frozen=True)
 class DicomBaseline:
     """The baseline as the DICOM outputs need it: ``ct`` (HU; the grid of every output), its
     ``identity`` (copied from its DICOM series or generated) and the drawn tumour mask
@@ -49,7 +69,7 @@ class DicomBaseline:
     identity: StudyIdentity
     tumour_mask: sitk.Image | None = None
 
-    def write(self, result: Result, case_folder: Path, case_id: str,
+    def write(self, result: Result | DicomCase, case_folder: Path, case_id: str,
               report_png: Path | None = None) -> dict:
         """The DICOM outputs of ``result`` into ``case_folder``/dicom/."""
         return write_dicom_outputs(result, self, case_folder / FOLDER_NAME, case_id,
@@ -75,7 +95,7 @@ def _baseline_series(baseline: DicomBaseline, case_id: str) -> list[Dataset]:
     return ct_series(baseline.ct, identity, series, instance_uids=uids)
 
 
-def _followup_series(result: Result, identity: StudyIdentity,
+def _followup_series(case: DicomCase, identity: StudyIdentity,
                      baseline_slices: list[Dataset]) -> list[Dataset]:
     series_uid = str(baseline_slices[0].SeriesInstanceUID)
     series = SeriesDescription(
@@ -85,7 +105,7 @@ def _followup_series(result: Result, identity: StudyIdentity,
                    "immunotherapy, the baseline elsewhere. Not an acquired image.",
         comment=f"SYNTHESIZED follow-up, not an acquired image. {RESEARCH_ONLY}",
         number=FOLLOWUP_SERIES_NUMBER, uid=generate_uid())
-    return ct_series(result.followup_ct, identity, series, sources=baseline_slices)
+    return ct_series(case.followup_ct, identity, series, sources=baseline_slices)
 
 
 def _write(dataset: Dataset, path: Path) -> Path:
@@ -93,10 +113,13 @@ def _write(dataset: Dataset, path: Path) -> Path:
     return path
 
 
-def write_dicom_outputs(result: Result, baseline: DicomBaseline, folder: str | os.PathLike,
-                        case_id: str, report_png: str | os.PathLike | None = None) -> dict:
-    """Write the DICOM outputs of one case into ``folder`` (a new folder inside the case's
-    staging folder); return what :file:`identity.json` says."""
+def write_dicom_outputs(result: Result | DicomCase, baseline: DicomBaseline,
+                        folder: str | os.PathLike, case_id: str,
+                        report_png: str | os.PathLike | None = None) -> dict:
+    """Write the DICOM outputs of one case (a pipeline result, or a :class:`DicomCase`) into
+    ``folder`` (a new folder inside the case's staging folder); return what
+    :file:`identity.json` says."""
+    case = result if isinstance(result, DicomCase) else DicomCase.from_result(result, case_id)
     folder = Path(folder)
     folder.mkdir(parents=True)
     identity = baseline.identity
@@ -107,20 +130,19 @@ def write_dicom_outputs(result: Result, baseline: DicomBaseline, folder: str | o
         written = write_datasets(slices, folder / "baseline", "CT")
         files["baseline"] = [str(p.relative_to(folder)) for p in written]
     slices = list(slices)
-    followup = _followup_series(result, identity, slices)
+    followup = _followup_series(case, identity, slices)
     written = write_datasets(followup, folder / "followup", "CT")
     files["followup"] = [str(p.relative_to(folder)) for p in written]
 
     drawn = baseline.tumour_mask is not None
-    tumour = baseline_tumour_mask(baseline.ct, result.tumour_point_lps, baseline.tumour_mask)
-    segmentation = build_segmentation(slices, case_segments(result.anatomy, tumour, drawn))
+    point = case.tumour_point_lps
+    tumour = baseline_tumour_mask(baseline.ct, point, baseline.tumour_mask)
+    segmentation = build_segmentation(slices, case_segments(case.anatomy, tumour, drawn))
     tumour_number = (number_of_segment(segmentation, TUMOUR_LABEL)
                      if sitk.GetArrayViewFromImage(tumour).any() else None)
     files["segmentation"] = _write(segmentation, folder / "segmentation.dcm").name
 
-    point = result.tumour_point_lps
-    summary = {"patient_id": case_id, **result.summary()}
-    report = build_report(summary, segmentation, tumour_number, slices,
+    report = build_report(case.summary, segmentation, tumour_number, slices,
                           slice_through(slices, baseline.ct, point),
                           slice_through(followup, baseline.ct, point))
     files["report"] = _write(report, folder / "report.dcm").name
