@@ -3,12 +3,19 @@ the tumour point, the clinical variables checked field by field, an optional rea
 CT, one run at a time in a worker thread (progress, cancel; with a real follow-up, its
 alignment to the baseline and comparison after the prediction), the results as nodes through
 :mod:`ImmunoDiffLib.mrml` (baseline | synthesized, or baseline | synthesized | real follow-up
-in linked views), and Save. The page (``page.py``) only binds widgets to this object, so
-everything here is tested without a browser.
+in linked views), and Save (the case folder ``immunodiff predict`` writes; with ``dicom``
+also its ``dicom/`` folder, in the study of the CT when it was loaded or uploaded as a DICOM
+series). The page (``page.py``) only binds widgets to this object, so everything here is
+tested without a browser.
 
 Threads: the worker runs only the library (``pipeline.run``, ``compare_with_real_followup``
 and ``write_case`` into a temporary case folder); nodes are made and views changed on the
 server's thread, by :meth:`ReviewSession.collect`, because MRML is not thread-safe.
+
+DICOM identity: the patient, study and frame of reference of a CT loaded from a DICOM folder or
+uploaded as a DICOM series are read (headers only, with
+:mod:`ImmunoDiffLib.dicom_export.identity`) while its files are at hand, and kept with the CT;
+a CT that is not DICOM gets a generated identity when it is saved with DICOM outputs.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 
 from .. import mrml
 from ..clinical import VARIABLES, parse_clinical
+from ..dicom_export.identity import identity_from_dicom_folder, study_identity
 from ..errors import ClinicalValueError, ImageError, ImmunoDiffError
 from ..imaging import label_centroid, list_dicom_series, read_ct, read_image
 from ..inference.cases import PREDICTIONS_NAME, write_case
@@ -39,6 +47,7 @@ from ..reporting.case_report import (
     prediction_lines,
     real_followup_lines,
 )
+from .dicom_identity import LoadedIdentity, dicom_baseline, identity_of_series
 
 LUNG_WINDOW = (1500.0, -600.0)  # window, level
 UPLOAD_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -83,6 +92,9 @@ class RunState:
     cancelled: bool = False
     folder: Path | None = None  # the finished case folder (temporary until saved)
     summary: dict = field(default_factory=dict)
+    # what Save's DICOM outputs are made of: the run's result, baseline CT, drawn tumour,
+    # identity and case name
+    dicom_source: dict | None = field(default=None, repr=False)
 
 
 def field_problems(values: dict) -> tuple[dict[str, str], float | None]:
@@ -118,6 +130,7 @@ class ReviewSession:
         self.followup_node = None  # the real follow-up CT as scanned, when one was given
         self.point_ras: tuple[float, float, float] | None = None
         self.tumour_mask = None  # a drawn tumour (SimpleITK label map), when one was given
+        self.identity = LoadedIdentity()  # the loaded CT's DICOM identity
         self.run_state = RunState()
         self.nodes: dict = {}
         self._pipeline: ImmunoDiffPipeline | None = None
@@ -125,6 +138,7 @@ class ReviewSession:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: dict | None = None
+        self._dicom_inputs: dict = {}
 
     # --- input ------------------------------------------------------------------------------
     def allowed(self, path_text: str) -> Path:
@@ -144,7 +158,11 @@ class ReviewSession:
         """Read a CT file or DICOM folder (inside the allowed folders) into a new volume node,
         shown at the lung window. Returns the node."""
         path = self.allowed(path_text)
-        return self._show(read_ct(path), name or path.name.split(".")[0])
+        image = read_ct(path)
+        name = name or path.name.split(".")[0]
+        identity = (identity_of_series(lambda: study_identity(path, image, name), image,
+                                        f"'{path}'") if path.is_dir() else LoadedIdentity())
+        return self._show(image, name, identity)
 
     def load_upload(self, filename: str, content: bytes):
         """One file sent by the browser (:meth:`load_uploads`)."""
@@ -152,13 +170,15 @@ class ReviewSession:
 
     def load_uploads(self, files: list[tuple[str, bytes]]):
         """A CT sent by the browser as (file name, bytes) pairs: one CT file, the files of one
-        DICOM series, or one .zip of a DICOM folder (:meth:`_read_uploads`)."""
-        return self._show(*self._read_uploads(files))
+        DICOM series, or one .zip of a DICOM folder (:meth:`_read_uploads`); a DICOM series'
+        identity is kept for Save's DICOM outputs."""
+        return self._show(*self._read_uploads(files, with_identity=True))
 
-    def _read_uploads(self, files: list[tuple[str, bytes]]):
-        """(image, name) of a CT sent by the browser as (file name, bytes) pairs. The files
-        are kept in the session's folder only while they are read; names are reduced to their
-        last part, so nothing is written outside it."""
+    def _read_uploads(self, files: list[tuple[str, bytes]], with_identity: bool = False):
+        """(image, name) of a CT sent by the browser as (file name, bytes) pairs; with
+        ``with_identity``, (image, name, :class:`LoadedIdentity`). The files are kept in the
+        session's folder only while they are read; names are reduced to their last part, so
+        nothing is written outside it."""
         if not files:
             raise ImageError("Nothing was uploaded.")
         with tempfile.TemporaryDirectory(dir=self.work_dir) as folder:
@@ -170,7 +190,8 @@ class ReviewSession:
                     suffix = next(s for s in UPLOAD_SUFFIXES if lower.endswith(s))
                     path = folder / f"upload{suffix}"
                     path.write_bytes(content)
-                    return read_ct(path), Path(filename).name.split(".")[0]
+                    read = read_ct(path), Path(filename).name.split(".")[0]
+                    return (*read, LoadedIdentity()) if with_identity else read
                 if not lower.endswith(".zip"):
                     raise ImageError(f"Upload '{filename}' is not a CT file this review reads "
                                      f"({', '.join(UPLOAD_SUFFIXES)}); send a NIfTI, NRRD or "
@@ -188,7 +209,14 @@ class ReviewSession:
                 raise ImageError(f"The upload ({len(files)} file(s)) holds {found}; send the "
                                  "files of one DICOM series, or a NIfTI, NRRD or MHA file.")
             image = read_ct(folder, series_uid=series[0].uid)
-            return image, series[0].description or "DICOM upload"
+            name = series[0].description or "DICOM upload"
+            if not with_identity:
+                return image, name
+            where = f"the upload ({len(files)} file(s))"
+            source = (f"DICOM series {series[0].uid} uploaded to the web review "
+                      f"({len(series[0].files)} files)")
+            return image, name, identity_of_series(lambda: identity_from_dicom_folder(folder),
+                                                    image, where, source)
 
     def _volume_node(self, image, name: str):
         """A new volume node of ``image``, shown at the lung window."""
@@ -200,12 +228,13 @@ class ReviewSession:
         display.SetWindowLevel(*LUNG_WINDOW)
         return node
 
-    def _show(self, image, name: str):
-        """A new baseline: the point, the mask, the results and the real follow-up of the
-        previous one are dropped."""
+    def _show(self, image, name: str, identity: LoadedIdentity | None = None):
+        """A new baseline (with its DICOM identity): the point, the mask, the results and the
+        real follow-up of the previous one are dropped."""
         self.clear_followup()
         node = self._volume_node(image, name)
         self.volume_node, self.point_ras, self.nodes, self.tumour_mask = node, None, {}, None
+        self.identity = identity or LoadedIdentity()
         self.run_state = RunState()
         return node
 
@@ -284,6 +313,9 @@ class ReviewSession:
         raw = {k: v for k, v in clinical.items() if str(v).strip() not in ("", "unknown")}
         self._cancel.clear()
         self.run_state = RunState(running=True, message="starting")
+        self._dicom_inputs = {"ct": image, "tumour_mask": self.tumour_mask,
+                              "identity": self.identity,
+                              "case_id": self.volume_node.GetName()}
         self._thread = threading.Thread(target=self._work, args=(
             image, raw, point_lps, options, self.tumour_mask, followup), daemon=True)
         self._thread.start()
@@ -314,7 +346,7 @@ class ReviewSession:
                                                   self._pipeline.info.window,
                                                   alignment.callback(), self._cancel.is_set)
             write_case(result, folder, "review", overwrite=True, real_followup=real)
-            self._pending = {"folder": folder}
+            self._pending = {"folder": folder, "result": result}
         except Cancelled:
             self._pending = {"cancelled": True}
         except ImmunoDiffError as error:
@@ -349,6 +381,7 @@ class ReviewSession:
                 views.show_side_by_side(self.scene, self.volume_node, self.nodes,
                                         self.point_ras)
             state.folder, state.summary = folder, self.nodes["summary"]
+            state.dicom_source = {**self._dicom_inputs, "result": pending["result"]}
             state.fraction, state.message = 1.0, "done"
         self.run_state = state
         return True
@@ -373,16 +406,24 @@ class ReviewSession:
         if segmentation is not None and segmentation.GetDisplayNode() is not None:
             segmentation.GetDisplayNode().SetVisibility(bool(visible))
 
-    def save(self, destination_text: str) -> Path:
+    def save(self, destination_text: str, dicom: bool = False) -> Path:
         """Copy the finished case folder to ``destination`` (all or nothing): the same folder
-        ``immunodiff predict`` writes."""
+        ``immunodiff predict`` writes; with ``dicom``, also its ``dicom/`` folder (``predict
+        --dicom``), in the study of the CT when it was DICOM. Every check runs before anything
+        is written."""
         folder = self.run_state.folder
         if folder is None or not (folder / PREDICTIONS_NAME).is_file():
             raise ImageError("Nothing to save yet: run the case first.")
         destination = Path(destination_text).expanduser()
         parent = self.allowed(str(destination.parent))
+        source = self.run_state.dicom_source
+        baseline = (dicom_baseline(source["identity"], source["ct"], source["tumour_mask"],
+                                   source["case_id"]) if dicom else None)
         with atomic_folder(parent / destination.name) as staging:
             shutil.copytree(folder, staging, dirs_exist_ok=True)
+            if baseline is not None:
+                baseline.write(source["result"], staging, source["case_id"],
+                               staging / "report.png")
         return parent / destination.name
 
     def clinical_fields(self) -> list[dict]:
