@@ -12,6 +12,7 @@ point from Slicer's Python console:
     logic = slicer.util.getModuleLogic("ImmunoDiff")
     nodes = logic.process(volumeNode, {"age": 64, "sex": "male", "pdl1": 60}, pointNode)
     nodes = logic.process(volumeNode, clinical, pointNode, realFollowup=followupNode)
+    logic.saveResults(volumeNode, nodes, "/data/case", dicom=True)  # with dicom/, "Save as DICOM"
     logic.processCohort("/data/cohort.csv", "/data/predictions")
 
 The inputs and the logic live beside this file in ImmunoDiffModuleLib/. Requires Slicer 5.10

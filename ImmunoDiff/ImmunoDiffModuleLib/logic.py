@@ -180,6 +180,22 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         return predict_cohort(self.pipeline(bundlePath, anatomyBackend), csvPath, outputDir,
                               SamplingOptions(steps=steps, samples=samples), progress, cancel)
 
+    def saveResults(self, baselineNode, nodes, outputFolder, dicom=False, overwrite=False,
+                    caseId=None):
+        """Save a case's results into ``outputFolder`` (all or nothing) and return it.
+        Results of :meth:`process`: the case folder ``immunodiff predict`` writes; with
+        ``dicom=True`` ("Save as DICOM") also its ``dicom/`` folder: the synthesized follow-up
+        as a derived CT series, lobes, vessels and tumour as a DICOM SEG, the predictions as
+        a DICOM SR, in the study of ``baselineNode`` when Slicer's DICOM module loaded it (its
+        files found through the DICOM database), else with a generated patient and study.
+        Results of the panel's background run (:meth:`finishBackgroundCase`) were loaded
+        from their case folder; for them ``dicom=True`` writes ``predictions.json`` and
+        ``dicom/``. ``caseId``: the case's name (default: the volume's)."""
+        from ImmunoDiffLib import mrml  # deferred: the library loads only once it is installed
+
+        return mrml.save_results(baselineNode, nodes, outputFolder, dicom=dicom,
+                                 overwrite=overwrite, case_id=caseId)
+
     def saveReviewPicture(self, baselineNode, nodes, path, fieldOfViewMm=110.0):
         """The side-by-side review (axial and coronal through the tumour, with the predictions)
         as a PNG, rendered offscreen from the scene: works without views, e.g. in batch."""

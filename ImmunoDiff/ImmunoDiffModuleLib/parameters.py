@@ -11,11 +11,15 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 UNKNOWN = -1.0  # spin boxes: their minimum, shown as "unknown"
 MINIMUM_TORCH = "2.2"
 # Python packages the library needs beyond what Slicer ships (numpy, SimpleITK, VTK): import
-# name -> pip requirement. No pins: Slicer's Python is shared with other extensions.
+# name -> pip requirement. No exact pins: Slicer's Python is shared with other extensions.
+# highdicom (the DICOM outputs) is held to the release series constraints.txt pins and the
+# tests validate (~=: that version or a later patch of it), as its 0.x API changes between
+# minor releases.
 REQUIRED_PACKAGES = {"monai": "monai>=1.4", "safetensors": "safetensors",
                      "sksurv": "scikit-survival", "sklearn": "scikit-learn",
                      "skimage": "scikit-image", "scipy": "scipy", "pydicom": "pydicom>=2.4",
-                     "tqdm": "tqdm", "matplotlib": "matplotlib"}
+                     "highdicom": "highdicom~=0.28.2", "tqdm": "tqdm",
+                     "matplotlib": "matplotlib"}
 # parameters without a GUI connector in parameterNodeWrapper: synced by hand
 
 
