@@ -7,8 +7,9 @@ third view: the real follow-up, aligned to the baseline by the run, linked, its 
 beside the predictions. The form holds the CT path or an upload, the clinical variables
 (units, ranges, "unknown", NLR computed, one message per bad field), the anatomy backend and
 samples/steps/seed, Run with a progress bar and Cancel, the overlay and orientation choices,
-the predictions and warnings, and Save. Work runs in the session's worker thread; a task on the
-server's event loop polls it, so the page stays responsive.
+the predictions and warnings, and Save (with "also DICOM", ticked when the CT was a DICOM
+series, the case's ``dicom/`` folder in that series' study). Work runs in the session's worker
+thread; a task on the server's event loop polls it, so the page stays responsive.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ..anatomy import BACKENDS
 from ..errors import ImmunoDiffError
 from ..inference.sampling import SamplingOptions
 from ..mrml.views import REAL_FOLLOWUP_VIEWS, SIDE_BY_SIDE_VIEWS
+from .dicom_identity import dicom_outputs_available
 from .session import (
     ReviewSession,
     field_problems,
@@ -127,6 +129,7 @@ class ReviewPage:
         state.anatomy_visible = False
         state.orientation = "Axial"
         state.save_path = ""
+        state.save_dicom = False  # ticked when a DICOM series is loaded (_after_load)
         state.save_message = ""
         state.change(*(f"clinical_{f['name']}" for f in self.fields))(self._clinical_changed)
         state.change("overlay")(self._overlay_changed)
@@ -184,6 +187,8 @@ class ReviewPage:
         state.out_of_distribution, state.out_of_distribution_flagged = "", False
         state.point_text = "click the tumour in the left view"
         state.followup_info, state.followup_error = NO_FOLLOWUP, ""  # a new patient's CT
+        # DICOM outputs by default when they can join the CT's own study
+        state.save_dicom = self.session.identity.is_dicom and dicom_outputs_available()
         for view in self.app.view_manager.get_slice_views():
             view.set_background_volume_id(node.GetID())
             view.set_foreground_volume_id(None)
@@ -339,7 +344,9 @@ class ReviewPage:
     def save(self) -> None:
         state = self.server.state
         try:
-            state.save_message = f"saved to {self.session.save(state.save_path)}"
+            saved = self.session.save(state.save_path, dicom=bool(state.save_dicom))
+            state.save_message = f"saved to {saved}" + (" (with dicom/)" if state.save_dicom
+                                                         else "")
         except (ImmunoDiffError, OSError) as error:
             state.save_message = str(error)
 
@@ -451,6 +458,8 @@ class ReviewPage:
                                                          "white-space:pre-wrap;")
             v3.VTextField(v_model=("save_path",), label="save the case folder to",
                           density="compact", id="save-path")
+            v3.VCheckbox(v_model=("save_dicom",), label="also DICOM (dicom/: follow-up series, "
+                         "SEG, SR, in the CT's study)", density="compact", id="save-dicom")
             v3.VBtn("Save", click=self.save, id="save", size="small")
             html.Div("{{ save_message }}", id="save-message")
 
