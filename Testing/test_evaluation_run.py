@@ -71,8 +71,9 @@ def test_table1_has_every_method_with_metrics_in_range(evaluation, small_cohort)
 def test_tables_2_and_3_and_figures(evaluation):
     output, summary, _, messages = evaluation
     survival = {row["method"]: row for row in _csv(output / "table2.csv")}
-    assert {"Clinical only", "DDPM features", "ControlNet features", "ImmunoDiff"} <= set(
-        survival)
+    assert list(survival)[0] == "Clinical only (Cox; reference)"  # the reference row first
+    assert {"DDPM features", "ControlNet features", "ImmunoDiff"} <= set(survival)
+    assert survival["ImmunoDiff"]["Δ c-index vs reference (paired 95% CI)"].count("[") == 1
     ablation = _csv(output / "table3.csv")
     assert [r["ablation"] for r in ablation] == ["Stage 1 only", "Stage 2 only",
                                                  "Stage 1 + 2 (ImmunoDiff)"]

@@ -16,10 +16,17 @@
 |                             |                            | growth 8, 16 initial features;   |
 |                             |                            | ViT 4 layers x 96, patch 8x8x4;  |
 |                             |                            | Swin embed 12, depths 2-2-2-2    |
-| baseline training steps     | not stated                 | 60 per fold, batch 4             |
+| baseline training steps     | not stated                 | 60 per fold, batch 4 (per method:|
+|                             |                            | ``image_steps``)                 |
 | zero-shot / anomaly DDPM    | per their papers           | (8, 16, 16) class-conditional    |
 |                             |                            | U-Net, 200 steps per fold        |
 | sampling for Table 3        | DDPM 1000                  | DDIM 10 steps                    |
+
+Every per-fold training budget has a key (``evaluate/budgets.py``): "1A", "1B", "1C", "2" and
+"heads" (``stage_steps``), each image baseline by its Table 1 name, e.g. "ViT-B/16 + clinical"
+(``image_steps``, else ``baseline_steps``), and "diffusion" (``diffusion_baseline_steps``, the
+class-conditional DDPM both diffusion baselines share). ``immunodiff evaluate --budget KEY=STEPS``
+sets one; ``--protocol fair`` chooses them from learning curves (``CurveSettings``).
 
 Stages 1A-1C never see a response, survival or follow-up: they are trained once on every
 patient's baseline crop (as the paper pre-trained them on public baseline CTs); everything
@@ -65,6 +72,11 @@ class EvaluationConfig:
     anomaly_guidance: float = 3.0
     sampling_steps: int = 10  # DDIM steps of the Table 3 syntheses
     bootstrap_repeats: int = 1000
+    # per image method (Table 1 name, or the network's name for both of its rows): its steps
+    # per fold instead of baseline_steps
+    image_steps: dict = field(default_factory=dict)
+    # the Table 1 methods to run (None: all); "Stage 2 only" is Table 3's
+    methods: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.n_folds < 2:
@@ -77,6 +89,12 @@ class EvaluationConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def image_method_steps(self, method: str, network: str) -> int:
+        """Training steps per fold of the image baseline ``method`` (e.g. "ResNet-50 +
+        clinical") built on ``network``."""
+        return int(self.image_steps.get(method, self.image_steps.get(network,
+                                                                     self.baseline_steps)))
+
     def scaled(self, factor: float) -> EvaluationConfig:
         """Every step count times ``factor`` (at least 1): for quick checks and tests."""
         def scale(n):
@@ -84,7 +102,42 @@ class EvaluationConfig:
 
         return replace(self, stage_steps={k: scale(v) for k, v in self.stage_steps.items()},
                        baseline_steps=scale(self.baseline_steps),
+                       image_steps={k: scale(v) for k, v in self.image_steps.items()},
                        diffusion_baseline_steps=scale(self.diffusion_baseline_steps))
 
 
 DEMO = EvaluationConfig()
+
+
+@dataclass(frozen=True)
+class CurveSettings:
+    """The learning curves of ``--protocol fair`` (``evaluate/learning_curve.py``).
+
+    ``budgets``: per budget key, the training steps to measure (ascending); ``tolerance``: a
+    budget is chosen as the smallest whose held-out AUC is within this of the curve's best
+    (``evaluate/budgets.py``); ``validation_fraction``: the share of fold 0's training patients
+    held out to measure the curve (the test folds are never used to choose a budget).
+    """
+
+    budgets: dict = field(default_factory=lambda: {
+        "2": (150, 500, 1500, 3000), "heads": (100, 300, 1000, 3000),
+        "DenseNet-121": (30, 60, 120, 250, 500), "ViT-B/16 + clinical": (30, 60, 120, 250, 500)})
+    tolerance: float = 0.02
+    validation_fraction: float = 0.25
+
+    def __post_init__(self):
+        if not 0.0 <= self.tolerance < 1.0:
+            raise SettingError(f"curve tolerance must be in [0, 1), got {self.tolerance}.")
+        if not 0.05 <= self.validation_fraction <= 0.5:
+            raise SettingError("curve validation_fraction must be in [0.05, 0.5], got "
+                               f"{self.validation_fraction}.")
+        for key, steps in self.budgets.items():
+            if not steps or any(int(s) < 1 for s in steps):
+                raise SettingError(f"curve budgets of {key!r} must be positive step counts, "
+                                   f"got {list(steps)}.")
+
+    def scaled(self, factor: float) -> CurveSettings:
+        """Every budget times ``factor`` (at least 1, duplicates dropped)."""
+        return replace(self, budgets={
+            key: tuple(sorted({max(1, int(round(s * factor))) for s in steps}))
+            for key, steps in self.budgets.items()})

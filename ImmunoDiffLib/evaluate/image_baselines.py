@@ -109,9 +109,14 @@ def positive_weight(labels: torch.Tensor) -> torch.Tensor:
 
 def train_image_classifier(name: str, images: torch.Tensor, clinical: torch.Tensor | None,
                            labels: torch.Tensor, config: EvaluationConfig, seed: int,
-                           task=None) -> ImageClassifier:
+                           task=None, steps: int | None = None,
+                           snapshot=None) -> ImageClassifier:
     """Fit one baseline on the training fold: images (N, 1, X, Y, Z), clinical (N, F) or None,
-    labels (N,) in {0, 1}."""
+    labels (N,) in {0, 1}; ``steps`` (default ``config.baseline_steps``) minibatch steps.
+    ``snapshot(done, model)`` (optional) is called after every step with the model in eval
+    mode, then training goes on: the model after ``done`` steps is the one a run of ``done``
+    steps returns (seeded minibatches), so one run gives a whole learning curve."""
+    steps = config.baseline_steps if steps is None else int(steps)
     torch.manual_seed(seed)
     model = ImageClassifier(build_backbone(name, tuple(images.shape[2:]), config.paper_sizes),
                             0 if clinical is None else clinical.shape[1])
@@ -119,13 +124,16 @@ def train_image_classifier(name: str, images: torch.Tensor, clinical: torch.Tens
     weight = positive_weight(labels)
     model.train()
     batch_size = min(config.baseline_batch_size, len(labels))
-    for step, rows in enumerate(minibatches(len(labels), batch_size,
-                                            config.baseline_steps, seed)):
+    for step, rows in enumerate(minibatches(len(labels), batch_size, steps, seed)):
         if task is not None:
-            task.report(step / config.baseline_steps, f"{name} step {step + 1}")
+            task.report(step / steps, f"{name} step {step + 1}")
         logits = model(images[rows], None if clinical is None else clinical[rows])
         loss = F.binary_cross_entropy_with_logits(logits, labels[rows], pos_weight=weight)
         descend(optimizer, loss)
+        if snapshot is not None:
+            model.eval()
+            snapshot(step + 1, model)
+            model.train()
     model.eval()
     return model
 

@@ -85,24 +85,60 @@ class FreshHeads(nn.Module):
         self.survival_head = SurvivalHead(features)
 
 
-def heads_predictions(model: ImmunoDiffModel, variant: str, batch: dict, train_rows, test_rows,
-                      config: EvaluationConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Fit fresh heads on the training rows' features; (P(responder), log-risk) of test rows."""
+def variant_steps(variant: str, config: EvaluationConfig) -> int:
+    """Per-fold training steps of a variant: stage 2's for the variants trained per fold, the
+    heads' for those read out of the shared stage 1."""
+    return config.stage_steps["2" if variant in ("stage2", "immunodiff") else "heads"]
+
+
+def variant_features(model: ImmunoDiffModel, variant: str, batch: dict, train_rows, test_rows,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up-block features (N, F) of the training and of the test rows under the variant's
+    conditions."""
     stage = VARIANT_STAGE[variant]
     train_features = case_features(model, _items(batch, train_rows), seed, stage)
     test_features = case_features(model, _items(batch, test_rows),
                                   derived_seed(seed, "test features"), stage)
+    return train_features, test_features
+
+
+def heads_input_of(model: ImmunoDiffModel) -> str:
+    """What the model's heads read (``ModelConfig.heads_input``)."""
+    return getattr(model.config, "heads_input", "crop")
+
+
+def fit_predict_heads(train_features: torch.Tensor, test_features: torch.Tensor, outcome: dict,
+                      steps: int, seed: int,
+                      heads_input: str = "crop") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fresh heads (of the kind ``heads_input``) fitted ``steps`` full-batch steps on the
+    training features (M, F) and ``outcome`` ("response", "survival_months", "event": (M,));
+    returns the test rows' P(responder) and log-risk (N,) and the training rows' in-sample
+    P(responder) (M,)."""
     torch.manual_seed(seed)
-    heads = FreshHeads(train_features.shape[1])
-    outcome = {k: batch[k][train_rows].float() for k in ("response", "survival_months",
-                                                          "event")}
+    heads = FreshHeads(train_features.shape[1])  # one kind of heads so far
     fit_heads(heads, train_features, outcome["response"], outcome["survival_months"],
-              outcome["event"], TrainConfig(stage="heads", steps=config.stage_steps["heads"],
-                                            seed=seed))
+              outcome["event"], TrainConfig(stage="heads", steps=steps, seed=seed))
     with torch.no_grad():
         probability = torch.sigmoid(heads.response_head(test_features)).numpy()
         risk = heads.survival_head(test_features).numpy()
-    return probability, risk
+        in_sample = torch.sigmoid(heads.response_head(train_features)).numpy()
+    return probability, risk, in_sample
+
+
+def outcomes(batch: dict, rows) -> dict:
+    """{"response", "survival_months", "event"}: (M,) float tensors of ``rows``."""
+    return {k: batch[k][rows].float() for k in ("response", "survival_months", "event")}
+
+
+def heads_predictions(model: ImmunoDiffModel, variant: str, batch: dict, train_rows, test_rows,
+                      config: EvaluationConfig,
+                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit fresh heads on the training rows' features; (P(responder), log-risk) of the test
+    rows (N,) and the training rows' in-sample P(responder) (M,)."""
+    train_features, test_features = variant_features(model, variant, batch, train_rows,
+                                                     test_rows, seed)
+    return fit_predict_heads(train_features, test_features, outcomes(batch, train_rows),
+                             config.stage_steps["heads"], seed, heads_input_of(model))
 
 
 def synthesis_rows(model: ImmunoDiffModel, variant: str, batch: dict, test_rows, ids,

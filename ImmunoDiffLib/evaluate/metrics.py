@@ -1,8 +1,11 @@
 """Response and survival metrics as the paper reports them, with bootstrap CIs.
 
-Classification: balanced accuracy, F1, precision, recall (scikit-learn, responder = 1) and
-ROC AUC; survival: Harrell's c-index (scikit-survival). Summaries over folds give mean ± SD;
-bootstrap 95 % CIs resample patients over the pooled out-of-fold predictions.
+Classification: balanced accuracy, F1, precision, recall (scikit-learn, responder = 1) at a
+decision threshold (a number, or one per patient: each fold's own, ``evaluate/thresholds.py``)
+and ROC AUC; survival: Harrell's c-index (scikit-survival). Summaries over folds give mean ± SD;
+bootstrap 95 % CIs (percentile, seeded) resample patients over the pooled out-of-fold
+predictions, each patient keeping their fold's threshold; a difference between two methods is
+bootstrapped paired (both on the same resampled patients).
 """
 
 from __future__ import annotations
@@ -21,22 +24,34 @@ from sklearn.metrics import (
 from sksurv.metrics import concordance_index_censored
 
 
-def classification_metrics(labels, probabilities, threshold: float = 0.5) -> dict[str, float]:
-    """Metrics of responder predictions; AUC is NaN when only one class is present."""
-    labels = np.asarray(labels, int)
-    probabilities = np.asarray(probabilities, float)
-    predicted = (probabilities >= threshold).astype(int)
+def balanced_accuracy(labels, probabilities, threshold=0.5) -> float:
+    """Balanced accuracy of P(responder) >= ``threshold`` (a number or (N,) per patient)."""
+    predicted = np.asarray(probabilities, float) >= np.asarray(threshold, float)
     with warnings.catch_warnings():  # one-class bootstrap resamples: defined, just warned
         warnings.simplefilter("ignore", UserWarning)
-        balanced = float(balanced_accuracy_score(labels, predicted))
-    auc = (roc_auc_score(labels, probabilities) if len(np.unique(labels)) == 2
-           else float("nan"))
+        return float(balanced_accuracy_score(np.asarray(labels, int), predicted.astype(int)))
+
+
+def auc(labels, probabilities) -> float:
+    """ROC AUC; NaN when only one class is present."""
+    labels = np.asarray(labels, int)
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels, np.asarray(probabilities, float)))
+
+
+def classification_metrics(labels, probabilities, threshold=0.5) -> dict[str, float]:
+    """Metrics of responder predictions: labels, probabilities (N,); ``threshold`` a number or
+    (N,) per patient. AUC is NaN when only one class is present."""
+    labels = np.asarray(labels, int)
+    probabilities = np.asarray(probabilities, float)
+    predicted = (probabilities >= np.asarray(threshold, float)).astype(int)
     return {
-        "balanced_accuracy": balanced,
+        "balanced_accuracy": balanced_accuracy(labels, probabilities, threshold),
         "f1": float(f1_score(labels, predicted, zero_division=0)),
         "precision": float(precision_score(labels, predicted, zero_division=0)),
         "recall": float(recall_score(labels, predicted, zero_division=0)),
-        "auc": float(auc),
+        "auc": auc(labels, probabilities),
     }
 
 
@@ -44,6 +59,14 @@ def c_index(time, event, risk) -> float:
     """Harrell's concordance index (higher risk = earlier event)."""
     return float(concordance_index_censored(np.asarray(event, bool), np.asarray(time, float),
                                             np.asarray(risk, float))[0])
+
+
+def c_index_or_nan(time, event, risk) -> float:
+    """Harrell's c-index, NaN without a comparable pair (e.g. no event in a small fold)."""
+    try:
+        return c_index(time, event, risk)
+    except ValueError:
+        return float("nan")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
-"""Tables 1-3 and the figures from the stored out-of-fold results.
+"""Tables 1-3 and the figures from the stored out-of-fold results (rows: ``table_rows``).
 
 Per-fold metrics give mean ± SD over folds; the 95 % CIs are percentile bootstraps over the
-patients of the pooled out-of-fold predictions.
+patients of the pooled out-of-fold predictions. Balanced accuracy, F1, precision and recall
+use each fold's decision threshold, chosen on its training patients. Table 2's first row is
+the reference, the clinical-only Cox model; every other row has its paired difference from it.
+Table 3 (the ablations) comes from the same folds as Table 1.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..calibration import expected_calibration_error
 from ..reporting.evaluation import save_kaplan_meier, save_roc_curves
 from ..reporting.reliability import save_reliability_diagram
+from .budgets import method_budget
 from .config import EvaluationConfig
 from .data import CohortTensors
 from .methods import (
@@ -24,69 +27,27 @@ from .methods import (
     IMMUNODIFF,
     ORACLE,
     STAGE2_ONLY,
+    VARIANT_METHOD,
     ZERO_SHOT,
     image_method,
 )
-from .metrics import bootstrap, c_index, classification_metrics, mean_sd
+from .metrics import mean_sd
+from .records import method_records, stage1_cpu_per_fold
 from .store import SYNTHESIS, pooled, write_json
 from .synthesis import shrinks
+from .table_rows import METRIC_COLUMNS, classification_row, survival_row
 from .tables import write_table
 
 ABLATIONS = (("Stage 1 only", "stage1", CONTROLNET_FEATURES), ("Stage 2 only", "stage2",
                                                                 STAGE2_ONLY),
              ("Stage 1 + 2 (ImmunoDiff)", "immunodiff", IMMUNODIFF))
-METRIC_COLUMNS = {"balanced accuracy": "balanced_accuracy", "F1": "f1",
-                  "precision": "precision", "recall": "recall", "AUC": "auc"}
-
-
-def _safe_c_index(time, event, risk) -> float:
-    try:
-        return c_index(time, event, risk)
-    except ValueError:  # no comparable pair (e.g. no event in a small fold)
-        return float("nan")
-
-
-def _method_records(output: Path, name: str, tensors: CohortTensors):
-    """Per fold: (labels, probability, risk, time, event); None when the method has no files."""
-    folds = pooled(output, name)
-    if not folds:
-        return None
-    records = []
-    for fold in folds:
-        labels = tensors.labels(fold["patient_id"])
-        time, event = tensors.survival(fold["patient_id"])
-        records.append((labels, np.asarray(fold["probability"], float),
-                        None if fold["risk"] is None else np.asarray(fold["risk"], float),
-                        time, event, fold.get("seconds", 0.0)))
-    return records
-
-
-def _pool(records, column: int) -> np.ndarray:
-    return np.concatenate([r[column] for r in records])
-
-
-def classification_row(name: str, records, repeats: int) -> dict:
-    per_fold = [classification_metrics(r[0], r[1]) for r in records]
-    row = {"method": name}
-    for column, key in METRIC_COLUMNS.items():
-        row[column] = mean_sd([m[key] for m in per_fold])
-    labels, probability = _pool(records, 0), _pool(records, 1)
-    row["balanced accuracy 95% CI"] = str(bootstrap(
-        lambda y, p: classification_metrics(y, p)["balanced_accuracy"], labels, probability,
-        repeats=repeats))
-    row["AUC 95% CI"] = str(bootstrap(lambda y, p: classification_metrics(y, p)["auc"],
-                                      labels, probability, repeats=repeats))
-    row["ECE"] = expected_calibration_error(labels, probability)
-    row["seconds per fold"] = float(np.mean([r[5] for r in records]))
-    return row
-
-
-def survival_row(name: str, records, repeats: int) -> dict:
-    per_fold = [_safe_c_index(r[3], r[4], r[2]) for r in records]
-    time, event, risk = _pool(records, 3), _pool(records, 4), _pool(records, 2)
-    return {"method": name, "c-index": mean_sd(per_fold),
-            "c-index 95% CI (pooled)": str(bootstrap(_safe_c_index, time, event, risk,
-                                                     repeats=repeats))}
+TABLE1_COLUMNS = ["method", *METRIC_COLUMNS, "balanced accuracy 95% CI", "AUC 95% CI",
+                  "balanced accuracy at 0.5", "threshold", "ECE", "steps per fold",
+                  "seconds per fold", "CPU-min per fold"]
+TABLE2_COLUMNS = ["method", "c-index", "c-index 95% CI (pooled)",
+                  "Δ c-index vs reference (paired 95% CI)"]
+SURVIVAL_REFERENCE = CLINICAL  # its Cox model: Table 2's reference row
+STAGE1_METHODS = set(VARIANT_METHOD.values())
 
 
 def synthesis_columns(output: Path, variant: str, tensors: CohortTensors) -> dict:
@@ -112,49 +73,102 @@ def table1_methods(config: EvaluationConfig) -> list[str]:
             CONTROLNET_FEATURES, ORACLE]
 
 
-def write_summary(output: Path, tensors: CohortTensors, folds, config: EvaluationConfig,
-                  seconds: float) -> dict:
-    repeats = config.bootstrap_repeats
-    records = {name: _method_records(output, name, tensors)
-               for name in [*table1_methods(config), STAGE2_ONLY]}
-    table1 = [classification_row(n, records[n], repeats) for n in table1_methods(config)
-              if records[n]]
-    columns1 = ["method", *METRIC_COLUMNS, "balanced accuracy 95% CI", "AUC 95% CI", "ECE",
-                "seconds per fold"]
-    write_table(table1, columns1, output / "table1", "Table 1: response (responder vs not)")
-    survival_methods = [CLINICAL, DDPM_FEATURES, CONTROLNET_FEATURES, IMMUNODIFF, ORACLE]
-    table2 = [survival_row(n, records[n], repeats) for n in survival_methods if records[n]]
-    write_table(table2, ["method", "c-index", "c-index 95% CI (pooled)"], output / "table2",
-                "Table 2: survival (Harrell's c-index)")
+def all_records(output: Path, tensors: CohortTensors, config: EvaluationConfig,
+                extra=()) -> dict:
+    """{method: MethodRecords or None} of Table 1's methods, "Stage 2 only" and ``extra``."""
+    names = dict.fromkeys([*table1_methods(config), STAGE2_ONLY, *extra])
+    return {name: method_records(output, name, tensors) for name in names}
+
+
+def response_rows(output: Path, records: dict, folds, config: EvaluationConfig,
+                  names) -> list[dict]:
+    stage1 = stage1_cpu_per_fold(output, folds)
+    return [classification_row(records[n], config.bootstrap_repeats, config.seed,
+                               stage1 if n in STAGE1_METHODS else None,
+                               method_budget(n, config))
+            for n in names if records.get(n)]
+
+
+def survival_rows(records: dict, config: EvaluationConfig, extra=()) -> list[dict]:
+    """Table 2: the clinical-only Cox model first (the reference), then the others."""
+    reference = records.get(SURVIVAL_REFERENCE)
+    names = [SURVIVAL_REFERENCE, DDPM_FEATURES, CONTROLNET_FEATURES, STAGE2_ONLY, IMMUNODIFF,
+             ORACLE, *extra]
+    rows = [survival_row(records[n], config.bootstrap_repeats, config.seed, reference)
+            for n in names if records.get(n) and records[n].has_risk]
+    if rows and reference is not None:
+        rows[0]["method"] = f"{SURVIVAL_REFERENCE} (Cox; reference)"
+    return rows
+
+
+def ablation_rows(output: Path, records: dict, tensors: CohortTensors,
+                  config: EvaluationConfig) -> list[dict]:
     table3 = []
     for label, variant, method in ABLATIONS:
-        if not records[method]:
+        if not records.get(method):
             continue
         row = {"ablation": label, **synthesis_columns(output, variant, tensors)}
-        response = classification_row(method, records[method], repeats)
-        row["balanced accuracy"], row["AUC"] = response["balanced accuracy"], response["AUC"]
-        row["c-index"] = survival_row(method, records[method], repeats)["c-index"]
+        response = classification_row(records[method], config.bootstrap_repeats, config.seed)
+        for column in ("balanced accuracy", "AUC", "AUC 95% CI"):
+            row[column] = response[column]
+        row["c-index"] = survival_row(records[method], config.bootstrap_repeats,
+                                      config.seed)["c-index"]
         table3.append(row)
-    columns3 = ["ablation", "MMD", "SSIM", "balanced accuracy", "AUC", "c-index",
-                "lesion change agrees with response", "same, true follow-up"]
-    write_table(table3, columns3, output / "table3",
-                "Table 3: ablation (synthesis vs true follow-up; response; survival)")
-    labels = _pool(records[IMMUNODIFF], 0) if records[IMMUNODIFF] else None
+    return table3
+
+
+def write_figures(output: Path, records: dict, config: EvaluationConfig) -> dict:
+    """ROC, reliability and Kaplan-Meier pictures of the pooled out-of-fold predictions."""
+    present = [n for n in table1_methods(config) if records.get(n)]
+    if not present:
+        return {}
+    anchor = records[IMMUNODIFF] or records[present[0]]
+    labels, ids = anchor.pooled("labels"), anchor.ids()
+
+    def aligned(name, attribute):
+        values = dict(zip(records[name].ids(), records[name].pooled(attribute), strict=True))
+        return np.array([values[p] for p in ids]) if set(values) >= set(ids) else None
+
     figures = {}
-    if labels is not None:
-        probabilities = {n: _pool(records[n], 1) for n in table1_methods(config) if records[n]}
-        figures["roc"] = str(save_roc_curves(labels, probabilities, output / "roc.png",
-                                             "ROC, pooled out-of-fold predictions"))
-        shown = {n: probabilities[n] for n in (IMMUNODIFF, CLINICAL) if n in probabilities}
+    probabilities = {n: aligned(n, "probability") for n in present}
+    probabilities = {n: v for n, v in probabilities.items() if v is not None}
+    figures["roc"] = str(save_roc_curves(labels, probabilities, output / "roc.png",
+                                         "ROC, pooled out-of-fold predictions"))
+    shown = {n: probabilities[n] for n in (IMMUNODIFF, CLINICAL) if n in probabilities}
+    if shown:
         figures["reliability"] = str(save_reliability_diagram(
             labels, shown, output / "reliability.png",
             "Reliability, pooled out-of-fold predictions (uncalibrated)"))
-        risks = {n: _pool(records[n], 2) for n in (CLINICAL, DDPM_FEATURES, IMMUNODIFF)
-                 if records[n]}
-        time, event = _pool(records[IMMUNODIFF], 3), _pool(records[IMMUNODIFF], 4)
+    risks = {n: aligned(n, "risk") for n in (CLINICAL, DDPM_FEATURES, IMMUNODIFF)
+             if records.get(n) and records[n].has_risk}
+    risks = {n: v for n, v in risks.items() if v is not None}
+    if risks:
         figures["kaplan_meier"] = str(save_kaplan_meier(
-            time, event, risks, output / "kaplan_meier.png",
+            anchor.pooled("time"), anchor.pooled("event"), risks, output / "kaplan_meier.png",
             "Kaplan-Meier by predicted risk (split at the median)"))
+    return figures
+
+
+def write_summary(output: Path, tensors: CohortTensors, folds, config: EvaluationConfig,
+                  seconds: float, title: str = "", extra_methods=()) -> dict:
+    """Tables 1-3 (Markdown and CSV), the figures and ``evaluation.json`` into ``output``;
+    ``title`` names the protocol in the tables' titles; ``extra_methods``: methods outside the
+    paper's list (e.g. a test's) shown in Table 1 too."""
+    suffix = f" ({title})" if title else ""
+    records = all_records(output, tensors, config, extra_methods)
+    table1 = response_rows(output, records, folds, config,
+                           [*table1_methods(config), *extra_methods])
+    write_table(table1, TABLE1_COLUMNS, output / "table1",
+                f"Table 1: response (responder vs not){suffix}")
+    table2 = survival_rows(records, config, extra_methods)
+    write_table(table2, TABLE2_COLUMNS, output / "table2",
+                f"Table 2: survival (Harrell's c-index){suffix}")
+    table3 = ablation_rows(output, records, tensors, config)
+    columns3 = ["ablation", "MMD", "SSIM", "balanced accuracy", "AUC", "AUC 95% CI", "c-index",
+                "lesion change agrees with response", "same, true follow-up"]
+    write_table(table3, columns3, output / "table3",
+                f"Table 3: ablation (synthesis vs true follow-up; response; survival){suffix}")
+    figures = write_figures(output, records, config)
     summary = {"patients": len(tensors), "responders": int(tensors.labels(tensors.ids).sum()),
                "folds": len(folds), "seconds": round(seconds, 1),
                "config": json.loads(json.dumps(config.as_dict(), default=str)),
