@@ -161,6 +161,7 @@ def lung2_path(sample_paths):
     return str(sample_paths["lung2_image"])
 
 
+EVALUATE = ["evaluate", "--cohort", "{tmp}/none.csv", "-o", "{tmp}/e"]
 BAD_COMMANDS = {
     "train without a cohort": ["train", "2", "-o", "{tmp}/t"],
     "train, unknown stage": ["train", "3", "-o", "{tmp}/t"],
@@ -181,6 +182,24 @@ BAD_COMMANDS = {
                                          "--anatomy", "lungs", "-o", "{tmp}/p"],
     "predict, missing cohort": ["predict", "--cohort", "{tmp}/none.csv", "-o", "{tmp}/p"],
     "evaluate, missing cohort": ["evaluate", "--cohort", "{tmp}/none.csv", "-o", "{tmp}/e"],
+    "evaluate, unknown protocol": [*EVALUATE, "--protocol", "paper"],
+    "evaluate, unknown budget key": [*EVALUATE, "--budget", "AlexNet=100"],
+    "evaluate, zero budget": [*EVALUATE, "--budget", "2=0"],
+    "evaluate, budget without steps": [*EVALUATE, "--budget", "heads"],
+    "evaluate, missing budgets file": [*EVALUATE, "--budgets", "{tmp}/none.json"],
+    "evaluate, curve without numbers": [*EVALUATE, "--protocol", "fair", "--curve", "2=a,b"],
+    "evaluate, curve of a key without one": [*EVALUATE, "--protocol", "fair", "--curve",
+                                             "diffusion=10,20"],
+    "evaluate, curve outside fair": [*EVALUATE, "--curve", "heads=10,20"],
+    "evaluate, curve tolerance out of range": [*EVALUATE, "--protocol", "fair",
+                                               "--curve-tolerance", "2"],
+    "evaluate, unknown method": [*EVALUATE, "--methods", "AlexNet"],
+    "evaluate, one fold": [*EVALUATE, "--folds", "1"],
+    "evaluate, zero sampling steps": [*EVALUATE, "--sampling-steps", "0"],
+    "evaluate, zero bootstrap": [*EVALUATE, "--bootstrap", "0"],
+    "evaluate, negative scale": [*EVALUATE, "--scale", "-1"],
+    "evaluate, lobo on a missing cohort": [*EVALUATE, "--protocol", "lobo"],
+    "evaluate, fair on a missing cohort": [*EVALUATE, "--protocol", "fair"],
     "segment, missing CT": ["segment", "{tmp}/none.nrrd", "-o", "{tmp}/s"],
     "segment, unknown backend": ["segment", "{ct}", "--backend", "lungs", "-o", "{tmp}/s"],
     "crop, missing CT": ["crop", "{tmp}/none.nrrd", "--point", "0", "0", "0",
