@@ -29,7 +29,12 @@ from ImmunoDiffLib.evaluate.data import CohortTensors
 from ImmunoDiffLib.evaluate.fair_protocol import run_fair_on
 from ImmunoDiffLib.evaluate.folds import background_folds, inner_split, make_folds
 from ImmunoDiffLib.evaluate.harness import Stage1, run_folds
-from ImmunoDiffLib.evaluate.learning_curve import CurveContext, image_runner, run_learning_curves
+from ImmunoDiffLib.evaluate.learning_curve import (
+    CurveContext,
+    applicable_curves,
+    image_runner,
+    run_learning_curves,
+)
 from ImmunoDiffLib.evaluate.methods import CLINICAL, Step, fold_steps
 from ImmunoDiffLib.evaluate.metrics import (
     auc,
@@ -287,6 +292,18 @@ def test_budget_keys_parse_set_and_refuse(tmp_path):
     assert read_budgets_file(tmp_path / "budgets.json", DEMO) == {"heads": 50}
     with pytest.raises(SettingError, match="does not exist"):
         read_budgets_file(tmp_path / "none.json", DEMO)
+
+
+def test_the_default_curves_are_those_of_the_methods_that_run():
+    defaults = CurveSettings()
+    assert set(applicable_curves(defaults, DEMO).budgets) == set(defaults.budgets)
+    only_vit = replace(DEMO, image_baselines=("ViT-B/16",))
+    assert set(applicable_curves(defaults, only_vit).budgets) == {"2", "heads",
+                                                                  "ViT-B/16 + clinical"}
+    baselines = replace(DEMO, methods=("DenseNet-121", "Zero-shot diffusion classifier"))
+    assert set(applicable_curves(defaults, baselines).budgets) == {"DenseNet-121"}
+    features = replace(DEMO, methods=("DDPM features",))
+    assert set(applicable_curves(defaults, features).budgets) == {"heads"}
 
 
 def test_a_cancelled_run_keeps_finished_folds_and_resumes_after_them(tmp_path):

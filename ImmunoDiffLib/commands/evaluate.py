@@ -24,6 +24,7 @@ from ..evaluate.budgets import parse_budgets, parse_curves, read_budgets_file, w
 from ..evaluate.config import DEMO, IMAGE_BASELINES, CurveSettings, EvaluationConfig
 from ..evaluate.fair_protocol import check_fair_settings, run_fair_evaluation
 from ..evaluate.harness import run_background_evaluation, run_evaluation
+from ..evaluate.learning_curve import applicable_curves
 from ..evaluate.methods import check_methods
 from ..progress import CancelFlag
 from .options import add_progress_and_cancel
@@ -107,6 +108,7 @@ def curve_settings(args, config: EvaluationConfig) -> CurveSettings:
     defaults = CurveSettings(tolerance=args.curve_tolerance)
     if args.curve:
         return replace(defaults, budgets=parse_curves(args.curve, config))
+    defaults = applicable_curves(defaults, config)  # only the methods this run has
     return defaults.scaled(args.scale) if args.scale != 1.0 else defaults
 
 

@@ -38,7 +38,14 @@ from ..errors import SettingError
 from ..progress import Task
 from ..reporting.evaluation import save_learning_curves
 from ..seeds import derived_seed
-from .budgets import choose_budget, image_methods, resolve_key, with_budgets, write_budgets
+from .budgets import (
+    METHOD_KEYS,
+    choose_budget,
+    image_methods,
+    resolve_key,
+    with_budgets,
+    write_budgets,
+)
 from .compute import Stopwatch
 from .config import CurveSettings, EvaluationConfig
 from .data import CohortTensors, clinical_matrix
@@ -50,6 +57,7 @@ from .immunodiff_runs import (
     train_stage2,
     variant_features,
 )
+from .methods import IMMUNODIFF, STAGE2_ONLY
 from .metrics import classification_metrics
 from .store import method_slug, write_json
 from .tables import write_table
@@ -219,6 +227,25 @@ def curve_keys(settings: CurveSettings, config: EvaluationConfig) -> list[str]:
     for key in keys:
         runner_for(key, config)  # refuses a key without a curve
     return sorted(keys, key=lambda k: {"2": 0, "heads": 1}.get(k, 2))
+
+
+def applicable_curves(settings: CurveSettings, config: EvaluationConfig) -> CurveSettings:
+    """``settings`` without the curves of methods ``config`` does not run (the default curves
+    under ``--baselines`` or ``--methods``): an image method not configured or not chosen;
+    "2" without ImmunoDiff or Stage 2 only; "heads" without a diffusion-feature method."""
+    chosen = set(config.methods or ())
+
+    def runs(*methods) -> bool:
+        return not chosen or bool(chosen & set(methods))
+
+    def kept(key: str) -> bool:
+        if key == "2":
+            return runs(IMMUNODIFF, STAGE2_ONLY)
+        if key == "heads":
+            return runs(*(m for m, keys in METHOD_KEYS.items() if "heads" in keys))
+        return key in image_methods(config) and runs(key)
+
+    return replace(settings, budgets={k: v for k, v in settings.budgets.items() if kept(k)})
 
 
 def read_points(output: Path) -> list[dict]:
