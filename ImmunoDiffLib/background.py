@@ -49,11 +49,13 @@ def predict_command(python: str, ct: str | os.PathLike, output: str | os.PathLik
                     anatomy: str = "auto", steps: int = 25, samples: int = 2, seed: int = 0,
                     device: str = "cpu", mask: str | os.PathLike | None = None,
                     scenarios: bool = False, case_id: str = "case",
-                    followup: str | os.PathLike | None = None) -> list[str]:
+                    followup: str | os.PathLike | None = None,
+                    recist_scenarios: bool = False) -> list[str]:
     """The argv of ``immunodiff predict`` for one case, progress as lines: the tumour given by
     ``point_lps`` (mm) or by a drawn ``mask`` (whose centre is then the point), not both.
     ``followup``: the patient's real follow-up CT, aligned and compared after the prediction
-    (``--followup``)."""
+    (``--followup``). ``recist_scenarios``: also the follow-ups "if it reaches CR / PR / SD /
+    PD" (``--recist-scenarios``)."""
     if (point_lps is None) == (mask is None):
         raise ValueError("Give either the tumour point or a tumour mask.")
     point = [] if point_lps is None else ["--point", *(repr(float(v)) for v in point_lps)]
@@ -68,6 +70,8 @@ def predict_command(python: str, ct: str | os.PathLike, output: str | os.PathLik
         command += ["--mask", str(mask)]
     if scenarios:
         command.append("--scenarios")
+    if recist_scenarios:
+        command.append("--recist-scenarios")
     if followup:
         command += ["--followup", str(followup)]
     return command

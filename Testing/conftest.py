@@ -125,3 +125,25 @@ def dicom_case(tmp_path_factory, dicom_bundle, dicom_input, lung2_tumour_point):
     predict_case(pipeline, dicom_input, CLINICAL, folder, point=lung2_tumour_point,
                  options=FAST, case_id="lung2", dicom=True)
     return folder, results[0]
+
+
+@pytest.fixture(scope="session")
+def recist_case(tmp_path_factory, dicom_case):
+    """dicom_case's prediction with the four RECIST scenario follow-ups ``predict
+    --recist-scenarios`` adds (its follow-up crop made 10, 20, 30, 40 HU darker; PD not
+    reached: the closest drawn is SD), written as that command writes it: (case folder,
+    Result). Tests of what shows and saves the scenarios answer with it; no model runs."""
+    import dataclasses
+
+    from ImmunoDiffLib.inference.cases import write_case  # deferred: torch, as above
+    from ImmunoDiffLib.inference.scenarios import ScenarioResult  # deferred: as above
+
+    result = dicom_case[1]
+    drawn = {"CR": ("CR", True, 1.0), "PR": ("PR", True, 1.5), "SD": ("SD", True, 1.0),
+             "PD": ("SD", False, 3.5)}
+    scenarios = {name: ScenarioResult(result.followup_crop - 10 * (index + 1), 0.5 + index,
+                                      8.0 + index, recist, obeyed, guidance)
+                 for index, (name, (recist, obeyed, guidance)) in enumerate(drawn.items())}
+    result = dataclasses.replace(result, scenarios=scenarios)
+    folder = write_case(result, tmp_path_factory.mktemp("recist-case") / "lung2", "lung2")
+    return folder, result

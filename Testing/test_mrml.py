@@ -187,7 +187,9 @@ def test_process_case_puts_every_result_in_the_scene(processed_lung2, lung2_tumo
     assert nodes["followup"].GetDisplayNode().GetWindow() == 1500  # same window/level
     assert slicer.util.arrayFromVolume(nodes["difference"]).shape == (8, 32, 32)
     assert slicer.util.arrayFromVolume(nodes["uncertainty"]).max() > 0
-    assert nodes["table"].GetNumberOfRows() == len(mrml.TABLE_ROWS)
+    # three rows a scenario: RECIST, obeyed, guidance
+    assert nodes["table"].GetNumberOfRows() == len(mrml.TABLE_ROWS) + 3 * len(
+        nodes["result"].scenarios)
     np.testing.assert_allclose(nodes["result"].tumour_point_lps, lung2_tumour_point, atol=1e-6)
     for name in ("responder", "non-responder"):  # the scenario follow-ups, on the crop grid
         node = nodes[f"followup if {name}"]

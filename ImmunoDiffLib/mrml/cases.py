@@ -1,6 +1,7 @@
 """One case, scene in, nodes out: the pipeline run on a volume node, or a case folder written by
 ``immunodiff predict``, as NEW nodes (follow-up, difference, uncertainty, anatomy, predictions;
-with a real follow-up CT given, that follow-up aligned to the baseline and its measurements),
+with a real follow-up CT given, that follow-up aligned to the baseline and its measurements;
+with scenarios, each scenario's follow-up on the crop grid, keyed ``followup if <name>``),
 placed in the subject hierarchy beside the baseline."""
 
 from __future__ import annotations
@@ -16,17 +17,28 @@ from ..imaging import read_image
 from ..inference.followup_comparison import compare_with_real_followup
 from ..progress import Task
 from .segmentations import anatomy_to_segmentation_node, segmentation_to_anatomy
-from .tables import predictions_to_table_node
+from .tables import ordered_scenarios, predictions_to_table_node, scenario_label
 from .volumes import image_to_volume_node, ras_to_lps, volume_node_to_image
 
 PIPELINE_SHARE_WITH_REAL_FOLLOWUP = 0.7  # of the progress bar; the alignment takes the rest
 REAL_FOLLOWUP_FILE = "real_followup_aligned.nii.gz"  # in a case folder (inference/cases.py)
+SCENARIO_KEY = "followup if "  # + the scenario's name: its node among a case's nodes
+SCENARIO_FILE = ("followup_crop_if_", ".nii.gz")  # around the name, in a case folder
+
+
+def scenario_nodes(nodes: dict) -> dict:
+    """{scenario name: its follow-up node} of a case's nodes, in the tables' scenario order
+    (if it responds / does not, then CR, PR, SD, PD)."""
+    found = {key[len(SCENARIO_KEY):]: node for key, node in nodes.items()
+             if key.startswith(SCENARIO_KEY)}
+    return {name: found[name] for name in ordered_scenarios(found)}
 
 
 def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None,
                  progress=None, cancel=None, allow_outside_lungs: bool = False,
                  name_prefix: str | None = None, existing_segmentation=None,
-                 scenarios: bool = False, tumour_mask=None, real_followup=None) -> dict:
+                 scenarios: bool = False, tumour_mask=None, real_followup=None,
+                 recist_scenarios: bool = False) -> dict:
     """Run ``pipeline`` (an :class:`~ImmunoDiffLib.inference.pipeline.ImmunoDiffPipeline`)
     on a volume node and put the results into ``scene`` as NEW nodes (the input is never
     modified):
@@ -34,7 +46,10 @@ def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None
     ``segmentation`` (lobes + vessels) and ``table`` (predictions). Returns them with the
     :class:`~ImmunoDiffLib.inference.pipeline.Result` under ``result``. ``existing_segmentation``: a
     segmentation node whose lobes and vessels are used instead of segmenting again.
-    ``scenarios``: also ``followup if responder`` / ``followup if non-responder`` (crop grid).
+    ``scenarios``: also ``followup if responder`` / ``followup if non-responder`` (crop grid);
+    ``recist_scenarios``: also ``followup if CR`` / ``PR`` / ``SD`` / ``PD`` (crop grid, named
+    "<prefix> follow-up if it reaches PR"; a category not reached is the closest drawn, as
+    the table's rows say).
     ``tumour_mask``: the drawn tumour (SimpleITK label map) the generator is told to change.
     ``real_followup``: a volume node of the patient's real follow-up CT (any grid); it is
     aligned to the baseline after the prediction and compared with the synthesized follow-up
@@ -51,7 +66,7 @@ def process_case(scene, volume_node, clinical, point_ras, pipeline, options=None
                          task.sub(0.0, PIPELINE_SHARE_WITH_REAL_FOLLOWUP).callback())
     result = pipeline.run(image, clinical, ras_to_lps(point_ras), options, pipeline_progress,
                           cancel, allow_outside_lungs, anatomy=anatomy, scenarios=scenarios,
-                          tumour_mask=tumour_mask)
+                          tumour_mask=tumour_mask, recist_scenarios=recist_scenarios)
     summary, comparison = result.summary(), None
     if real_followup is not None:
         alignment_task = task.sub(PIPELINE_SHARE_WITH_REAL_FOLLOWUP, 1.0)
@@ -84,9 +99,9 @@ def _result_nodes(scene, prefix: str, volume_node, followup_ct, baseline_crop, f
         "segmentation": anatomy_to_segmentation_node(anatomy, scene, f"{prefix} lung anatomy"),
         "table": predictions_to_table_node(summary, scene, f"{prefix} ImmunoDiff predictions"),
     }
-    for name, crop in scenario_crops.items():
-        nodes[f"followup if {name}"] = image_to_volume_node(crop, scene,
-                                                            f"{prefix} follow-up if {name}")
+    for name in ordered_scenarios(scenario_crops):
+        nodes[SCENARIO_KEY + name] = image_to_volume_node(
+            scenario_crops[name], scene, f"{prefix} follow-up {scenario_label(name)}")
     if real_followup_ct is not None:
         nodes["real followup"] = image_to_volume_node(real_followup_ct, scene,
                                                       f"{prefix} real follow-up (aligned)")
@@ -94,11 +109,10 @@ def _result_nodes(scene, prefix: str, volume_node, followup_ct, baseline_crop, f
                 or k in ("difference", "uncertainty")]:
         nodes[key].CreateDefaultDisplayNodes()
     window, level = _window_level(volume_node)
-    if window is not None:  # the follow-ups at the baseline's window/level
-        for key in ("followup", "real followup"):
-            if key in nodes:
-                nodes[key].GetDisplayNode().SetAutoWindowLevel(False)
-                nodes[key].GetDisplayNode().SetWindowLevel(window, level)
+    if window is not None:  # the follow-ups (and the scenarios') at the baseline's window/level
+        for key in [k for k in nodes if k.startswith("followup") or k == "real followup"]:
+            nodes[key].GetDisplayNode().SetAutoWindowLevel(False)
+            nodes[key].GetDisplayNode().SetWindowLevel(window, level)
     nodes["segmentation"].SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
     return nodes
 
@@ -124,8 +138,9 @@ def load_case_folder(scene, folder, volume_node, name_prefix: str | None = None)
                       vessels=sitk.Cast(images["vessels"], sitk.sitkUInt8),
                       lobes_backend=str(summary.get("lobes_backend", "unknown")),
                       vessels_backend=str(summary.get("vessels_backend", "unknown")))
-    scenarios = {path.name[len("followup_crop_if_"):-len(".nii.gz")]: read_image(path)
-                 for path in sorted(folder.glob("followup_crop_if_*.nii.gz"))}
+    start, end = SCENARIO_FILE
+    scenarios = {path.name[len(start):-len(end)]: read_image(path)
+                 for path in sorted(folder.glob(f"{start}*{end}"))}
     real_followup_ct = (read_image(folder / REAL_FOLLOWUP_FILE)
                         if summary.get("real_followup") else None)
     nodes = _result_nodes(scene, name_prefix or volume_node.GetName(), volume_node,

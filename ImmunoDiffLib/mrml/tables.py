@@ -1,7 +1,9 @@
 """A prediction summary as a table node (Measure, Value as shown, Number). A key "a.b" is
 the field b of the summary's section a (e.g. the out-of-distribution flag's), "a.b.c" one
 level deeper. A summary with a real follow-up compared (its section "real_followup") gets
-that follow-up's rows too."""
+that follow-up's rows too; one with scenario follow-ups (its section "scenarios": "if it
+responds / if it does not", "if it reaches CR / PR / SD / PD") gets three rows each: the
+RECIST category drawn, whether it is the scenario's (or the closest drawn), the guidance."""
 
 from __future__ import annotations
 
@@ -47,6 +49,50 @@ REAL_FOLLOWUP_TABLE_ROWS = (
 )
 
 
+# the scenarios in the order their rows (and nodes) come: inference/scenarios.py's SCENARIOS,
+# then its RECIST_SCENARIOS (not imported: that module needs torch)
+OUTCOME_SCENARIOS = ("responder", "non-responder")
+RECIST_SCENARIOS = ("CR", "PR", "SD", "PD")
+SCENARIO_ORDER = OUTCOME_SCENARIOS + RECIST_SCENARIOS
+# how each scenario's "obeyed" reads: RECIST scenarios show the closest follow-up drawn when
+# the category was not reached (the report's "*")
+OBEYED_TEXT = {True: "yes", False: "no: the closest drawn", None: "not measurable"}
+
+
+def scenario_label(name: str) -> str:
+    """How a scenario is named to the user (its node, its table rows): "if it reaches PR",
+    "if responder"."""
+    return f"if it reaches {name}" if name in RECIST_SCENARIOS else f"if {name}"
+
+
+def ordered_scenarios(names) -> list[str]:
+    """``names`` in :data:`SCENARIO_ORDER` (unknown names last, as given)."""
+    names = list(names)
+    return [n for n in SCENARIO_ORDER if n in names] + [n for n in names
+                                                         if n not in SCENARIO_ORDER]
+
+
+def scenario_table_rows(summary: dict) -> tuple:
+    """The (key, label) rows of the summary's scenarios, three each (RECIST, obeyed,
+    guidance), in :data:`SCENARIO_ORDER`."""
+    rows = []
+    for name in ordered_scenarios((summary.get("scenarios") or {}).keys()):
+        said = scenario_label(name)
+        said = said[0].upper() + said[1:]
+        obeyed = "category reached" if name in RECIST_SCENARIOS else "scenario obeyed"
+        rows += [(f"scenarios.{name}.recist", f"{said}: RECIST of the follow-up"),
+                 (f"scenarios.{name}.obeyed", f"{said}: {obeyed}"),
+                 (f"scenarios.{name}.guidance", f"{said}: scenario guidance")]
+    return tuple(rows)
+
+
+def _shown(key: str, value) -> str:
+    """A value as the table's Value column shows it."""
+    if key.startswith("scenarios.") and key.endswith(".obeyed"):
+        return OBEYED_TEXT.get(value, str(value))
+    return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def _value(summary: dict, key: str):
     value = summary
     for part in key.split("."):
@@ -56,8 +102,10 @@ def _value(summary: dict, key: str):
 
 def table_rows(summary: dict) -> tuple:
     """The (key, label) rows a summary's table has: :data:`TABLE_ROWS`, then
-    :data:`REAL_FOLLOWUP_TABLE_ROWS` when a real follow-up was compared."""
-    return TABLE_ROWS + (REAL_FOLLOWUP_TABLE_ROWS if summary.get("real_followup") else ())
+    :data:`REAL_FOLLOWUP_TABLE_ROWS` when a real follow-up was compared, then the scenarios'
+    rows (:func:`scenario_table_rows`)."""
+    return (TABLE_ROWS + (REAL_FOLLOWUP_TABLE_ROWS if summary.get("real_followup") else ())
+            + scenario_table_rows(summary))
 
 
 def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff predictions",
@@ -76,8 +124,7 @@ def predictions_to_table_node(summary: dict, scene, name: str = "ImmunoDiff pred
     for key, label in table_rows(summary):
         value = _value(summary, key)
         measures.InsertNextValue(label)
-        values.InsertNextValue("" if value is None else
-                               f"{value:.3f}" if isinstance(value, float) else str(value))
+        values.InsertNextValue(_shown(key, value))
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         numbers.InsertNextValue(float(value) if numeric else math.nan)
     for column in (measures, values, numbers):

@@ -208,6 +208,25 @@ def show_side_by_side(scene, baseline_node, nodes: dict, point_ras,
             display.SetAllSegmentsVisibility(True)
 
 
+def show_scenario(scene, baseline_node, nodes: dict, point_ras, scenario: str | None,
+                  show_difference: bool = True) -> None:
+    """Baseline | one scenario's follow-up (``nodes["followup if <scenario>"]``, on the crop
+    grid) in the side-by-side views, as :func:`show_side_by_side` shows the synthesized one,
+    without the difference overlay (it is the synthesized follow-up's); ``scenario`` None:
+    the synthesized follow-up again, with its overlay when ``show_difference``."""
+    if scenario is None:
+        show_side_by_side(scene, baseline_node, nodes, point_ras, show_difference)
+        return
+    key = f"followup if {scenario}"
+    if key not in nodes:
+        shown = sorted(k[len("followup if "):] for k in nodes if k.startswith("followup if "))
+        raise ValueError(f"Scenario '{scenario}' is not among these results (they have: "
+                         f"{', '.join(shown) or 'no scenarios'}).")
+    show_side_by_side(scene, baseline_node, {**nodes, "followup": nodes[key]}, point_ras,
+                      show_difference=False)
+    set_overlay(scene, None)
+
+
 def set_difference_visible(scene, visible: bool) -> None:
     """Toggle the difference overlay in the side-by-side views."""
     composites = _view_nodes(scene, "vtkMRMLSliceCompositeNode")
