@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -168,7 +168,9 @@ def stage2_features(context: CurveContext, budget: int, task: Task) -> dict:
     train, test = variant_features(model, "immunodiff", context.tensors.batch,
                                    context.tensors.rows(context.split["train"]),
                                    context.tensors.rows(context.split["test"]), context.seed)
-    features = {"train": train, "test": test, "heads_input": asdict(heads_input_of(model)),
+    layout = heads_input_of(model)  # a name, or a dataclass of the heads' layout
+    features = {"train": train, "test": test,
+                "heads_input": asdict(layout) if is_dataclass(layout) else layout,
                 "train_cpu_seconds": spent + trained,
                 "readout_cpu_seconds": readout.cpu_seconds(), "seconds": clock.seconds()}
     path.parent.mkdir(parents=True, exist_ok=True)
