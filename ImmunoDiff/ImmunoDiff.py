@@ -12,7 +12,9 @@ point from Slicer's Python console:
     logic = slicer.util.getModuleLogic("ImmunoDiff")
     nodes = logic.process(volumeNode, {"age": 64, "sex": "male", "pdl1": 60}, pointNode)
     nodes = logic.process(volumeNode, clinical, pointNode, realFollowup=followupNode)
+    nodes = logic.process(volumeNode, clinical, pointNode, recistScenarios=True)  # CR/PR/SD/PD
     logic.saveResults(volumeNode, nodes, "/data/case", dicom=True)  # with dicom/, "Save as DICOM"
+    logic.saveLastResults("/data/case2")  # the last case's (the panel's too), as Save does
     logic.processCohort("/data/cohort.csv", "/data/predictions")
 
 The inputs and the logic live beside this file in ImmunoDiffModuleLib/. Requires Slicer 5.10
@@ -46,6 +48,7 @@ MANUAL_PARAMETERS = {"tumourPoint": "tumourPointSelector",
                      "tumourSegmentation": "tumourSegmentSelector",
                      "tumourSegmentId": "tumourSegmentSelector"}
 POLL_MS = 200
+SYNTHESIZED = "synthesized follow-up"  # the first choice of "Beside the baseline"
 
 
 class ImmunoDiff(ScriptedLoadableModule):
@@ -92,6 +95,7 @@ class ImmunoDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._observedPoint = None
         self._clinicalError = None
         self._run = None  # the running background case
+        self._fillingChoices = False  # "Beside the baseline" being refilled: no reaction
         self._timer = None
 
     def setup(self):
@@ -110,6 +114,10 @@ class ImmunoDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyOrCancel)
         self.ui.installButton.connect("clicked(bool)", self.onInstall)
         self.ui.differenceCheckBox.connect("toggled(bool)", self.onDifferenceToggled)
+        self.ui.shownFollowupComboBox.connect("currentIndexChanged(int)",
+                                              self.onShownFollowupChanged)
+        self.ui.saveButton.connect("clicked(bool)", self.onSave)
+        self._scenarioChoices = {}  # "Beside the baseline" text -> scenario name
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
@@ -123,6 +131,8 @@ class ImmunoDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
         if self._run is not None:
             self._run.job.cancel()
+        if self.logic is not None:
+            self.logic.cleanup()
 
     def enter(self):
         self.initializeParameterNode()
@@ -287,11 +297,67 @@ class ImmunoDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     self.logic.showResults(run.volume, nodes, run.pointRAS,
                                            self.ui.differenceCheckBox.checked)
                     self.ui.resultsTableView.setMRMLTableNode(nodes["table"])
+                    self.updateResultControls()
                     warnings = nodes["summary"].get("warnings") or []
                     self.ui.statusLabel.text = "\n".join(warnings) or "Done."
         finally:
             run.cleanup()
             self.onParameterChanged()
+
+    # --- the last results: scenarios beside the baseline, Save ------------------------------
+    def updateResultControls(self):
+        """"Beside the baseline" lists the last results' scenarios; Save is enabled when
+        there are results."""
+        from ImmunoDiffLib.mrml.cases import scenario_nodes  # deferred: installed later
+        from ImmunoDiffLib.mrml.tables import scenario_label  # deferred: as above
+
+        results = self.logic.lastResults
+        names = [] if results is None else list(scenario_nodes(results[1]))
+        self._scenarioChoices = {SYNTHESIZED: None, **{
+            f"follow-up {scenario_label(n)}": n for n in names}}
+        combo = self.ui.shownFollowupComboBox
+        self._fillingChoices = True
+        try:
+            combo.clear()
+            combo.addItems(list(self._scenarioChoices))
+        finally:
+            self._fillingChoices = False
+        combo.enabled = bool(names)
+        self.ui.saveButton.enabled = results is not None
+        self.ui.saveStatusLabel.text = ""
+
+    def onShownFollowupChanged(self, index=0):
+        if self._fillingChoices or self.logic.lastResults is None:
+            return
+        scenario = self._scenarioChoices.get(self.ui.shownFollowupComboBox.currentText)
+        with slicer.util.tryWithErrorDisplay("ImmunoDiff could not show that follow-up."):
+            self.logic.showScenario(scenario, self.ui.differenceCheckBox.checked)
+
+    def onSave(self):
+        """Ask for a folder; the last results go into <folder>/<case name> (replaced only
+        after a confirmation), with dicom/ when "also DICOM" is ticked. Errors: one line."""
+        from ImmunoDiffLib.errors import ImmunoDiffError  # deferred: installed later
+
+        baselineNode = self.logic.lastResults[0]
+        parent = qt.QFileDialog.getExistingDirectory(
+            None, "Save the ImmunoDiff results into this folder", "")
+        if not parent:
+            return
+        name = "".join(c if c.isalnum() or c in "-_." else "_"
+                       for c in baselineNode.GetName()).strip("._") or "case"
+        folder = Path(parent) / name
+        overwrite = folder.exists()
+        if overwrite and not slicer.util.confirmOkCancelDisplay(
+                f"'{folder}' exists already. Replace it with these results?"):
+            return
+        dicom = self.ui.saveDicomCheckBox.checked
+        try:
+            saved = self.logic.saveLastResults(folder, dicom=dicom, overwrite=overwrite)
+        except (ImmunoDiffError, OSError, ValueError) as error:
+            self.ui.saveStatusLabel.text = "Not saved: " + " ".join(str(error).split())
+            return
+        self.ui.saveStatusLabel.text = f"Saved to {saved}" + (" (with dicom/)." if dicom
+                                                               else ".")
 
     def onDifferenceToggled(self, checked):
         from ImmunoDiffLib.mrml import views as mrml_views

@@ -72,6 +72,17 @@ class Widget:
         self.currentText = text
         self.emit("currentIndexChanged", self.items.index(text))
 
+    def clear(self) -> None:
+        self.items, self.currentText = [], ""
+        self.emit("currentIndexChanged", -1)
+
+    def addItems(self, texts) -> None:
+        first = not self.items
+        self.items = self.items + list(texts)
+        if first and self.items:  # as QComboBox: the first item becomes current
+            self.currentText = self.items[0]
+            self.emit("currentIndexChanged", 0)
+
     def setChecked(self, checked: bool) -> None:
         self.checked = checked
         self.emit("toggled", checked)
@@ -334,6 +345,17 @@ class Timer:
             slot()
 
 
+class FileDialog:
+    """QFileDialog's static choosers, answered by ``Dialogs.folder`` ("" = cancelled)."""
+
+    def __init__(self, dialogs):
+        self._dialogs = dialogs
+
+    def getExistingDirectory(self, parent=None, caption="", directory="", *args):  # noqa: N802
+        self._dialogs.asked_folders.append(caption)
+        return str(self._dialogs.folder)
+
+
 class StartupEnvironment:
     """QProcessEnvironment of the environment the application started in (here: this
     process's), what slicer.util.launchConsoleProcess starts children with."""
@@ -351,11 +373,13 @@ class StartupEnvironment:
 
 
 class Dialogs:
-    """What the module asked or showed the user; ``answer`` is every confirmation's reply."""
+    """What the module asked or showed the user; ``answer`` is every confirmation's reply,
+    ``folder`` every folder chooser's."""
 
     def __init__(self):
         self.confirmations, self.errors, self.installed = [], [], []
         self.answer = True
+        self.folder, self.asked_folders = "", []
 
     def confirm(self, text, *args, **kwargs):
         self.confirmations.append(text)
@@ -402,7 +426,7 @@ def module_under_test(monkeypatch, blocked: tuple[str, ...] = ()):
                         raising=False)
     monkeypatch.setattr(slicer.util, "pip_install", dialogs.installed.append, raising=False)
     fakes = {
-        "qt": types.SimpleNamespace(QTimer=Timer),
+        "qt": types.SimpleNamespace(QTimer=Timer, QFileDialog=FileDialog(dialogs)),
         "slicer.parameterNodeWrapper": types.SimpleNamespace(
             parameterNodeWrapper=parameterNodeWrapper, Choice=Choice, WithinRange=WithinRange),
         "slicer.ScriptedLoadableModule": types.SimpleNamespace(

@@ -373,7 +373,9 @@ def test_apply_runs_the_case_in_the_background_and_shows_it_side_by_side(
             assert abs(centre.GetElement(2, 3) - point_ras[2]) < 1.0
         hierarchy = slicer.vtkMRMLSubjectHierarchyNode.ResolveSubjectHierarchy(scene)
         assert hierarchy.GetItemByDataNode(followup)
-        assert list(tmp_path.iterdir()) == []  # the scratch folder is gone
+        # the scratch folder is gone; the case folder is kept for Save until the next case
+        assert [p.name[:19] for p in tmp_path.iterdir()] == ["ImmunoDiff-results-"]
+        assert widget.ui.saveButton.enabled
 
 
 def _nodes(scene, class_name):

@@ -37,6 +37,10 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self._pipelines = {}
+        # the last case's results: (baseline volume node, nodes, tumour point RAS), or None;
+        # the panel's Save and the console's saveLastResults write them
+        self.lastResults = None
+        self._keptFolder = None  # the last background case's folder, kept for saving
 
     def getParameterNode(self):
         return ImmunoDiffParameterNode(super().getParameterNode())
@@ -128,7 +132,7 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
             anatomy=parameters.anatomyBackend, steps=parameters.steps,
             samples=parameters.samples, seed=parameters.seed, device=parameters.device,
             mask=mask, scenarios=parameters.scenarios, case_id=volume.GetName(),
-            followup=followup) + extra
+            followup=followup, recist_scenarios=parameters.recistScenarios) + extra
         job = background.BackgroundJob(command, folder / "cancel",
                                        launch=launch or launchInSlicer).start()
         if pointRAS is None:
@@ -137,18 +141,45 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         return BackgroundCase(job, volume, pointRAS, folder, output)
 
     def finishBackgroundCase(self, run):
-        """The nodes of a finished background case (see :meth:`process`)."""
+        """The nodes of a finished background case (see :meth:`process`), kept as
+        :attr:`lastResults`. Its case folder is moved out of the scratch folder and kept
+        (``nodes["case folder"]``) until the next case's, so that Save can copy it."""
         from ImmunoDiffLib import mrml
 
-        return mrml.load_case_folder(slicer.mrmlScene, run.output, run.volume)
+        kept = Path(tempfile.mkdtemp(prefix="ImmunoDiff-results-", dir=temporaryFolder()))
+        try:
+            shutil.move(str(run.output), str(kept / "case"))
+            nodes = mrml.load_case_folder(slicer.mrmlScene, kept / "case", run.volume)
+        except BaseException:
+            shutil.rmtree(kept, ignore_errors=True)
+            raise
+        nodes["case folder"] = kept / "case"
+        self._keepResults(run.volume, nodes, run.pointRAS, kept)
+        return nodes
+
+    def _keepResults(self, volume, nodes, pointRAS, keptFolder=None):
+        """Remember a case's results (the previous kept folder is removed)."""
+        if self._keptFolder is not None:
+            shutil.rmtree(self._keptFolder, ignore_errors=True)
+        self._keptFolder = keptFolder
+        self.lastResults = (volume, nodes, list(pointRAS))
+
+    def cleanup(self):
+        """Remove the kept case folder (the panel calls this when it closes)."""
+        if self._keptFolder is not None:
+            shutil.rmtree(self._keptFolder, ignore_errors=True)
+            self._keptFolder = None
 
     # --- the console's path: in this process -------------------------------------------------
     def process(self, volumeNode, clinical, tumourPoint, bundlePath=None,
                 anatomyBackend="auto", existingSegmentation=None, steps=25, samples=2, seed=0,
                 device="cpu", progress=None, cancel=None, showResults=True, scenarios=False,
-                realFollowup=None):
+                realFollowup=None, recistScenarios=False):
         """One case, in this process: returns the new nodes (followup, difference,
-        uncertainty, segmentation, table) and the result. ``tumourPoint``: a markups node
+        uncertainty, segmentation, table) and the result, kept as :attr:`lastResults`.
+        ``scenarios``: also "followup if responder" / "non-responder"; ``recistScenarios``:
+        also "followup if CR" / "PR" / "SD" / "PD" (the closest drawn where the category was
+        not reached; the table says which). ``tumourPoint``: a markups node
         (first point) or RAS (x, y, z). ``realFollowup``: a volume node of the patient's real
         follow-up CT, aligned to the baseline after the prediction and compared with the
         synthesized follow-up (node ``real followup``, its rows in the table, three views).
@@ -165,7 +196,9 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
         nodes = mrml.process_case(slicer.mrmlScene, volumeNode, clinical, pointRAS,
                                   self.pipeline(bundlePath, anatomyBackend, device), options,
                                   progress, cancel, existing_segmentation=existingSegmentation,
-                                  scenarios=scenarios, real_followup=realFollowup)
+                                  scenarios=scenarios, real_followup=realFollowup,
+                                  recist_scenarios=recistScenarios)
+        self._keepResults(volumeNode, nodes, pointRAS)
         if showResults and slicer.app.layoutManager() is not None:
             self.showResults(volumeNode, nodes, pointRAS)
         return nodes
@@ -195,6 +228,26 @@ class ImmunoDiffLogic(ScriptedLoadableModuleLogic):
 
         return mrml.save_results(baselineNode, nodes, outputFolder, dicom=dicom,
                                  overwrite=overwrite, case_id=caseId)
+
+    def saveLastResults(self, outputFolder, dicom=False, overwrite=False, caseId=None):
+        """:meth:`saveResults` of :attr:`lastResults` (the panel's Save, or the console after
+        :meth:`process`)."""
+        if self.lastResults is None:
+            from ImmunoDiffLib.errors import ImageError  # deferred: installed later
+
+            raise ImageError("No results to save yet: run a case first.")
+        baselineNode, nodes, _ = self.lastResults
+        return self.saveResults(baselineNode, nodes, outputFolder, dicom=dicom,
+                                overwrite=overwrite, caseId=caseId)
+
+    def showScenario(self, scenario=None, showDifference=True):
+        """Baseline | the follow-up of ``scenario`` (e.g. "PR", "responder") of
+        :attr:`lastResults` in the side-by-side views; None: the synthesized follow-up."""
+        from ImmunoDiffLib.mrml import views as mrml_views  # deferred: installed later
+
+        baselineNode, nodes, pointRAS = self.lastResults
+        mrml_views.show_scenario(slicer.mrmlScene, baselineNode, nodes, pointRAS, scenario,
+                                 showDifference)
 
     def saveReviewPicture(self, baselineNode, nodes, path, fieldOfViewMm=110.0):
         """The side-by-side review (axial and coronal through the tumour, with the predictions)

@@ -41,6 +41,8 @@ class ImmunoDiffParameterNode:
     seed: Annotated[int, WithinRange(0, 99999)] = 0
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     scenarios: bool = False
+    # also the follow-ups "if it reaches CR / PR / SD / PD" (predict --recist-scenarios)
+    recistScenarios: bool = False
     age: float = UNKNOWN
     sex: Annotated[str, Choice(["unknown", "female", "male"])] = "unknown"
     race: Annotated[str, Choice(["unknown", "white", "black", "asian", "other"])] = "unknown"

@@ -6,7 +6,9 @@ Results of :func:`~.cases.process_case` carry the pipeline's Result, so every fi
 folder is written, as the command line writes it. Results loaded from a case folder
 (:func:`~.cases.load_case_folder`: the Slicer panel's background run) already have their case
 folder; for them the DICOM outputs are made from the nodes (the synthesized follow-up, the
-lobes and vessels of the segmentation node) and the predictions, beside ``predictions.json``.
+lobes and vessels of the segmentation node) and the predictions, beside ``predictions.json``;
+when they still have that case folder (``nodes["case folder"]``: the Slicer panel keeps the
+last one), it is copied whole (the scenario follow-ups with it), the DICOM outputs beside it.
 Every check runs before anything is written, and the folder is written all or nothing.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +87,9 @@ def save_results(volume_node, nodes: dict, folder: str | os.PathLike, *, dicom: 
 
     Results of :func:`~.cases.process_case` (with ``result``): the case folder ``immunodiff
     predict`` writes, with ``dicom`` also ``dicom/``. Results loaded from a case folder (with
-    ``summary``): ``predictions.json`` and ``dicom/``, so ``dicom`` must be True. ``case_id``:
+    ``summary``): ``predictions.json`` and ``dicom/``, so ``dicom`` must be True; with their
+    folder still at hand (``case folder``), that whole folder, with ``dicom`` also ``dicom/``.
+    ``case_id``:
     the case's name (default: the volume's); ``tumour_mask``: the drawn tumour (label map)
     for the segmentation, else the lesion at the tumour point; ``database``: where the
     volume's DICOM files are found (default ``slicer.dicomDatabase``). The volume and the
@@ -95,7 +100,11 @@ def save_results(volume_node, nodes: dict, folder: str | os.PathLike, *, dicom: 
     if result is None and "summary" not in nodes:
         raise ImageError("These are not the results of a case: they hold neither 'result' "
                          "(from process) nor 'summary' (from a case folder).")
-    if result is None and not dicom:
+    source = nodes.get("case folder")
+    if source is not None and not (Path(source) / PREDICTIONS_NAME).is_file():
+        raise ImageError(f"The results' case folder '{source}' is gone (no {PREDICTIONS_NAME}"
+                         "); run the case again to save it.")
+    if result is None and source is None and not dicom:
         raise ImageError("These results were loaded from a case folder, which holds them "
                          "already; pass dicom=True to write their DICOM outputs.")
     missing = [key for key in ("followup", "segmentation") if nodes.get(key) is None]
@@ -114,9 +123,15 @@ def save_results(volume_node, nodes: dict, folder: str | os.PathLike, *, dicom: 
                          volume_node.GetName())
         return write_case(result, folder, case_id, overwrite,
                           real_followup=nodes.get("real followup comparison"), dicom=baseline)
-    case = _case_from_nodes(volume_node, nodes, ct, case_id)
+    case = _case_from_nodes(volume_node, nodes, ct, case_id) if dicom else None
     with atomic_folder(folder, overwrite) as staging:
-        (staging / PREDICTIONS_NAME).write_text(json.dumps(case.summary, indent=2),
+        summary = case.summary if case is not None else None
+        if source is not None:  # the whole case folder, under the case's name
+            shutil.copytree(source, staging, dirs_exist_ok=True)
+            summary = {**json.loads((staging / PREDICTIONS_NAME).read_text(encoding="utf-8")),
+                       "patient_id": case_id}
+        (staging / PREDICTIONS_NAME).write_text(json.dumps(summary, indent=2),
                                                 encoding="utf-8")
-        baseline.write(case, staging, case_id)
+        if case is not None:
+            baseline.write(case, staging, case_id)
     return folder
