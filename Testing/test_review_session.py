@@ -255,3 +255,68 @@ def test_a_run_with_a_real_followup_fills_three_linked_views_and_saves_it(
 def _nodes(scene, class_name: str) -> list:
     nodes = scene.GetNodesByClass(class_name)
     return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
+def test_recist_scenarios_are_asked_for_shown_beside_the_ct_and_saved(
+        tmp_path, recist_case, dicom_input):
+    """The page's "RECIST scenarios (CR/PR/SD/PD)" reaches the run; the four follow-ups are
+    nodes the session shows beside the CT, listed as the report does (* not reached) and
+    saved with the case folder. The pipeline answers with conftest's prediction."""
+    from ImmunoDiffLib.inference.sampling import SamplingOptions
+    from ImmunoDiffLib.mrml import views
+    from ImmunoDiffLib.review.session import scenarios_text
+
+    case_folder, result = recist_case
+    asked = []
+
+    class Answering:
+        info = None
+
+        def run(self, *args, **kwargs):
+            asked.append(kwargs)
+            return result
+
+    scene = slicer.vtkMRMLScene()
+    views.ensure_display_defaults(scene)
+    logics = []
+    for name in views.SIDE_BY_SIDE_VIEWS:  # the page's views (trame-slicer makes them so)
+        logic = slicer.vtkMRMLSliceLogic()
+        logic.SetMRMLScene(scene)
+        logic.AddSliceNode(name).SetOrientation("Axial")
+        logics.append(logic)
+    session = ReviewSession(scene, [dicom_input.parent, tmp_path], bundle=tmp_path,
+                            work_dir=tmp_path / "work")
+    session._pipeline = Answering()
+    baseline = session.load(str(dicom_input))
+    session.set_point(mrml.lps_to_ras(result.tumour_point_lps))
+    session.start({"age": "64"}, SamplingOptions(steps=1, samples=1), recist_scenarios=True)
+    session.wait(300)
+    assert session.collect() and session.run_state.error == "", session.run_state.error
+    assert asked[0]["recist_scenarios"] is True and asked[0]["scenarios"] is False
+    assert session.scenario_names() == ["CR", "PR", "SD", "PD"]
+    for name in session.scenario_names():
+        node = session.nodes[f"followup if {name}"]
+        assert node.GetName() == f"{baseline.GetName()} follow-up if it reaches {name}"
+        assert node.GetImageData().GetDimensions() == result.baseline_crop.GetSize()
+    lines = scenarios_text(session.run_state.summary).splitlines()
+    assert lines[3].startswith("if it reaches PD:") and "SD *" in lines[3]
+    assert "no: the closest drawn; guidance 3.5" in lines[3]
+    assert lines[1].split() == ["if", "it", "reaches", "PR:", "PR", "(yes;", "guidance", "1.5)"]
+    assert lines[-1] == "* not reached: the closest follow-up the model drew"
+
+    composites = {logic.GetSliceCompositeNode().GetLayoutName(): logic.GetSliceCompositeNode()
+                  for logic in logics}
+    left, right = (composites[v] for v in views.SIDE_BY_SIDE_VIEWS)
+    session.show_scenario("SD")
+    assert (left.GetBackgroundVolumeID(), right.GetBackgroundVolumeID()) == (
+        baseline.GetID(), session.nodes["followup if SD"].GetID())
+    session.show_scenario(None)
+    assert right.GetBackgroundVolumeID() == session.nodes["followup"].GetID()
+    with pytest.raises(ImageError, match=r"^Scenario 'responder' is not among the results "
+                                         r"\(they have: CR, PR, SD, PD\)\.$"):
+        session.show_scenario("responder")
+
+    saved = session.save(str(tmp_path / "saved"))
+    assert sorted(p.name for p in saved.glob("followup_crop_if_*")) == sorted(
+        p.name for p in case_folder.glob("followup_crop_if_*"))
+    assert len(list(saved.glob("followup_crop_if_*"))) == 4

@@ -6,7 +6,8 @@ at the same window/level; with a real follow-up CT given (a path or an upload, a
 third view: the real follow-up, aligned to the baseline by the run, linked, its measurements
 beside the predictions. The form holds the CT path or an upload, the clinical variables
 (units, ranges, "unknown", NLR computed, one message per bad field), the anatomy backend and
-samples/steps/seed, Run with a progress bar and Cancel, the overlay and orientation choices,
+samples/steps/seed, the scenarios (response, RECIST; each shown beside the baseline on
+request), Run with a progress bar and Cancel, the overlay and orientation choices,
 the predictions and warnings, and Save (with "also DICOM", ticked when the CT was a DICOM
 series, the case's ``dicom/`` folder in that series' study). Work runs in the session's worker
 thread; a task on the server's event loop polls it, so the page stays responsive.
@@ -32,6 +33,7 @@ from trame_vuetify.ui.vuetify3 import SinglePageLayout
 from ..anatomy import BACKENDS
 from ..errors import ImmunoDiffError
 from ..inference.sampling import SamplingOptions
+from ..mrml.tables import scenario_label
 from ..mrml.views import REAL_FOLLOWUP_VIEWS, SIDE_BY_SIDE_VIEWS
 from .dicom_identity import dicom_outputs_available
 from .session import (
@@ -40,6 +42,7 @@ from .session import (
     out_of_distribution_text,
     predictions_text,
     real_followup_text,
+    scenarios_text,
 )
 
 POLL_SECONDS = 0.25
@@ -50,6 +53,7 @@ ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
 # the page's layouts by the views the session fills (ReviewSession.review_views)
 LAYOUTS = {SIDE_BY_SIDE_VIEWS: "review", REAL_FOLLOWUP_VIEWS: "review with real follow-up"}
 NO_FOLLOWUP = "no real follow-up (optional)"
+SYNTHESIZED = "synthesized follow-up"  # the first choice of what is shown beside the baseline
 
 
 def _named_uploads(upload) -> list[tuple[str, bytes]]:
@@ -115,6 +119,9 @@ class ReviewPage:
         state.backend = self.session.anatomy_backend
         defaults = SamplingOptions()
         state.samples, state.steps, state.seed = defaults.samples, defaults.steps, 0
+        state.scenarios, state.recist_scenarios = False, False
+        state.followup_choices, state.shown_followup = [SYNTHESIZED], SYNTHESIZED
+        state.scenarios_text = ""
         state.can_run = False
         state.running = False
         state.progress = 0
@@ -135,6 +142,7 @@ class ReviewPage:
         state.change("overlay")(self._overlay_changed)
         state.change("anatomy_visible")(self._anatomy_changed)
         state.change("orientation")(self._orientation_changed)
+        state.change("shown_followup")(self._shown_followup_changed)
         state.change("upload")(self._uploaded)
         state.change("followup_upload")(self._followup_uploaded)
 
@@ -290,7 +298,9 @@ class ReviewPage:
             options = SamplingOptions(samples=int(state.samples), steps=int(state.steps),
                                       seed=int(state.seed))
             self.session.anatomy_backend = state.backend
-            self.session.start(self.clinical_values(), options)
+            self.session.start(self.clinical_values(), options,
+                               scenarios=bool(state.scenarios),
+                               recist_scenarios=bool(state.recist_scenarios))
         except (ImmunoDiffError, ValueError) as error:
             state.run_error = str(error)
             return
@@ -320,6 +330,10 @@ class ReviewPage:
              state.out_of_distribution_flagged) = out_of_distribution_text(result.summary)
             state.warnings = "\n".join(result.summary.get("warnings", []))
             state.real_followup = real_followup_text(result.summary)
+            state.scenarios_text = scenarios_text(result.summary)
+            state.followup_choices = [SYNTHESIZED] + [
+                scenario_label(n) for n in self.session.scenario_names()]
+            state.shown_followup = SYNTHESIZED
             self._update_can_run()
             self._apply_layout()
         if result.folder is not None:
@@ -329,6 +343,16 @@ class ReviewPage:
     # --- results ----------------------------------------------------------------------------
     def _overlay_changed(self, overlay, **_):
         self.session.show_overlay(None if overlay == "none" else overlay)
+
+    def _shown_followup_changed(self, shown_followup, **_):
+        """The synthesized follow-up, or a scenario's, beside the baseline."""
+        if not self.session.nodes:
+            return
+        scenario = dict(zip(self.server.state.followup_choices, [
+            None, *self.session.scenario_names()], strict=False)).get(shown_followup)
+        self.session.show_scenario(scenario)
+        if scenario is None:
+            self._overlay_changed(self.server.state.overlay)
 
     def _anatomy_changed(self, anatomy_visible, **_):
         self.session.show_anatomy(bool(anatomy_visible))
@@ -425,6 +449,10 @@ class ReviewPage:
                 with v3.VCol(cols=4):
                     v3.VTextField(v_model=(name,), label=name, type="number",
                                   density="compact", id=name)
+        v3.VCheckbox(v_model=("scenarios",), label='also "if it responds" and "if it does not"',
+                     density="compact", id="scenarios")
+        v3.VCheckbox(v_model=("recist_scenarios",), label="RECIST scenarios (CR/PR/SD/PD)",
+                     density="compact", id="recist-scenarios")
         v3.VBtn("Run", click=self.run, disabled=("!can_run",), id="run", color="primary",
                 size="small")
         v3.VBtn("Cancel", click=self.cancel, disabled=("!running",), id="cancel",
@@ -447,7 +475,12 @@ class ReviewPage:
                 for orientation in ORIENTATIONS:
                     v3.VBtn(orientation.lower(), value=orientation,
                             id=f"orientation-{orientation.lower()}")
+            v3.VSelect(v_model=("shown_followup",), items=("followup_choices",),
+                       label="beside the baseline", density="compact", id="shown-followup",
+                       v_show="followup_choices.length > 1")
             html.Pre("{{ predictions }}", id="predictions", style="font-size:12px;")
+            html.Pre("{{ scenarios_text }}", v_if="scenarios_text", id="scenarios-text",
+                     style="font-size:12px;")
             html.Pre("{{ real_followup }}", v_if="real_followup", id="real-followup",
                      style="font-size:12px;")
             html.Pre("{{ out_of_distribution }}", id="out-of-distribution",

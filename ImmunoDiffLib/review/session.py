@@ -3,7 +3,8 @@ the tumour point, the clinical variables checked field by field, an optional rea
 CT, one run at a time in a worker thread (progress, cancel; with a real follow-up, its
 alignment to the baseline and comparison after the prediction), the results as nodes through
 :mod:`ImmunoDiffLib.mrml` (baseline | synthesized, or baseline | synthesized | real follow-up
-in linked views), and Save (the case folder ``immunodiff predict`` writes; with ``dicom``
+in linked views; with scenarios asked for, each scenario's follow-up can be shown beside the
+baseline instead), and Save (the case folder ``immunodiff predict`` writes; with ``dicom``
 also its ``dicom/`` folder, in the study of the CT when it was loaded or uploaded as a DICOM
 series). The page (``page.py``) only binds widgets to this object, so everything here is
 tested without a browser.
@@ -39,7 +40,8 @@ from ..inference.followup_comparison import compare_with_real_followup
 from ..inference.pipeline import ImmunoDiffPipeline
 from ..inference.sampling import SamplingOptions
 from ..mrml import views
-from ..mrml.cases import PIPELINE_SHARE_WITH_REAL_FOLLOWUP
+from ..mrml.cases import PIPELINE_SHARE_WITH_REAL_FOLLOWUP, scenario_nodes
+from ..mrml.tables import OBEYED_TEXT, RECIST_SCENARIOS, ordered_scenarios, scenario_label
 from ..outputs import atomic_folder
 from ..progress import Cancelled, Task
 from ..reporting.case_report import (
@@ -295,8 +297,12 @@ class ReviewSession:
         return self.point_ras
 
     # --- the run ----------------------------------------------------------------------------
-    def start(self, clinical: dict, options: SamplingOptions) -> None:
-        """Start the case in a worker thread; refuses a second run (BusyError)."""
+    def start(self, clinical: dict, options: SamplingOptions, scenarios: bool = False,
+              recist_scenarios: bool = False) -> None:
+        """Start the case in a worker thread; refuses a second run (BusyError).
+        ``scenarios``: also the follow-ups "if it responds / if it does not";
+        ``recist_scenarios``: also "if it reaches CR / PR / SD / PD" (``predict
+        --scenarios``, ``--recist-scenarios``)."""
         if self.volume_node is None:
             raise ImageError("Load a CT first.")
         if self.point_ras is None:
@@ -316,15 +322,16 @@ class ReviewSession:
         self._dicom_inputs = {"ct": image, "tumour_mask": self.tumour_mask,
                               "identity": self.identity,
                               "case_id": self.volume_node.GetName()}
+        asked = {"scenarios": bool(scenarios), "recist_scenarios": bool(recist_scenarios)}
         self._thread = threading.Thread(target=self._work, args=(
-            image, raw, point_lps, options, self.tumour_mask, followup), daemon=True)
+            image, raw, point_lps, options, self.tumour_mask, followup, asked), daemon=True)
         self._thread.start()
 
     def _progress(self, fraction: float, message: str = "") -> None:
         self.run_state.fraction, self.run_state.message = float(fraction), message
 
     def _work(self, image, clinical: dict, point_lps, options: SamplingOptions,
-              tumour_mask, followup=None) -> None:
+              tumour_mask, followup=None, asked: dict | None = None) -> None:
         """The case (and, with ``followup``, the real follow-up's alignment and comparison)
         into the temporary case folder; runs in the worker thread."""
         folder = self.work_dir / "case"
@@ -337,7 +344,8 @@ class ReviewSession:
                                                     anatomy_backend=self.anatomy_backend)
             progress = self._progress if followup is None else task.sub(0.0, share).callback()
             result = self._pipeline.run(image, clinical, point_lps, options, progress,
-                                        self._cancel.is_set, tumour_mask=tumour_mask)
+                                        self._cancel.is_set, tumour_mask=tumour_mask,
+                                        **(asked or {}))
             real = None
             if followup is not None:
                 alignment = task.sub(share, 1.0)
@@ -401,6 +409,20 @@ class ReviewSession:
             node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeInferno")
         views.set_overlay(self.scene, node)
 
+    def scenario_names(self) -> list[str]:
+        """The scenarios of the results, in order (responder, non-responder, CR, PR, SD,
+        PD): each has a follow-up node :meth:`show_scenario` shows."""
+        return list(scenario_nodes(self.nodes))
+
+    def show_scenario(self, scenario: str | None) -> None:
+        """Baseline | the follow-up of ``scenario`` (a name of :meth:`scenario_names`) in the
+        left and middle views; None: the synthesized follow-up again."""
+        if scenario is not None and scenario not in self.scenario_names():
+            raise ImageError(f"Scenario '{scenario}' is not among the results (they have: "
+                             f"{', '.join(self.scenario_names()) or 'none'}).")
+        views.show_scenario(self.scene, self.volume_node, self.nodes, self.point_ras,
+                            scenario, show_difference=False)
+
     def show_anatomy(self, visible: bool) -> None:
         segmentation = self.nodes.get("segmentation")
         if segmentation is not None and segmentation.GetDisplayNode() is not None:
@@ -437,6 +459,22 @@ class ReviewSession:
 def predictions_text(summary: dict) -> str:
     """The predictions as the case report writes them."""
     return "\n".join(prediction_lines(summary)) if summary else ""
+
+
+def scenarios_text(summary: dict) -> str:
+    """One line a scenario: its RECIST and whether it is the scenario's (* = the closest
+    drawn, the category not reached), the guidance it took (empty without scenarios)."""
+    scenarios = (summary or {}).get("scenarios") or {}
+    lines = []
+    for name in ordered_scenarios(scenarios):
+        item = scenarios[name]
+        star = " *" if item.get("obeyed") is False else ""
+        reached = OBEYED_TEXT.get(item.get("obeyed"), "")
+        lines.append(f"{scenario_label(name) + ':':<22}{item.get('recist')}{star}  "
+                     f"({reached}; guidance {item.get('guidance')})")
+    if any(name in RECIST_SCENARIOS for name in scenarios):
+        lines.append("* not reached: the closest follow-up the model drew")
+    return "\n".join(lines)
 
 
 def real_followup_text(summary: dict) -> str:
