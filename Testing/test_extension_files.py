@@ -177,7 +177,8 @@ def test_icons_are_128_pixel_pngs():
 INPUT_CLASSES = {"QDoubleSpinBox", "QSpinBox", "QComboBox", "QCheckBox", "QLineEdit",
                  "ctkPathLineEdit", "qMRMLNodeComboBox", "qSlicerSimpleMarkupsWidget",
                  "qMRMLSegmentSelectorWidget"}
-VIEW_WIDGETS = {"differenceCheckBox"}  # view state, not an input of the computation
+# view state, or an option of Save: not inputs of the computation
+VIEW_WIDGETS = {"differenceCheckBox", "shownFollowupComboBox", "saveDicomCheckBox"}
 
 
 def _module_maps():
