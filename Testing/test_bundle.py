@@ -48,6 +48,7 @@ def test_a_bundle_from_before_the_generator_settings_loads_as_it_was_trained(tmp
     model, info = load_bundle(path)
     assert info.model == old and model.config.prediction_type == "epsilon"
     assert not hasattr(model, "scenario_tokens")
+    assert model.config.heads_input == "crop"  # the MLP on the whole crop's features
 
 
 def test_tampered_weights_are_refused(bundle):

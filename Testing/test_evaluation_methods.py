@@ -108,7 +108,8 @@ def test_configuration_errors_name_the_setting():
     assert DEMO.scaled(0.0001).stage_steps["1A"] == 1
 
 
-def test_fresh_heads_recover_a_known_hazard_and_response():
+@pytest.mark.parametrize("heads_input", ["crop", "lesion_and_clinical"])
+def test_fresh_heads_recover_a_known_hazard_and_response(heads_input):
     from ImmunoDiffLib.evaluate.immunodiff_runs import FreshHeads
     from ImmunoDiffLib.evaluate.metrics import c_index, classification_metrics
     from ImmunoDiffLib.train.config import TrainConfig
@@ -123,7 +124,7 @@ def test_fresh_heads_recover_a_known_hazard_and_response():
         return torch.tensor(values, dtype=torch.float32)
 
     torch.manual_seed(0)
-    heads = FreshHeads(10)
+    heads = FreshHeads(heads_input, 10)
     fit_heads(heads, tensor(features[:200]), tensor(response[:200]), tensor(time[:200]),
               tensor(np.ones(200)), TrainConfig(stage="heads", steps=300))
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Model parts: InfoNCE, RoPE, cbi-Adapter, ControlNet wiring, heads, target parameterisation."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,9 +10,13 @@ import torch
 from ImmunoDiffLib.clinical import encode_clinical, feature_layout, parse_clinical
 from ImmunoDiffLib.evaluate.metrics import c_index
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
-from ImmunoDiffLib.models.batch import model_batch
+from ImmunoDiffLib.models.batch import clinical_vector, model_batch
 from ImmunoDiffLib.models.cbi_adapter import CbiAdapter, apply_rope, fuse_condition
-from ImmunoDiffLib.models.heads import cox_partial_likelihood_loss
+from ImmunoDiffLib.models.heads import (
+    cox_partial_likelihood_loss,
+    lesion_size_features,
+    region_mean,
+)
 from ImmunoDiffLib.models.vl_encoder import info_nce, lobe_input, vessel_input
 
 
@@ -123,16 +128,119 @@ def test_controlnet_residuals_match_the_unet_and_start_at_zero(tiny_batch):
 def test_heads_get_gradients(tiny_batch):
     model = ImmunoDiffModel(TINY)
     model.set_trainable("heads")
-    features = model.up_block_features(torch.randn(2, 1, 16, 16, 8), torch.tensor([5, 5]),
-                                       model.encode_conditions(tiny_batch, "2")).detach()
+    x, t = torch.randn(2, 1, 16, 16, 8), torch.tensor([5, 5])
+    inputs = model.head_inputs(tiny_batch, x, t, model.head_conditions(tiny_batch))[0].detach()
+    assert inputs.shape == (2, model.head_input_width())
     loss = (torch.nn.functional.binary_cross_entropy_with_logits(
-        model.response_head(features), torch.tensor([1.0, 0.0]))
-        + cox_partial_likelihood_loss(model.survival_head(features), torch.tensor([5.0, 9.0]),
+        model.response_head(inputs), torch.tensor([1.0, 0.0]))
+        + cox_partial_likelihood_loss(model.survival_head(inputs), torch.tensor([5.0, 9.0]),
                                       torch.tensor([1.0, 1.0])))
     loss.backward()
     for head in (model.response_head, model.survival_head):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
     assert all(p.grad is None for p in model.unet.parameters())
+
+
+def test_lesion_heads_read_the_scan_without_the_profile_and_the_profile_directly(tiny_batch):
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(TINY).eval()
+    x, t = torch.randn(2, 1, 16, 16, 8), torch.tensor([5, 5])
+    scan = sum(TINY.channels)
+
+    def inputs(batch):
+        with torch.no_grad():
+            return model.head_inputs(batch, x, t, model.head_conditions(batch))
+
+    read, whole = inputs(tiny_batch)
+    assert whole.shape == (2, scan)
+    assert torch.equal(read[:, scan:-2], clinical_vector(tiny_batch))
+    assert torch.equal(read[:, -2:], lesion_size_features(tiny_batch["tumour"]))
+    other = dict(tiny_batch, clinical={g: v + 1.0 for g, v in tiny_batch["clinical"].items()})
+    changed, changed_whole = inputs(other)
+    assert torch.allclose(changed[:, :scan], read[:, :scan])  # the scan's features: no profile
+    assert torch.allclose(changed_whole, whole)
+    assert not torch.allclose(changed[:, scan:-2], read[:, scan:-2])
+    assert not torch.allclose(read[:, :scan], whole)  # averaged over the lesion, not the crop
+    crop_model = ImmunoDiffModel(replace(TINY, heads_input="crop")).eval()
+    crop_model.load_state_dict({k: v for k, v in model.state_dict().items()
+                                if not k.startswith(("response_head", "survival_head"))},
+                               strict=False)
+    with torch.no_grad():
+        full = crop_model.head_inputs(tiny_batch, x, t, crop_model.head_conditions(tiny_batch))
+    assert full[0].shape == (2, scan) and torch.equal(full[0], full[1])
+
+
+def test_region_mean_averages_over_the_region_resized_to_the_block():
+    output = torch.arange(2 * 3 * 4 * 4 * 2, dtype=torch.float32).reshape(2, 3, 4, 4, 2)
+    region = torch.zeros(2, 1, 8, 8, 4)
+    region[0, :, :4] = 1.0  # the first half in x; the second case has an empty region
+    pooled = region_mean(output, region)
+    assert torch.allclose(pooled[0], output[0, :, :2].mean(dim=(1, 2, 3)))
+    assert torch.allclose(pooled[1], output[1].mean(dim=(1, 2, 3)))
+
+
+def test_lesion_size_features_are_the_largest_section_and_the_volume():
+    mask = torch.zeros(2, 1, 10, 10, 4)
+    mask[0, 0, 2:6, 2:6, 1] = 1.0  # 16 voxels in one slice
+    mask[0, 0, 2:4, 2:4, 2] = 1.0  # and 4 in the next
+    size = lesion_size_features(mask)
+    assert torch.allclose(size[0], torch.tensor([4.0, math.log1p(20.0)]))
+    assert torch.equal(size[1], torch.zeros(2))  # no lesion
+
+
+def test_linear_head_reads_the_leading_principal_components_of_the_scan_features():
+    """Scan features (12 columns) that are two hidden factors plus noise, and 3 other inputs:
+    the head's basis spans the two factors, the scores have unit SD, and a response driven by
+    one factor and one other input is learned (ridge logistic on 200 patients)."""
+    from ImmunoDiffLib.models.heads import StandardisedLinearHead
+    from ImmunoDiffLib.train.config import TrainConfig
+    from ImmunoDiffLib.train.heads import fit_heads
+
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(300, 2, generator=generator)
+    loadings = torch.randn(2, 12, generator=generator)
+    scan = factors @ loadings + 0.05 * torch.randn(300, 12, generator=generator)
+    other = torch.randn(300, 3, generator=generator)
+    inputs = torch.cat([scan, other], dim=1)
+    head = StandardisedLinearHead(15, True, image_width=12, components=2)
+    head.standardise_to(inputs[:200])
+    z = ((inputs[:200] - head.mean) / head.sd)[:, :12]
+    residual = z - (z @ head.basis) @ head.basis.T
+    assert residual.pow(2).sum() / z.pow(2).sum() < 0.01  # two components hold the scan
+    assert torch.allclose((z @ head.basis / head.score_sd).std(dim=0), torch.ones(2), atol=1e-4)
+    response = ((factors[:, 0] + other[:, 1]) > 0).float()
+
+    class Heads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.response_head = StandardisedLinearHead(15, True, 12, 2)
+            self.survival_head = StandardisedLinearHead(15, False, 12, 2)
+
+    heads = Heads()
+    nan = torch.full((200,), float("nan"))
+    fit_heads(heads, inputs[:200], response[:200], nan, nan,
+              TrainConfig(stage="heads", steps=300, heads_l2=0.01))
+    with torch.no_grad():
+        logits = heads.response_head(inputs[200:])
+    correct = ((logits > 0).float() == response[200:]).float().mean()
+    assert correct > 0.9
+
+
+def test_fresh_heads_on_a_trained_generator_keep_every_generator_weight():
+    torch.manual_seed(0)
+    old = ImmunoDiffModel(replace(TINY, heads_input="crop"))
+    new = old.with_fresh_heads("lesion_and_clinical")
+    assert new.config.heads_input == "lesion_and_clinical"
+    kept = {k: v for k, v in old.state_dict().items() if not k.startswith(
+        ("response_head", "survival_head"))}
+    assert all(torch.equal(new.state_dict()[k], v) for k, v in kept.items())
+    assert new.response_head.linear.in_features == new.heads_layout().components + \
+        new.head_input_width() - sum(TINY.channels)
+
+
+def test_heads_input_setting_is_checked():
+    with pytest.raises(ValueError, match="heads_input must be one of"):
+        replace(TINY, heads_input="lesion")
 
 
 def test_cox_loss_fit_matches_scikit_survival():

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
+from ..models.batch import clinical_vector
+
 
 @dataclass
 class CohortTensors:
@@ -61,9 +63,7 @@ class CohortTensors:
 def clinical_matrix(batch: dict) -> torch.Tensor:
     """(N, F) clinical features for the baselines: the encoded values and the missing mask of
     every group, concatenated."""
-    groups = sorted(batch["clinical"])
-    return torch.cat([batch["clinical"][g] for g in groups]
-                     + [batch["clinical_mask"][g] for g in groups], dim=1)
+    return clinical_vector(batch)
 
 
 def minibatches(n_items: int, batch_size: int, steps: int, seed: int):

@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 from ..imaging import HUWindow, denormalise
 from ..inference.sampling import SamplingOptions, sample
 from ..models.config import PRETRAINING_STAGES
-from ..models.heads import ResponseHead, SurvivalHead
+from ..models.heads import HeadsLayout
 from ..models.immunodiff import ImmunoDiffModel
 from ..seeds import derived_seed
 from ..train.config import TrainConfig
@@ -79,10 +79,12 @@ def _items(batch: dict, rows: torch.Tensor) -> list[dict]:
 class FreshHeads(nn.Module):
     """Newly initialised response and survival heads, as in the model, for one fold."""
 
-    def __init__(self, features: int):
+    def __init__(self, layout: HeadsLayout | dict | str, features: int):
+        """``layout``: a HeadsLayout, its fields as a dict, or a ``heads_input`` name."""
         super().__init__()
-        self.response_head = ResponseHead(features)
-        self.survival_head = SurvivalHead(features)
+        layout = (HeadsLayout(layout) if isinstance(layout, str)
+                  else HeadsLayout(**layout) if isinstance(layout, dict) else layout)
+        self.response_head, self.survival_head = layout.make(features)
 
 
 def variant_steps(variant: str, config: EvaluationConfig) -> int:
@@ -102,20 +104,21 @@ def variant_features(model: ImmunoDiffModel, variant: str, batch: dict, train_ro
     return train_features, test_features
 
 
-def heads_input_of(model: ImmunoDiffModel) -> str:
-    """What the model's heads read (``ModelConfig.heads_input``)."""
-    return getattr(model.config, "heads_input", "crop")
+def heads_input_of(model: ImmunoDiffModel) -> HeadsLayout:
+    """What the model's heads read (``ModelConfig.heads_input``) and their layout."""
+    return model.heads_layout()
 
 
 def fit_predict_heads(train_features: torch.Tensor, test_features: torch.Tensor, outcome: dict,
                       steps: int, seed: int,
-                      heads_input: str = "crop") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      heads_input: HeadsLayout | dict | str = "crop"
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fresh heads (of the kind ``heads_input``) fitted ``steps`` full-batch steps on the
     training features (M, F) and ``outcome`` ("response", "survival_months", "event": (M,));
     returns the test rows' P(responder) and log-risk (N,) and the training rows' in-sample
     P(responder) (M,)."""
     torch.manual_seed(seed)
-    heads = FreshHeads(train_features.shape[1])  # one kind of heads so far
+    heads = FreshHeads(heads_input, train_features.shape[1])
     fit_heads(heads, train_features, outcome["response"], outcome["survival_months"],
               outcome["event"], TrainConfig(stage="heads", steps=steps, seed=seed))
     with torch.no_grad():

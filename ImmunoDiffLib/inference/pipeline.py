@@ -229,23 +229,15 @@ class ImmunoDiffPipeline:
             raise TumourPointError(message + ", or allow points outside the lungs.")
         warnings.append(message + "; continued as asked.")
 
-    def features(self, batch, options: SamplingOptions | None = None,
-                 image_only: bool = False) -> np.ndarray:
-        """(draws, F) up-block features of a model batch under its full conditions, as
-        :meth:`run` gives the heads; ``image_only``: with the clinical variables left out
-        (the out-of-distribution reference is fitted on these: the scan, not the profile)."""
+    def head_outputs(self, batch, options: SamplingOptions | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(logits (draws,), image features (draws, F)) of a model batch, as :meth:`run` reads
+        them: the response head's logits (the calibration is fitted on these) and the
+        up-block features over the whole crop with the clinical variables left out (the
+        out-of-distribution reference is fitted on these: the scan, not the profile)."""
         options = self._options_for_this_model(options or SamplingOptions())
-        with torch.inference_mode():
-            conditions = self.model.encode_conditions(batch, "2", drop_clinical=image_only)
-        return self._heads(batch, conditions, options)[2]
-
-    def head_logits(self, batch, options: SamplingOptions | None = None) -> np.ndarray:
-        """(draws,) the response head's logits of a model batch, as :meth:`run` reads them
-        (the calibration is fitted on these)."""
-        options = self._options_for_this_model(options or SamplingOptions())
-        with torch.inference_mode():
-            conditions = self.model.encode_conditions(batch, "2")
-        return self._heads(batch, conditions, options)[0]
+        logits, _, image_features = self._heads(batch, options)
+        return logits, image_features
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """P(responder) of the response head's logits: the bundle's calibration when it has
@@ -254,9 +246,24 @@ class ImmunoDiffPipeline:
         return calibration.probability(logits)
 
     @torch.inference_mode()
-    def _heads(self, batch, conditions, options: SamplingOptions):
-        """Response logits and log-risks for ``options.prediction_draws`` noise draws, and
-        the up-block features they were read from, (draws, F)."""
+    def _heads(self, batch, options: SamplingOptions):
+        """Response logits and log-risks for ``options.prediction_draws`` noise draws, and the
+        image features (draws, F): f̂ over the whole crop with the clinical variables left
+        out (from the same pass when the heads read them so, else from a second one)."""
+        model = self.model
+        head_inputs, whole = self._pooled_features(
+            batch, model.head_conditions(batch), options)
+        if model.config.heads_input == "crop":
+            image_conditions = model.encode_conditions(batch, "2", drop_clinical=True)
+            whole = self._pooled_features(batch, image_conditions, options)[1]
+        logits = model.response_head(head_inputs)
+        risk = model.survival_head(head_inputs)
+        return logits.cpu().numpy(), risk.cpu().numpy(), whole.cpu().numpy()
+
+    def _pooled_features(self, batch, conditions,
+                         options: SamplingOptions) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the heads' inputs (draws, H), f̂ over the whole crop (draws, F)) under
+        ``conditions`` for ``options.prediction_draws`` noise draws of the baseline."""
         model = self.model
         n = options.prediction_draws
         x_t, t = model.feature_inputs(batch["baseline"], n,
@@ -265,7 +272,7 @@ class ImmunoDiffPipeline:
         x_t = x_t.contiguous(memory_format=layout)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                   enabled=options.bf16)
-        features = []
+        inputs, whole = [], []
         for start in range(0, n, PREDICTION_BATCH):  # a few draws at a time: less peak memory
             count = min(PREDICTION_BATCH, n - start)
             draws = repeat_conditions(conditions, count)
@@ -273,13 +280,11 @@ class ImmunoDiffPipeline:
                 draws = Conditions(draws.context,
                                    draws.control.contiguous(memory_format=layout))
             with autocast:
-                features.append(model.up_block_features(
-                    x_t[start:start + count], t[start:start + count], draws,
-                    fused=options.fused).float())
-        features = torch.cat(features)
-        logits = model.response_head(features)
-        risk = model.survival_head(features)
-        return logits.cpu().numpy(), risk.cpu().numpy(), features.cpu().numpy()
+                pair = model.head_inputs(batch, x_t[start:start + count],
+                                         t[start:start + count], draws, fused=options.fused)
+            inputs.append(pair[0].float())
+            whole.append(pair[1].float())
+        return torch.cat(inputs), torch.cat(whole)
 
     def run(self, ct: sitk.Image, clinical, tumour_point, options: SamplingOptions | None = None,
             progress: ProgressCallback | None = None, cancel: CancelFlag = None,
@@ -337,11 +342,8 @@ class ImmunoDiffPipeline:
         timings["conditions"] = time.perf_counter() - clock
         task.report(0.28, "predictions")
         clock = time.perf_counter()
-        logits, risk, _ = self._heads(batch, conditions, options)
+        logits, risk, image_features = self._heads(batch, options)
         probability = self.probabilities(logits)
-        with torch.inference_mode():
-            image_conditions = self.model.encode_conditions(batch, "2", drop_clinical=True)
-        image_features = self._heads(batch, image_conditions, options)[2]
         timings["predict"] = time.perf_counter() - clock
 
         covered = None if crop.covered is None else crop.covered.transpose(2, 1, 0)

@@ -54,9 +54,9 @@ def case_rows(pipeline, cases: list[CohortCase], preprocess: PreprocessConfig | 
         batch = {k: ({g: t.to(pipeline.device) for g, t in v.items()} if isinstance(v, dict)
                      else v.to(pipeline.device).float() if torch.is_tensor(v) else v)
                  for k, v in batch.items()}
-        logits = pipeline.head_logits(batch)
+        logits, image_features = pipeline.head_outputs(batch)
         rows.append({"patient_id": case.patient_id, "logits": logits,
-                     "image_features": pipeline.features(batch, image_only=True).mean(0),
+                     "image_features": image_features.mean(0),
                      "diameter_mm": lesion_diameter_mm(item["tumour"][0].numpy() > 0,
                                                        info.crop.spacing),
                      "padded_fraction": float(dataset.arrays(index)["padded_fraction"]),

@@ -34,3 +34,11 @@ def model_batch(baseline: torch.Tensor, lobes: torch.Tensor, vessels: torch.Tens
         batch["followup"] = place(followup)
     batch.update({k: place(v) for k, v in extra.items()})
     return batch
+
+
+def clinical_vector(batch: dict) -> torch.Tensor:
+    """(B, 2 F) the batch's encoded clinical variables: every group's values, then every
+    group's missing mask (1 observed), groups in alphabetical order (B, C, I)."""
+    groups = sorted(batch["clinical"])
+    return torch.cat([batch["clinical"][g] for g in groups]
+                     + [batch["clinical_mask"][g] for g in groups], dim=1)

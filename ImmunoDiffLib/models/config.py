@@ -25,9 +25,17 @@ ANATOMY_CONTROL_MODES = ("context", "broadcast", "both")
 TARGETS = ("followup", "change")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")  # MONAI's names: ε, x0, v
 SCHEDULES = ("linear_beta", "scaled_linear_beta", "cosine")
+# What the response and survival heads read (models/heads.py):
+# "crop": the up-block features averaged over the whole crop, under every condition, into an MLP
+# (response) and a linear Cox model (survival);
+# "lesion_and_clinical": the up-block features averaged over the baseline lesion (dilated by
+# SCENARIO_MARGIN voxels; the whole crop without lesion_control) with the clinical variables
+# left out of the conditions, beside the encoded clinical variables and the lesion's size,
+# into standardised linear heads (f̂ reduced to heads_image_components principal components).
+HEADS_INPUTS = ("crop", "lesion_and_clinical")
 LEGACY_DEFAULTS = {  # what a bundle written before these settings existed was trained with
     "prediction_type": "epsilon", "target_scale": 1.0, "lesion_control": False,
-    "clinical_tokens": False, "scenario": False, "stage2_unet": False,
+    "clinical_tokens": False, "scenario": False, "stage2_unet": False, "heads_input": "crop",
 }
 
 
@@ -76,6 +84,8 @@ class ModelConfig:
     # own [-1, 1] range)
     target_scale: float = 1.0
     feature_timestep: int = 200  # t at which the heads read up-block features
+    heads_input: str = "lesion_and_clinical"  # one of HEADS_INPUTS
+    heads_image_components: int = 8  # "lesion_and_clinical": f̂'s principal components read
 
     def __post_init__(self):
         if self.anatomy_control not in ANATOMY_CONTROL_MODES:
@@ -88,6 +98,12 @@ class ModelConfig:
                              f"{self.prediction_type!r}.")
         if self.schedule not in SCHEDULES:
             raise SettingError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        if self.heads_input not in HEADS_INPUTS:
+            raise SettingError(f"heads_input must be one of {HEADS_INPUTS}, got "
+                               f"{self.heads_input!r}.")
+        if self.heads_image_components < 0:
+            raise SettingError(f"heads_image_components must be >= 0, got "
+                               f"{self.heads_image_components}.")
         if not self.target_scale > 0:
             raise SettingError(f"target_scale must be positive, got {self.target_scale}.")
         if not 0.0 <= self.scenario_probability <= 1.0:

@@ -19,7 +19,7 @@ Tensors are channel-first (B, C, X, Y, Z); CT values in [-1, 1].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +28,16 @@ from torch import nn
 
 from ..clinical import feature_layout
 from ..inference.fused_denoiser import FusedDenoiser
+from .batch import clinical_vector
 from .cbi_adapter import BaselineImageEmbedding, CbiAdapter, drop_conditions, fuse_condition
 from .config import ModelConfig, Stage
 from .diffusion import make_scheduler
-from .heads import ResponseHead, SurvivalHead, capture_up_block_features, up_block_channels
+from .heads import (
+    HeadsLayout,
+    capture_up_block_features,
+    lesion_size_features,
+    up_block_channels,
+)
 from .vl_encoder import VLEncoders
 
 STAGE_PARTS = {  # the parts each training stage updates; everything else is frozen
@@ -87,9 +93,31 @@ class ImmunoDiffModel(nn.Module):
             self.clinical_response = nn.Linear(config.control_channels, 1)
             self.scenario_tokens = nn.Linear(2, config.context_dim, bias=False)
             self.scenario_map = nn.Linear(2, config.control_channels, bias=False)
-        features = up_block_channels(self.unet)
-        self.response_head = ResponseHead(features)
-        self.survival_head = SurvivalHead(features)
+        self.response_head, self.survival_head = self.heads_layout().make(
+            self.head_input_width())
+
+    def heads_layout(self) -> HeadsLayout:
+        """The kind of heads this model has (to make fresh ones of the same kind)."""
+        return HeadsLayout(self.config.heads_input, up_block_channels(self.unet),
+                           self.config.heads_image_components)
+
+    def head_input_width(self) -> int:
+        """H, the length of the heads' input (:meth:`head_inputs`)."""
+        width = up_block_channels(self.unet)
+        if self.config.heads_input == "lesion_and_clinical":
+            width += 2 * sum(len(features) for features in feature_layout().values()) + 2
+        return width
+
+    def with_fresh_heads(self, heads_input: str) -> ImmunoDiffModel:
+        """A copy of this model (every generator weight) with new, untrained heads reading
+        ``heads_input`` (ModelConfig.heads_input): to fit other heads on a trained generator."""
+        fresh = ImmunoDiffModel(replace(self.config, heads_input=heads_input))
+        kept = {k: v for k, v in self.state_dict().items()
+                if not k.startswith(tuple(STAGE_PARTS[Stage.HEADS]))}
+        missing, unexpected = fresh.load_state_dict(kept, strict=False)
+        assert not unexpected and all(k.startswith(tuple(STAGE_PARTS[Stage.HEADS]))
+                                      for k in missing)
+        return fresh.to(next(self.parameters()).device)
 
     def init_controlnet_from_unet(self) -> None:
         """ControlNet starts as a copy of the (pre-trained) U-Net's encoder (MONAI's recipe)."""
@@ -204,14 +232,48 @@ class ImmunoDiffModel(nn.Module):
 
     def up_block_features(self, x_t: torch.Tensor, timesteps: torch.Tensor,
                           conditions: Conditions, fused: bool = False) -> torch.Tensor:
-        """f̂: the up-blocks' pooled outputs while denoising x_t, (B, F). ``fused``: through
-        the inference-only :class:`FusedDenoiser` (no autograd; same features)."""
-        with capture_up_block_features(self.unet) as captured:
+        """f̂: the up-blocks' outputs averaged over space while denoising x_t, (B, F).
+        ``fused``: through the inference-only :class:`FusedDenoiser` (no autograd; same
+        features)."""
+        return torch.cat(self._denoise_capturing(x_t, timesteps, conditions, fused), dim=1)
+
+    def _denoise_capturing(self, x_t, timesteps, conditions, fused, region=None):
+        with capture_up_block_features(self.unet, region) as captured:
             if fused and conditions.control is not None:
                 FusedDenoiser(self, conditions.context, conditions.control)(x_t, timesteps)
             else:
                 self.predict_noise(x_t, timesteps, conditions)
-        return torch.cat(captured, dim=1)
+        return captured
+
+    # --- the heads' inputs -------------------------------------------------------------
+    def head_conditions(self, batch: dict, stage: str = "2") -> Conditions:
+        """The conditions the heads read f̂ under: every condition of ``stage`` ("crop"), or
+        the clinical variables left out ("lesion_and_clinical": they enter the heads
+        directly, and f̂ describes the scan alone)."""
+        reads_clinical = self.config.heads_input == "lesion_and_clinical"
+        return self.encode_conditions(batch, stage, drop_clinical=reads_clinical and
+                                      stage == "2")
+
+    def head_inputs(self, batch: dict, x_t: torch.Tensor, timesteps: torch.Tensor,
+                    conditions: Conditions,
+                    fused: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the heads' inputs (B, H), f̂ averaged over the whole crop (B, F)) from one pass of
+        x_t (B, 1, X, Y, Z) under ``conditions`` (:meth:`head_conditions`); ``batch`` holds
+        one case (or B), whose lesion mask and clinical variables the heads read. H: F
+        ("crop"), or F + 2 F_clinical + 2 (f̂ over the lesion, the clinical values and
+        their missing mask, the lesion's size)."""
+        if self.config.heads_input == "crop":
+            features = self.up_block_features(x_t, timesteps, conditions, fused)
+            return features, features
+        region = self.lesion_region(batch)
+        if not torch.is_tensor(region):  # no lesion condition: the whole crop
+            region = None
+        captured = self._denoise_capturing(x_t, timesteps, conditions, fused, region)
+        lesion, whole = torch.cat(captured, dim=1), torch.cat(captured.whole, dim=1)
+        case = torch.cat([clinical_vector(batch), lesion_size_features(batch["tumour"])],
+                         dim=1).to(lesion)
+        case = case.expand(lesion.shape[0], -1) if case.shape[0] == 1 else case
+        return torch.cat([lesion, case], dim=1), whole
 
     # --- target parameterisation -------------------------------------------------------
     def unscaled_target(self, followup: torch.Tensor, baseline: torch.Tensor) -> torch.Tensor:

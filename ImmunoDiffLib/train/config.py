@@ -22,6 +22,11 @@ class TrainConfig:
     checkpoint_every: int = 100
     heads_learning_rate: float = 1e-3  # the heads are small and trained full-batch
     heads_weight_decay: float = 1e-3
+    # standardised linear heads (ModelConfig.heads_input "lesion_and_clinical"): the L2
+    # penalty on their weights (added to the per-patient mean loss; a ridge logistic and a
+    # ridge Cox model) and Adam's learning rate for these convex fits
+    heads_l2: float = 0.05
+    linear_heads_learning_rate: float = 0.02
     lesion_loss_weight: float = 1.0  # stage 2: weight of voxels near the lesion (1 = paper)
     response_loss_weight: float = 1.0  # stage 2: auxiliary response loss (model.scenario)
     # stage 2: set the model's target_scale to 1 / SD of the training targets before training.
@@ -47,6 +52,8 @@ class TrainConfig:
         if self.response_loss_weight < 0:
             raise SettingError(f"response_loss_weight must be >= 0, got "
                              f"{self.response_loss_weight}.")
+        if self.heads_l2 < 0:
+            raise SettingError(f"heads_l2 must be >= 0, got {self.heads_l2}.")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise SettingError("steps, batch_size and checkpoint_every must be at least 1.")
 

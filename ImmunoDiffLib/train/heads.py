@@ -1,9 +1,11 @@
 """Training the response and survival heads on frozen up-block features.
 
-Features f̂ of every case are computed once (the diffusion model is frozen) at the configured
-timestep, from the baseline crop noised with a fixed seed, under the case's full conditions;
-the heads are then fitted full-batch: binary cross-entropy on known responses plus the Cox
-partial likelihood on survival.
+The heads' inputs of every case (``ImmunoDiffModel.head_inputs``: f̂ under the case's
+conditions, or f̂ over the lesion beside the clinical variables) are computed once (the
+diffusion model is frozen) at the configured timestep, from the baseline crop noised with a
+fixed seed; the heads are then fitted full-batch: binary cross-entropy on known responses plus
+the Cox partial likelihood on survival, plus an L2 penalty on standardised linear heads (a
+ridge logistic and a ridge Cox model).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import default_collate
 
+from ..models.heads import StandardisedLinearHead
 from ..progress import Task
 from ..seeds import torch_generator
 from .checkpoint import save_checkpoint
@@ -23,32 +26,44 @@ from .records import TrainResult, weights_digest, write_records
 
 @torch.no_grad()
 def case_features(model, items: list[dict], seed: int = 0, stage: str = "2") -> torch.Tensor:
-    """(N, F) up-block features of ``items`` (dataset items), deterministic for ``seed``, under
-    the conditions of ``stage`` ("1B": none, the plain DDPM; "1C": anatomy; "2": all)."""
+    """(N, H) the heads' inputs of ``items`` (dataset items), deterministic for ``seed``,
+    under the conditions of ``stage`` ("1B": none, the plain DDPM; "1C": anatomy; "2": all;
+    see ``ImmunoDiffModel.head_conditions``)."""
     rows = []
     for index, item in enumerate(items):
         batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.uint8
                      else v) for k, v in default_collate([item]).items()}
-        conditions = model.encode_conditions(batch, stage)
+        conditions = model.head_conditions(batch, stage)
         x_t, t = model.feature_inputs(batch["baseline"], 1,
                                       torch_generator(seed, "feature noise", index))
-        rows.append(model.up_block_features(x_t, t, conditions))
+        rows.append(model.head_inputs(batch, x_t, t, conditions)[0])
     return torch.cat(rows)
 
 
 def fit_heads(model, features: torch.Tensor, response: torch.Tensor, time: torch.Tensor,
               event: torch.Tensor, config: TrainConfig, task: Task | None = None) -> list[float]:
     """Fit ``model.response_head`` and ``model.survival_head`` full-batch on features (N, F);
-    response/time/event (N,) with NaN where unknown. Returns the losses per step."""
+    response/time/event (N,) with NaN where unknown. Standardised linear heads are first
+    standardised to ``features`` and fitted with the L2 penalty ``config.heads_l2`` (per
+    patient: the loss is a mean) at ``config.linear_heads_learning_rate``. Returns the losses
+    per step."""
+    heads = (model.response_head, model.survival_head)
+    linear = all(isinstance(head, StandardisedLinearHead) for head in heads)
+    for head in heads:
+        if isinstance(head, StandardisedLinearHead):
+            head.standardise_to(features)
     parameters = [*model.response_head.parameters(), *model.survival_head.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=config.heads_learning_rate,
-                                  weight_decay=config.heads_weight_decay)
+    optimizer = (torch.optim.Adam(parameters, lr=config.linear_heads_learning_rate) if linear
+                 else torch.optim.AdamW(parameters, lr=config.heads_learning_rate,
+                                        weight_decay=config.heads_weight_decay))
     torch.manual_seed(config.seed)
     model.response_head.train()
     model.survival_head.train()
     losses = []
     for step in range(config.steps):
         loss = heads_loss(model, features, response, time, event)
+        if linear:
+            loss = loss + config.heads_l2 * sum(head.penalty() for head in heads)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
