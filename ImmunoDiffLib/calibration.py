@@ -5,7 +5,11 @@ The response head is fitted on the training patients, whose features the diffusi
 seen; on new patients its logits are over-confident. Platt scaling fits
 ``P = sigmoid(slope * logit + intercept)`` on patients the heads never saw (a held-out
 cohort): two numbers, so a few dozen patients suffice, and the ranking (AUC) is unchanged.
-The slope is what shrinks over-confident logits toward 0.5.
+The slope is what shrinks over-confident logits toward 0.5. The calibrated probability is
+then kept within [floor, 1 − floor] by mixing it with an uninformative 0.5
+(``P = floor + (1 − 2 floor) · P_platt``, floor :data:`PROBABILITY_FLOOR`): heads fitted on a
+few dozen simulated patients may be wrong about the world itself, so they never say more than
+98 % for or against a response, however far a logit goes.
 
 The expected calibration error (ECE) compares, in equal-width probability bins, the mean
 predicted probability with the observed responder share, weighted by the bin's patients;
@@ -25,6 +29,7 @@ import numpy as np
 ECE_BINS = 10
 LOGIT_LIMIT = 30.0  # logits are clipped to this before the sigmoid (no overflow)
 REGULARISATION = 1.0  # inverse L2 strength of the logistic fit (scikit-learn's C)
+PROBABILITY_FLOOR = 0.02  # calibrated probabilities stay within [0.02, 0.98]
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
@@ -38,17 +43,20 @@ def logit(probabilities: np.ndarray, floor: float = 1e-6) -> np.ndarray:
 
 @dataclass
 class Calibration:
-    """``P = sigmoid(slope * logit + intercept)``; ``source``: what it was fitted on and its
-    measured effect (patients, ECE before and after, cross-fitted)."""
+    """``P = floor + (1 - 2 floor) * sigmoid(slope * logit + intercept)``; ``source``: what
+    it was fitted on and its measured effect (patients, ECE before and after, cross-fitted).
+    Calibrations stored before the floor existed have floor 0."""
 
     slope: float = 1.0
     intercept: float = 0.0
     method: str = "platt"
     source: dict = field(default_factory=dict)
+    floor: float = 0.0
 
     def probability(self, logits) -> np.ndarray:
         """Calibrated P(responder) of the heads' logits (any shape)."""
-        return sigmoid(self.slope * np.asarray(logits, np.float64) + self.intercept)
+        platt = sigmoid(self.slope * np.asarray(logits, np.float64) + self.intercept)
+        return self.floor + (1.0 - 2.0 * self.floor) * platt
 
     def description(self) -> dict:
         return asdict(self)
@@ -57,8 +65,11 @@ class Calibration:
     def from_dict(cls, data: dict) -> Calibration:
         if data.get("method", "platt") != "platt":
             raise ValueError(f"unknown calibration method {data.get('method')!r} (platt)")
+        floor = float(data.get("floor", 0.0))
+        if not 0.0 <= floor < 0.5:
+            raise ValueError(f"calibration floor must be within [0, 0.5), got {floor}")
         return cls(float(data["slope"]), float(data["intercept"]), "platt",
-                   dict(data.get("source", {})))
+                   dict(data.get("source", {})), floor)
 
 
 def fit_calibration(logits, labels) -> Calibration:
@@ -71,7 +82,8 @@ def fit_calibration(logits, labels) -> Calibration:
         raise ValueError(f"Calibration needs logits and 0/1 labels of the same length with "
                          f"both classes; got {len(x)} logits and labels {sorted(set(y))}.")
     fitted = LogisticRegression(C=REGULARISATION).fit(x, y)
-    return Calibration(float(fitted.coef_[0, 0]), float(fitted.intercept_[0]))
+    return Calibration(float(fitted.coef_[0, 0]), float(fitted.intercept_[0]),
+                       floor=PROBABILITY_FLOOR)
 
 
 def cross_fitted(logits, labels, folds: int = 4, seed: int = 0) -> np.ndarray:
@@ -115,3 +127,17 @@ def expected_calibration_error(labels, probabilities, bins: int = ECE_BINS) -> f
                      * abs(row["mean_probability"] - row["observed_rate"])
                      for row in reliability_bins(labels, probabilities, bins)
                      if row["patients"]))
+
+
+def calibrated_ece_spread(probabilities, draws: int = 2000, seed: int = 0,
+                          bins: int = ECE_BINS) -> tuple[float, float]:
+    """(median, 90th percentile) of the ECE that a perfectly calibrated model with these
+    probabilities (N,) would show on N patients: outcomes drawn as Bernoulli(P) ``draws``
+    times. The ECE of a few dozen patients is mostly this sampling noise; a measured ECE is
+    only evidence of miscalibration where it lies beyond the spread."""
+    probabilities = np.asarray(probabilities, np.float64)
+    generator = np.random.default_rng(seed)
+    values = [expected_calibration_error(
+        (generator.random(probabilities.shape) < probabilities).astype(int), probabilities, bins)
+        for _ in range(draws)]
+    return float(np.median(values)), float(np.quantile(values, 0.9))

@@ -10,6 +10,7 @@ import torch
 
 from ImmunoDiffLib.bundle import BundleInfo, read_bundle_info, save_bundle
 from ImmunoDiffLib.calibration import (
+    PROBABILITY_FLOOR,
     Calibration,
     cross_fitted,
     expected_calibration_error,
@@ -40,6 +41,21 @@ def test_platt_scaling_recovers_a_known_miscalibration():
     before = expected_calibration_error(labels, sigmoid(logits))
     after = expected_calibration_error(labels, cross_fitted(logits, labels))
     assert before > 0.08 and after < 0.03
+
+
+def test_calibrated_probabilities_stay_within_the_floor_and_old_ones_have_none():
+    logits, labels = _over_confident(500, seed=2)
+    fitted = fit_calibration(logits, labels)
+    extreme = fitted.probability(np.array([-1e6, -40.0, 0.0, 40.0, 1e6]))
+    assert fitted.floor == PROBABILITY_FLOOR == 0.02
+    assert extreme.min() == pytest.approx(0.02) and extreme.max() == pytest.approx(0.98)
+    platt = sigmoid(fitted.slope * 1.5 + fitted.intercept)
+    assert fitted.probability(1.5) == pytest.approx(0.02 + 0.96 * platt)
+    old = Calibration.from_dict({"slope": 2.0, "intercept": 0.0})
+    assert old.floor == 0.0 and old.probability(40.0) == pytest.approx(1.0)
+    assert Calibration.from_dict(fitted.description()) == fitted
+    with pytest.raises(ValueError, match="floor must be within"):
+        Calibration.from_dict({"slope": 1.0, "intercept": 0.0, "floor": 0.6})
 
 
 def test_calibration_keeps_the_ranking():
@@ -93,7 +109,7 @@ def test_a_probability_beyond_the_calibration_patients_is_flagged():
     assert beyond.flagged
     said = [r for r in beyond.reasons if "more certain" in r]
     assert said and "0.989" in said[0]  # sigmoid(0.5 * 9)
-    assert "0.12-0.88" in said[0]  # the calibration patients' probabilities
+    assert "logit 9.0, theirs -4.0 to 4.0" in said[0]  # the calibration patients' logits
 
 
 def test_pipeline_probability_goes_through_the_calibration(tmp_path):
@@ -105,3 +121,23 @@ def test_pipeline_probability_goes_through_the_calibration(tmp_path):
     pipeline = ImmunoDiffPipeline(folder)
     logits = torch.linspace(-8, 8, 5).numpy()
     assert np.allclose(pipeline.probabilities(logits), sigmoid(0.25 * logits + 1.0))
+
+
+def test_the_ece_of_a_calibrated_model_is_the_sampling_noise_of_few_patients():
+    """All at P = 0.5 (one bin): the ECE of calibrated outcomes is |k/N - 0.5|, k binomial;
+    its median from the draws equals the exact one, and it shrinks with more patients."""
+    from scipy.stats import binom
+
+    from ImmunoDiffLib.calibration import calibrated_ece_spread
+
+    median, p90 = calibrated_ece_spread(np.full(24, 0.5), draws=4000)
+    k = np.arange(25)
+    deviation = np.abs(k / 24 - 0.5)
+    order = np.argsort(deviation)
+    cumulative = np.cumsum(binom.pmf(k[order], 24, 0.5))
+    exact_median = deviation[order][np.searchsorted(cumulative, 0.5)]
+    assert median == pytest.approx(exact_median, abs=1 / 24 + 1e-9)
+    assert p90 > median > 0.04
+    assert calibrated_ece_spread(np.full(2400, 0.5), draws=500)[1] < 0.02
+    assert calibrated_ece_spread(np.full(24, 0.5), seed=3) == calibrated_ece_spread(
+        np.full(24, 0.5), seed=3)

@@ -114,9 +114,8 @@ def _certainty_reason(logits, calibration: Calibration | None) -> str | None:
     if low <= value <= high:
         return None
     probability = float(calibration.probability(value))
-    bounds = calibration.probability(np.asarray(seen, np.float64))
-    return (f"responder probability {probability:.3f}: more certain than for any held-out "
-            f"patient ({bounds[0]:.2f}-{bounds[1]:.2f})")
+    return (f"responder probability {probability:.3f}: the heads are more certain than for any "
+            f"held-out patient (logit {value:.1f}, theirs {seen[0]:.1f} to {seen[1]:.1f})")
 
 
 def add_reason(flag: OutOfDistribution, reason: str) -> None:
