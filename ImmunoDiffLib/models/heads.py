@@ -101,9 +101,6 @@ class StandardisedLinearHead(nn.Module):
         self.register_buffer("basis", torch.zeros(self.image_width, components))
         self.register_buffer("score_sd", torch.ones(components))
         self.linear = nn.Linear(in_features - self.image_width + components, 1, bias=bias)
-        nn.init.zeros_(self.linear.weight)
-        if bias:
-            nn.init.zeros_(self.linear.bias)
 
     @torch.no_grad()
     def standardise_to(self, inputs: torch.Tensor) -> None:
