@@ -75,3 +75,13 @@ def input_headers(dicom_input: Path) -> list[pydicom.Dataset]:
     """The input series' headers in SimpleITK's slice order (z up the patient)."""
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in dicom_input.iterdir()]
     return sorted(headers, key=lambda d: float(d.ImagePositionPatient[2]))
+
+
+def assert_dciodvfy_clean(files) -> set[str]:
+    """Every DICOM file passes dciodvfy with no "Error" line; returns the warnings seen."""
+    warnings = set()
+    for path in files:
+        errors, warned = dciodvfy_errors(path)
+        assert errors == [], f"{path.name}: {errors}"
+        warnings.update(warned)
+    return warnings

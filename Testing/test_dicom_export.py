@@ -14,7 +14,13 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_helpers import PATIENT, dciodvfy_errors, input_headers, write_ct_series
+from dicom_helpers import (
+    PATIENT,
+    assert_dciodvfy_clean,
+    dciodvfy_errors,
+    input_headers,
+    write_ct_series,
+)
 from test_pipeline import CLINICAL
 
 from ImmunoDiffLib import cli
@@ -36,11 +42,7 @@ def test_every_dicom_object_passes_dciodvfy(dicom_case):
     files = sorted(folder.rglob("*.dcm"))
     names = {p.relative_to(folder).parts[0] for p in files}
     assert names == {"followup", "segmentation.dcm", "report.dcm", "report_picture.dcm"}
-    warnings = set()
-    for path in files:
-        errors, warned = dciodvfy_errors(path)
-        assert errors == [], f"{path.name}: {errors}"
-        warnings.update(warned)
+    warnings = assert_dciodvfy_clean(files)
     print(f"dciodvfy: {len(files)} files, no errors; warnings: {sorted(warnings)}")
 
 

@@ -44,6 +44,7 @@ from .session import (
     real_followup_text,
     scenarios_text,
 )
+from .uploads import named_uploads
 
 POLL_SECONDS = 0.25
 PAGE_TITLE = "ImmunoDiff review"  # the browser tab's title
@@ -54,19 +55,6 @@ ORIENTATIONS = ("Axial", "Coronal", "Sagittal")
 LAYOUTS = {SIDE_BY_SIDE_VIEWS: "review", REAL_FOLLOWUP_VIEWS: "review with real follow-up"}
 NO_FOLLOWUP = "no real follow-up (optional)"
 SYNTHESIZED = "synthesized follow-up"  # the first choice of what is shown beside the baseline
-
-
-def _named_uploads(upload) -> list[tuple[str, bytes]]:
-    """(name, bytes) of each file of a VFileInput upload (one file or a list)."""
-    files = upload if isinstance(upload, list) else [upload]
-    return [(file.get("name", "upload"), _upload_bytes(file.get("content"))) for file in files]
-
-
-def _upload_bytes(content) -> bytes:
-    """A file's content as the browser sent it: bytes, or a list of chunks for large files."""
-    if isinstance(content, list | tuple):
-        return b"".join(content)
-    return content or b""
 
 
 class ReviewPage:
@@ -178,7 +166,7 @@ class ReviewPage:
         if not upload:
             return
         try:
-            node = self.session.load_uploads(_named_uploads(upload))
+            node = self.session.load_uploads(named_uploads(upload))
         except ImmunoDiffError as error:
             self.server.state.load_error = str(error)
             return
@@ -218,7 +206,7 @@ class ReviewPage:
         if not followup_upload:
             return
         try:
-            node = self.session.load_followup_uploads(_named_uploads(followup_upload))
+            node = self.session.load_followup_uploads(named_uploads(followup_upload))
         except ImmunoDiffError as error:
             self.server.state.followup_error = str(error)
             return
