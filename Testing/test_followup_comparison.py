@@ -62,3 +62,30 @@ def test_a_shrunk_real_followup_is_aligned_and_measured_as_a_response(
     assert crop.GetSize() == synthesized.GetSize()
     assert crop.GetOrigin() == pytest.approx(synthesized.GetOrigin())
     assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
+
+
+def test_a_registered_followup_is_only_resampled_and_measured(dicom_case, lung2, lung2_label,
+                                                              monkeypatch):
+    """A follow-up the cohort manifest marks registered (``followup_registered``) is compared on
+    the baseline's grid as it is: no registration runs, and its shrunk tumour reads as a
+    response."""
+    from ImmunoDiffLib.inference import followup_comparison
+
+    def no_registration(*args, **kwargs):
+        raise AssertionError("a registered follow-up must not be registered again")
+
+    monkeypatch.setattr(followup_comparison, "align_followup", no_registration)
+    result = dicom_case[1]
+    tumour = sitk.Cast(lung2_label > 0, sitk.sitkUInt8)
+    rng = np.random.default_rng(5)
+    values = sitk.GetArrayFromImage(sitk.Clamp(lung2, sitk.sitkFloat32, lowerBound=-1024))
+    lesions.erase(values, sitk.GetArrayViewFromImage(tumour) > 0, rng)
+    followup = sitk.GetImageFromArray(values)
+    followup.CopyInformation(lung2)
+    real = followup_comparison.compare_with_real_followup(result, lung2, followup,
+                                                          registered=True)
+    assert real.alignment == {"mode": "none (registered already)"}
+    assert real.recist in ("PR", "CR") and real.lesion_ml < 0.3 * result.baseline_lesion_ml
+    assert real.aligned_ct.GetSize() == lung2.GetSize()
+    # outside the erased tumour the follow-up is the baseline itself, on its grid
+    assert real.ssim_baseline > 0.5, real.ssim_baseline

@@ -1,10 +1,12 @@
 """Inference: determinism, geometry of the pasted follow-up, cancel, resumable cohort runs,
 and the bad inputs that reach this layer."""
 
+import csv
 import json
 import re
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,29 +97,52 @@ def test_single_case_outputs(pipeline, sample_paths, lung2_tumour_point, tmp_pat
                      point=lung2_tumour_point, options=FAST)
 
 
+def _first_cases(manifest: Path, count: int, folder: Path) -> Path:
+    """The first ``count`` rows of a cohort manifest, its paths made absolute, in ``folder``."""
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:count]
+    for row in rows:
+        for column, value in row.items():
+            if value.endswith(".nii.gz"):
+                row[column] = str(manifest.parent / value)
+    path = folder / "first_cases.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def test_cohort_run_resumes_without_redoing_finished_cases(pipeline, small_cohort, tmp_path):
+    manifest = _first_cases(small_cohort, 3, tmp_path)
+    output = tmp_path / "predictions"
     calls, interrupt = [], [True]
     original = pipeline.run
 
     def counting(*args, **kwargs):
         calls.append(1)
-        if interrupt[0] and len(calls) == 3:
+        if interrupt[0] and len(calls) == 2:
             raise Cancelled("killed half-way")
         return original(*args, **kwargs)
 
     pipeline.run = counting
     try:
         with pytest.raises(Cancelled):
-            predict_cohort(pipeline, small_cohort, tmp_path, FAST)
-        assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+            predict_cohort(pipeline, manifest, output, FAST)
+        assert [p.name for p in output.iterdir() if p.is_dir()] == ["SIM0001"]
         calls.clear()
         interrupt[0] = False
-        csv_path = predict_cohort(pipeline, small_cohort, tmp_path, FAST)
+        csv_path = predict_cohort(pipeline, manifest, output, FAST)
     finally:
         pipeline.run = original
-    assert len(calls) == 4  # the 4 unfinished of 6
+    assert len(calls) == 2  # the 2 unfinished of 3
     rows = csv_path.read_text(encoding="utf-8").strip().splitlines()
-    assert len(rows) == 1 + 6 and rows[0].startswith("patient_id,response_probability")
+    assert len(rows) == 1 + 3 and rows[0].startswith("patient_id,response_probability")
+    assert [r.split(",")[0] for r in rows[1:]] == ["SIM0001", "SIM0002", "SIM0003"]
+    # the manifest says these follow-ups are on the baseline's grid: compared, not registered
+    written = json.loads((output / "SIM0001" / "predictions.json").read_text())
+    assert written["real_followup"]["alignment"] == {"mode": "none (registered already)"}
+    assert 0.3 < written["real_followup"]["ssim_baseline_to_real"] <= 1.0
 
 
 def test_point_outside_the_lungs_is_refused_unless_allowed(pipeline, lung2):

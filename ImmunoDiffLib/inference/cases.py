@@ -105,12 +105,13 @@ def _hu_int16(image: sitk.Image) -> sitk.Image:
 
 
 def _compare(pipeline: ImmunoDiffPipeline, result: Result, ct, followup_path,
-             task: Task) -> RealFollowup | None:
+             task: Task, registered: bool = False) -> RealFollowup | None:
     if followup_path is None:
         return None
-    task.report(0.0, "aligning the real follow-up")
+    task.report(0.0, "reading the registered real follow-up" if registered
+                else "aligning the real follow-up")
     return compare_with_real_followup(result, ct, read_ct(followup_path), pipeline.info.window,
-                                      task.callback(), task.cancel)
+                                      task.callback(), task.cancel, registered=registered)
 
 
 def predict_case(pipeline: ImmunoDiffPipeline, ct_path, clinical, output, *, point=None,
@@ -178,7 +179,8 @@ def predict_cohort(pipeline: ImmunoDiffPipeline, manifest, output,
         result = pipeline.run(ct, case.clinical, point, options,
                               share.sub(0.0, 0.7 if compare else 1.0).callback(), cancel,
                               tumour_mask=mask)
-        real = _compare(pipeline, result, ct, case.followup_ct, share.sub(0.7, 1.0))
+        real = _compare(pipeline, result, ct, case.followup_ct, share.sub(0.7, 1.0),
+                        registered=case.followup_registered)
         write_case(result, folder, case.patient_id, overwrite=True, real_followup=real,
                    dicom=baseline)
     task.report(1.0, "cohort done")

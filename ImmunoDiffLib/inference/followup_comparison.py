@@ -3,7 +3,8 @@ case whose follow-up CT exists.
 
 The real follow-up is aligned to the baseline (``alignment.align_followup``: rigid on the
 chest, B-spline on the lungs, the baseline lesion left out of the metric, so its change is
-kept), cut on the synthesized crop's grid, and measured exactly as the synthesized follow-up
+kept) unless it is registered to it already (a cohort manifest's ``followup_registered``),
+cut on the synthesized crop's grid, and measured exactly as the synthesized follow-up
 is (the lesion grown from the tumour point, its volume, longest axial diameter and RECIST
 against the baseline). The comparison: SSIM of the synthesized crop to the real one (and, as
 the reference a synthesis must beat, of the baseline crop to the real one), and the error of
@@ -64,18 +65,25 @@ def _crop_ssim(first: sitk.Image, second: sitk.Image, window: HUWindow) -> float
 def compare_with_real_followup(result, ct: sitk.Image, followup: sitk.Image,
                                window: HUWindow | None = None,
                                progress: ProgressCallback | None = None,
-                               cancel: CancelFlag = None) -> RealFollowup:
+                               cancel: CancelFlag = None,
+                               registered: bool = False) -> RealFollowup:
     """Align ``followup`` (a real follow-up CT, any grid) to ``ct`` (the case's baseline) and
     compare it with ``result`` (the pipeline's :class:`~ImmunoDiffLib.inference.pipeline.Result`
-    for that case)."""
+    for that case). ``registered``: the follow-up is in the baseline's space already; it is
+    only resampled (no registration, no alignment quality)."""
     window = window or HUWindow()
     point = result.tumour_point_lps
-    lesion = segment_lesion(ct, point)
-    alignment = align_followup(ct, followup, "deformable",
-                               tumour_mask=lesion if np.any(
-                                   sitk.GetArrayViewFromImage(lesion)) else None,
-                               progress=progress, cancel=cancel)
-    crop = resample_like(alignment.followup, result.baseline_crop, sitk.sitkLinear, -1024.0,
+    if registered:
+        aligned = resample_like(followup, ct, sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+        alignment_summary = {"mode": "none (registered already)"}
+    else:
+        lesion = segment_lesion(ct, point)
+        alignment = align_followup(ct, followup, "deformable",
+                                   tumour_mask=lesion if np.any(
+                                       sitk.GetArrayViewFromImage(lesion)) else None,
+                                   progress=progress, cancel=cancel)
+        aligned, alignment_summary = alignment.followup, alignment.summary()
+    crop = resample_like(aligned, result.baseline_crop, sitk.sitkLinear, -1024.0,
                          sitk.sitkFloat32)
     measured = segment_lesion(crop, point)
     diameter = longest_axial_diameter_mm(measured)
@@ -84,9 +92,9 @@ def compare_with_real_followup(result, ct: sitk.Image, followup: sitk.Image,
     lesion_ml = label_volume_ml(measured)
     synthesized = sitk.Cast(result.followup_crop, sitk.sitkFloat32)
     return RealFollowup(
-        aligned_ct=alignment.followup, crop=crop, lesion_ml=lesion_ml, diameter_mm=diameter,
+        aligned_ct=aligned, crop=crop, lesion_ml=lesion_ml, diameter_mm=diameter,
         recist=recist, ssim_synthesized=_crop_ssim(synthesized, crop, window),
         ssim_baseline=_crop_ssim(sitk.Cast(result.baseline_crop, sitk.sitkFloat32), crop,
                                  window),
         lesion_volume_error_ml=result.followup_lesion_ml - lesion_ml,
-        alignment=alignment.summary())
+        alignment=alignment_summary)

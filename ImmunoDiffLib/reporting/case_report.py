@@ -112,7 +112,10 @@ def real_followup_lines(summary: dict) -> list[str]:
     """A real follow-up's measurements and its comparison with the synthesized one
     (:meth:`~ImmunoDiffLib.inference.followup_comparison.RealFollowup.summary`) as lines of
     text."""
-    quality = summary["alignment"]["quality"]
+    quality = summary["alignment"].get("quality")
+    aligned = (f"alignment: lungs {quality['lung_overlap']:.2f}, folded "
+               f"{quality['folded_fraction']:.1%}" if quality
+               else f"alignment: {summary['alignment']['mode']}")
     return [
         "Real follow-up (aligned)",
         f"RECIST              {summary['recist']}",
@@ -120,8 +123,7 @@ def real_followup_lines(summary: dict) -> list[str]:
         f"synth. volume error {summary['synthesized_lesion_volume_error_ml']:+.1f} mL",
         f"SSIM synth. / real  {summary['ssim_synthesized_to_real']:.2f}",
         f"SSIM baseline/real  {summary['ssim_baseline_to_real']:.2f}",
-        f"alignment: lungs {quality['lung_overlap']:.2f}, folded "
-        f"{quality['folded_fraction']:.1%}"]
+        aligned]
 
 
 def _ct(axis, values, extent, title: str) -> None:
