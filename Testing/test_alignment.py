@@ -169,6 +169,23 @@ def test_elastix_stage_runs_apart_and_a_crash_is_an_error():
         assert "bspline-default stage" in str(error)
 
 
+def test_a_started_worker_serves_the_stages_without_a_new_import():
+    """start() launches the child ahead (ITK's import overlaps the caller's preparation);
+    the stages then run in that same child."""
+    worker = elastix_worker.ElastixWorker()
+    try:
+        worker.start()
+        child = worker._child
+        worker.start()  # a running child is kept
+        assert worker._child is child and child.poll() is None
+        result = worker.run(_blob_parts(0.0), _blob_parts(3.0), None,
+                            elastix_maps.linear_map("rigid", 100, 1), 1, False)
+        assert result["parameters"][3] == pytest.approx(3.0, abs=0.5)
+        assert worker._child is child
+    finally:
+        worker.close()
+
+
 def test_cancel_stops_the_running_stage():
     fixed, moving = _blob_parts(0.0), _blob_parts(4.0)
     started = time.perf_counter()

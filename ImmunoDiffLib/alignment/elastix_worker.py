@@ -159,6 +159,12 @@ class ElastixWorker:
             self._child.wait()
         self._child = None
 
+    def start(self) -> None:
+        """Start the child now (it imports ITK, ~10 s, on one core) so that the import runs
+        while the caller prepares the scans; a child already running is kept."""
+        with self._lock:
+            self._ensure_child()
+
     def close(self) -> None:
         with self._lock:
             if self._child is not None and self._child.poll() is None and self._child.stdin:
