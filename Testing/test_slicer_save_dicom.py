@@ -162,6 +162,49 @@ def test_the_panels_results_are_saved_as_dicom_from_the_nodes(monkeypatch, tmp_p
         assert dciodvfy_errors(path)[0] == [], path
 
 
+def test_saved_from_the_nodes_keeps_arteries_and_veins_and_the_report_picture(
+        monkeypatch, tmp_path, dicom_case, dicom_input):
+    """A segmentation whose vessels are arteries and veins (TotalSegmentator's) keeps them
+    apart in the SEG (beside their union), voxel for voxel; DICOM outputs the case folder
+    had already are made again in the loaded series' study; with the case folder still at
+    hand (the panel keeps the last one) its report picture is saved as a Secondary Capture."""
+    import dataclasses
+
+    case_folder, result = dicom_case
+    vessels = sitk.GetArrayFromImage(result.anatomy.vessels)
+    arteries = (vessels > 0) & (np.arange(vessels.shape[2]) < vessels.shape[2] // 2)
+    veins = (vessels > 0) & ~arteries
+
+    def image(values):
+        made = sitk.GetImageFromArray(values.astype(np.uint8))
+        made.CopyInformation(result.anatomy.vessels)
+        return made
+
+    split = dataclasses.replace(result.anatomy, arteries=image(arteries), veins=image(veins))
+    with module_under_test(monkeypatch) as (module, _):
+        scene = slicer.mrmlScene
+        volume = _loaded_from_dicom(scene, dicom_input)
+        nodes = mrml.load_case_folder(scene, case_folder, volume)
+        nodes["segmentation"] = mrml.anatomy_to_segmentation_node(split, scene, "split")
+        nodes["case folder"] = case_folder
+        saved = module.ImmunoDiffLogic().saveResults(volume, nodes, tmp_path / "case",
+                                                     dicom=True)
+    seg = hd.seg.segread(saved / "dicom" / "segmentation.dcm")
+    baseline = sorted(_objects(saved / "dicom" / "baseline"),
+                      key=lambda d: float(d.ImagePositionPatient[2]))
+    labels = [s.SegmentLabel for s in seg.SegmentSequence]
+    pixels = seg.get_pixels_by_source_instance(
+        [d.SOPInstanceUID for d in baseline],
+        segment_numbers=[int(s.SegmentNumber) for s in seg.SegmentSequence])
+    assert np.array_equal(pixels[..., labels.index("pulmonary arteries")] > 0, arteries)
+    assert np.array_equal(pixels[..., labels.index("pulmonary veins")] > 0, veins)
+    assert np.array_equal(pixels[..., labels.index("pulmonary vessels")] > 0, vessels > 0)
+    picture = saved / "dicom" / "report_picture.dcm"
+    assert (saved / "report.png").is_file() and picture.is_file()
+    assert pydicom.dcmread(picture).StudyInstanceUID == baseline[0].StudyInstanceUID
+    assert dciodvfy_errors(picture)[0] == []
+
+
 def _refused(call, error_type, pattern, folder):
     with pytest.raises(error_type) as error:
         call()

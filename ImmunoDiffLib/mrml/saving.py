@@ -126,12 +126,17 @@ def save_results(volume_node, nodes: dict, folder: str | os.PathLike, *, dicom: 
     case = _case_from_nodes(volume_node, nodes, ct, case_id) if dicom else None
     with atomic_folder(folder, overwrite) as staging:
         summary = case.summary if case is not None else None
-        if source is not None:  # the whole case folder, under the case's name
-            shutil.copytree(source, staging, dirs_exist_ok=True)
+        if source is not None:  # the whole case folder, under the case's name; DICOM
+            # outputs it has already are made again below, in the baseline volume's study
+            def stale_dicom(folder, names):
+                return ["dicom"] if case is not None and Path(folder) == Path(source) else []
+
+            shutil.copytree(source, staging, dirs_exist_ok=True, ignore=stale_dicom)
             summary = {**json.loads((staging / PREDICTIONS_NAME).read_text(encoding="utf-8")),
                        "patient_id": case_id}
         (staging / PREDICTIONS_NAME).write_text(json.dumps(summary, indent=2),
                                                 encoding="utf-8")
-        if case is not None:
-            baseline.write(case, staging, case_id)
+        if case is not None:  # the case folder's report picture, when it came with it
+            picture = staging / "report.png"
+            baseline.write(case, staging, case_id, picture if picture.is_file() else None)
     return folder

@@ -174,9 +174,13 @@ def segmentation_to_anatomy(node, reference_volume):
         result.CopyInformation(reference)
         return result
 
+    separate = {}
+    if find(ARTERIES) and find(VEINS):  # kept apart, as the backend that made them had them
+        separate = {key: image(segment_mask(node, find(structure), reference_volume))
+                    for key, structure in (("arteries", ARTERIES), ("veins", VEINS))}
     source = f"segmentation '{node.GetName()}'"
     return Anatomy(lungs=image((lobes > 0).astype(np.uint8)), lobes=image(lobes),
-                   vessels=image(vessels),
+                   vessels=image(vessels), **separate,
                    lobes_backend="classic" if approximate else source, vessels_backend=source,
                    warnings=[f"Lobes and vessels taken from the existing {source}."])
 
