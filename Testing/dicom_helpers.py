@@ -43,6 +43,7 @@ def write_ct_series(image: sitk.Image, folder: Path, *, modality="CT", pixel_spa
         ds.StudyDescription = "CT chest"
         ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = modality, series_uid, 3
         ds.SeriesDescription, ds.PatientPosition = "Chest 5 mm", "HFS"
+        ds.BodyPartExamined = "CHEST"  # as scanners write it (Laterality must then be absent)
         ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_uid, ""
         ds.Manufacturer, ds.ImageType = "Scanner Co", ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber, ds.KVP, ds.AcquisitionNumber = z + 1, 120, 1

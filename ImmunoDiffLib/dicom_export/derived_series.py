@@ -80,9 +80,10 @@ def _series_template(identity: StudyIdentity, series: SeriesDescription,
     dataset.SeriesDescription = series.description[:64]
     dataset.SeriesDate = dataset.ContentDate = now.strftime("%Y%m%d")
     dataset.SeriesTime = dataset.ContentTime = now.strftime("%H%M%S")
-    for keyword in ("PatientPosition", "Laterality"):
-        if keyword not in dataset:
-            setattr(dataset, keyword, None)
+    if "PatientPosition" not in dataset:
+        dataset.PatientPosition = None
+    if "BodyPartExamined" not in dataset:  # type 2C, needed for a paired part: the chest is
+        dataset.Laterality = None  # not one, but a reader not told the part may ask for it
     dataset.Manufacturer = MANUFACTURER
     dataset.ManufacturerModelName = MODEL_NAME
     dataset.DeviceSerialNumber = DEVICE_SERIAL_NUMBER
