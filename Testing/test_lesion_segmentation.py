@@ -102,6 +102,34 @@ def test_a_large_tumour_against_the_mediastinum_leaves_it_and_the_vessels():
     assert not (lesion & (x < block_x) & (from_centre > radius + 6.0)).any()  # vessels left
 
 
+def test_a_lobulated_tumour_keeps_its_lobules_and_leaves_its_vessels():
+    """A 40 mm ball of +30 HU with four lobules (balls of 5 mm radius bulging 6 mm out of
+    it, thinner than the ball that cuts bridges) and 3 mm vessels leaving it: the outline
+    takes the lobules, as a radiologist's does, and still cuts the vessels."""
+    spacing = (1.0, 1.0, 1.0)
+    values, (z, y, x) = _lung((120, 120, 100), spacing)
+    centre, radius = np.array([50.0, 60.0, 60.0]), 20.0
+    offsets = [z - centre[0], y - centre[1], x - centre[2]]
+    from_centre = np.sqrt(sum(o ** 2 for o in offsets))
+    tumour = from_centre <= radius
+    for direction in ((0, 1, 0), (0, -1, 0), (0, 0.6, 0.8), (0.6, 0, -0.8)):
+        middle = centre + (radius + 1.0) * np.array(direction)
+        tumour |= np.sqrt((z - middle[0]) ** 2 + (y - middle[1]) ** 2
+                          + (x - middle[2]) ** 2) <= 5.0
+    for axis, sign in ((2, 1), (0, -1)):  # vessels away from the lobules
+        along = sign * offsets[axis]
+        across = np.sqrt(sum(o ** 2 for i, o in enumerate(offsets) if i != axis))
+        values[(along > 0) & (across <= 1.5)] = SOFT_TISSUE_HU
+    values[tumour] = 30.0 + np.random.default_rng(3).normal(0, 15, int(tumour.sum()))
+    ct = _image(values, spacing)
+    lesion = sitk.GetArrayFromImage(segment_lesion(ct, centre[::-1].tolist())) > 0
+
+    lobules = tumour & (from_centre > radius)
+    assert (lesion & lobules).sum() >= 0.8 * lobules.sum()
+    assert lesion.sum() == pytest.approx(tumour.sum(), rel=0.1)
+    assert not (lesion & ~tumour & (from_centre > radius + 6.0)).any()  # vessels left
+
+
 def test_a_tumour_larger_than_70_mm_is_not_capped():
     spacing = (1.5, 1.5, 2.5)
     values, (z, y, x) = _lung((180, 180, 150), spacing)

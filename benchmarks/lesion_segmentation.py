@@ -21,7 +21,7 @@ reference, so the crop rows compare the slab the crop holds):
 Columns: reference and measured volume (mL), their ratio, Dice, the longest axial diameter
 (``imaging.recist.longest_axial_diameter_mm``) of reference and measurement, and seconds.
 Usage: IMMUNODIFF_SAMPLE_DATA=... python benchmarks/lesion_segmentation.py
-       [--lidc-readers FILE] [--cases lung2,lidc,...] [--no-crops]
+       [--lidc-readers FILE] [--cases lung2,lidc,...] [--no-crops] [--case NAME=CT,MASK ...]
 """
 
 from __future__ import annotations
@@ -189,13 +189,25 @@ def main() -> None:
     parser.add_argument("--lidc-readers", type=Path, default=LIDC_READERS)
     parser.add_argument("--cases", help="comma-separated case names (default: all)")
     parser.add_argument("--no-crops", action="store_true")
+    parser.add_argument("--case", action="append", default=[], metavar="NAME=CT,MASK",
+                        help="a CT of your own (file or DICOM folder) with its reference "
+                             "tumour mask on the CT's grid; the point is the mask's centroid "
+                             "(repeatable)")
     args = parser.parse_args()
     names = set(args.cases.split(",")) if args.cases else None
+    extra = []
+    for given in args.case:
+        name, _, paths = given.partition("=")
+        ct_path, _, mask_path = paths.partition(",")
+        if not (name and ct_path and mask_path):
+            parser.error(f"--case expects NAME=CT,MASK, got {given!r}")
+        mask = sitk.Cast(sitk.ReadImage(mask_path) > 0, sitk.sitkUInt8)
+        extra.append(Case(name, read_ct(ct_path), mask, label_centroid(mask)))
     methods = {"previous": previous_segment_lesion, "new": segment_lesion}
     print("| case | grid | reference mL | previous mL | new mL | ratio prev / new "
           "| Dice prev / new | reference mm | previous mm | new mm | s prev / new |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for case in load_cases(args.lidc_readers, names):
+    for case in load_cases(args.lidc_readers, names) + extra:
         grids = [("full CT", case.ct, case.reference)]
         if not args.no_crops:
             crop = crop_around_point(case.ct, case.point_lps)

@@ -15,7 +15,10 @@ wall, mediastinum or diaphragm, carries that outline on across the contact. The 
    thin for such balls, so they do not cover it; the walls are thicker, so they do.
 5. Thin bridges: the candidates outside the walls are opened by balls of ``BRIDGE_BALL * r0``
    (what such balls inside them cover), keeping the part connected to the seed: vessels and
-   bronchial walls thinner than the ball are cut where they leave the tumour.
+   bronchial walls thinner than the ball are cut where they leave the tumour. What the cut
+   took within ``REGROW * r0`` of that core comes back where balls of ``REGROW_BALL * r0``
+   fit in it: a real tumour's lobules and thick spicules, which its outline includes, are
+   thinner than the bridge ball too; a thin vessel stays cut, a thick one keeps a short stub.
 6. Where the walls' balls cut a hollow into the tumour (it fills a corner of the lung, or
    presses into the mediastinum), the voxels of the walls inside the convex hull of the rest
    are added, then those inside the ellipsoid through its lung-side surface
@@ -43,6 +46,8 @@ SOLID_HU = (-30.0, 150.0)  # a solid tumour's range: mediastinal fat (-100) and 
 LUNG_REACH_MM = 10.0
 WALL_BALL = 1.4  # radius of the walls' balls / r0
 BRIDGE_BALL = 0.4  # radius of the bridge-cutting balls / r0 (0.25 follows lung2's hilum)
+REGROW = 0.25  # what the bridge cut took within this times r0 of the tumour's core returns
+REGROW_BALL = 0.15  # ... where balls of this times r0 fit in it: no thin vessel stubs
 MIN_WALL_BALL_MM = 8.0
 NEAR_SEED = 1.0  # a seed in the walls takes a tumour part within this times r0 of it
 NEAR_PART = 0.15  # ... holding at least this share of the voxels within r0 of the seed
@@ -183,7 +188,11 @@ def _lesion(values: np.ndarray, spacing, seed) -> tuple[np.ndarray, np.ndarray, 
     if bridge >= 1.5 * spacing.min():
         opened = opening(region, bridge, spacing) & region
         if opened.any():
-            region = _component_at(opened, seed)
+            core = _component_at(opened, seed)
+            near = ndimage.distance_transform_edt(~core, sampling=spacing) <= REGROW * r0
+            small = max(REGROW_BALL * r0, 1.5 * spacing.min())
+            lobes = opening(region, small, spacing) & region if REGROW_BALL > 0 else region
+            region = _component_at(core | (lobes & near), seed)
 
     smooth = ndimage.uniform_filter(values, 3) if spacing.max() < 1.5 else values
     solid_walls = walls & (smooth > SOLID_HU[0]) & (smooth < SOLID_HU[1])
