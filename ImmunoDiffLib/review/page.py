@@ -153,10 +153,12 @@ class ReviewPage:
         self._update_can_run()
 
     # --- input ------------------------------------------------------------------------------
-    def load(self) -> None:
+    def load(self, path: str | None = None) -> None:
+        """Load the CT at ``path``: the text field's value as the click sent it (its own copy
+        of the state can still be on its way), else the state's."""
         state = self.server.state
         try:
-            node = self.session.load(state.ct_path)
+            node = self.session.load(state.ct_path if path is None else path)
         except ImmunoDiffError as error:
             state.load_error = str(error)
             return
@@ -193,10 +195,10 @@ class ReviewPage:
         self._update_can_run()
 
     # --- the real follow-up (optional) --------------------------------------------------------
-    def load_followup(self) -> None:
+    def load_followup(self, path: str | None = None) -> None:
         state = self.server.state
         try:
-            node = self.session.load_followup(state.followup_path)
+            node = self.session.load_followup(state.followup_path if path is None else path)
         except ImmunoDiffError as error:
             state.followup_error = str(error)
             return
@@ -234,11 +236,12 @@ class ReviewPage:
         """Two views, or three with a real follow-up (ReviewSession.review_views)."""
         self.layout.set_layout(LAYOUTS[self.session.review_views()])
 
-    def go_to(self) -> None:
+    def go_to(self, text: str | None = None) -> None:
         """Centre both views on a typed RAS point (e.g. a finding from the report)."""
         state = self.server.state
         try:
-            point = [float(v) for v in state.goto.replace(",", " ").split()]
+            point = [float(v) for v in (state.goto if text is None else text)
+                     .replace(",", " ").split()]
             if len(point) != 3:
                 raise ValueError
         except ValueError:
@@ -256,11 +259,11 @@ class ReviewPage:
         with self.server.state:
             self._show_point("tumour point (RAS mm)")
 
-    def use_mask(self) -> None:
+    def use_mask(self, path: str | None = None) -> None:
         """The tumour from a label map: its centroid, and the drawn tumour for the run."""
         state = self.server.state
         try:
-            self.session.point_from_mask(state.mask_path)
+            self.session.point_from_mask(state.mask_path if path is None else path)
         except ImmunoDiffError as error:
             state.mask_error = str(error)
             return
@@ -387,17 +390,17 @@ class ReviewPage:
     def _input_panel(self) -> None:
         v3.VTextField(v_model=("ct_path",), label="CT file or DICOM folder", id="ct-path",
                       density="compact", error_messages=("load_error ? [load_error] : []",))
-        v3.VBtn("Load", click=self.load, id="load", size="small")
+        v3.VBtn("Load", click=(self.load, "[ct_path]"), id="load", size="small")
         v3.VFileInput(v_model=("upload", None), multiple=True, id="upload",
                       label="or upload a CT file, a DICOM series' files or a .zip of them",
                       density="compact")
         v3.VTextField(v_model=("goto",), label="go to (R A S, mm)", id="goto",
                       density="compact", error_messages=("goto_error ? [goto_error] : []",))
-        v3.VBtn("Go", click=self.go_to, id="goto-button", size="small")
+        v3.VBtn("Go", click=(self.go_to, "[goto]"), id="goto-button", size="small")
         v3.VTextField(v_model=("mask_path",), label="or the tumour as a label map file",
                       id="mask-path", density="compact",
                       error_messages=("mask_error ? [mask_error] : []",))
-        v3.VBtn("Use mask", click=self.use_mask, id="use-mask", size="small")
+        v3.VBtn("Use mask", click=(self.use_mask, "[mask_path]"), id="use-mask", size="small")
         html.Div("{{ ct_info }}", id="ct-info", style="font-size:12px;")
         html.Div("{{ point_text }}", id="point")
         self._followup_panel()
@@ -407,7 +410,8 @@ class ReviewPage:
         v3.VTextField(v_model=("followup_path",), label="real follow-up CT (optional): file or "
                       "DICOM folder", id="followup-path", density="compact",
                       error_messages=("followup_error ? [followup_error] : []",))
-        v3.VBtn("Load follow-up", click=self.load_followup, id="load-followup", size="small")
+        v3.VBtn("Load follow-up", click=(self.load_followup, "[followup_path]"),
+                id="load-followup", size="small")
         v3.VBtn("Remove follow-up", click=self.clear_followup, id="clear-followup",
                 size="small")
         v3.VFileInput(v_model=("followup_upload", None), multiple=True, id="followup-upload",
