@@ -88,16 +88,31 @@ def expert_contours(data: Path, ct: sitk.Image, files: list[str]) -> list[sitk.I
     return masks
 
 
-def dciodvfy_errors(folder: Path) -> dict[str, list[str]]:
-    errors = {}
-    for path in sorted(folder.rglob("*.dcm")):
+def dciodvfy_errors(folder: Path) -> tuple[int, dict[str, list[str]]]:
+    """(files checked, {file: its dciodvfy "Error" lines} for the files with any)."""
+    errors, paths = {}, sorted(folder.rglob("*.dcm"))
+    for path in paths:
         run = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True,
                              timeout=120)
         found = [line for line in (run.stdout + run.stderr).splitlines()
                  if line.startswith("Error")]
         if found:
             errors[str(path.relative_to(folder))] = found
-    return errors
+    return len(paths), errors
+
+
+def series_difference_hu(folder: Path, nifti: Path) -> float:
+    """Max |HU| difference between the derived DICOM series in ``folder`` and ``nifti``
+    (inf when their grids differ)."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    series, expected = reader.Execute(), sitk.ReadImage(str(nifti))
+    if series.GetSize() != expected.GetSize() or not np.allclose(
+            series.GetOrigin() + series.GetSpacing() + series.GetDirection(),
+            expected.GetOrigin() + expected.GetSpacing() + expected.GetDirection(), atol=1e-3):
+        return float("inf")
+    return float(np.abs(sitk.GetArrayViewFromImage(series).astype(np.float64)
+                        - sitk.GetArrayViewFromImage(expected)).max())
 
 
 def main() -> int:
@@ -136,8 +151,9 @@ def main() -> int:
 
     source = pydicom.dcmread(files[0], stop_before_pixels=True)
     print("| profile | P (responder) | RECIST | if it responds | if it does not | flagged "
-          "| dciodvfy errors | same patient, study, frame of reference | seconds |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| dciodvfy: error lines (files with errors / checked) | follow-up series vs "
+          "followup_ct.nii.gz, max HU | same patient, study, frame of reference | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     results = {}
     for profile in args.profiles.split(","):
         output = args.output / profile
@@ -153,18 +169,23 @@ def main() -> int:
             print(f"| {profile} | failed: {done.stderr.strip().splitlines()[-1:]} |")
             continue
         summary = json.loads((output / "predictions.json").read_text(encoding="utf-8"))
-        errors = dciodvfy_errors(output / "dicom")
+        checked, errors = dciodvfy_errors(output / "dicom")
         written = pydicom.dcmread(next((output / "dicom" / "followup").glob("*.dcm")),
                                   stop_before_pixels=True)
         same = all(getattr(written, k) == getattr(source, k) for k in
                    ("PatientID", "StudyInstanceUID", "FrameOfReferenceUID"))
+        difference = series_difference_hu(output / "dicom" / "followup",
+                                          output / "followup_ct.nii.gz")
         scenarios = summary["scenarios"]
         flag = summary["out_of_distribution"]
-        results[profile] = {"summary": summary, "dciodvfy_errors": errors}
+        results[profile] = {"summary": summary, "dciodvfy_errors": errors,
+                            "dciodvfy_files_checked": checked,
+                            "followup_series_max_difference_hu": difference}
         print(f"| {profile} | {summary['response_probability']:.3f} | {summary['recist']} | "
               f"{scenarios['responder']['recist']} | {scenarios['non-responder']['recist']} | "
               f"{'yes: ' + '; '.join(flag['reasons']) if flag['flagged'] else 'no'} | "
-              f"{sum(len(v) for v in errors.values())} in {len(errors)} files | "
+              f"{sum(len(v) for v in errors.values())} ({len(errors)} / {checked}) | "
+              f"{difference:.1f} | "
               f"{'yes' if same else 'NO'} | {time.perf_counter() - started:.0f} |", flush=True)
     (args.output / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0
