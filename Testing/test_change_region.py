@@ -10,9 +10,12 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ImmunoDiffLib.inference.change_region import (
+    CHANGE_KEPT_HU,
+    CHANGE_SHOWN_HU,
     MARGIN_MAX_MM,
     MARGIN_MIN_MM,
     TAPER_MM,
+    change_gate,
     change_region,
     constrain_followup,
     margin_mm,
@@ -81,6 +84,35 @@ def test_real_air_outside_the_lesion_is_never_lifted():
     assert airway.sum() > 10  # the airway lies in the region
     np.testing.assert_array_equal(constrained.mean[airway], baseline[airway])
     assert constrained.mean[lesion].min() >= constrained.region.lung_floor_hu - 1e-3
+
+
+def test_the_models_own_texture_is_not_shown_but_a_shrinking_lesion_is():
+    """The model redraws the parenchyma around a lesion with its own noise (small changes,
+    everywhere in the region) and shrinks the lesion (a change of ~800 HU) with a density
+    loss of 200 HU in what remains: the texture goes, the shrinkage and density loss stay."""
+    lesion, remaining = _ball(12.0), _ball(6.0)
+    baseline, covered = _chest(lesion)
+    rng = np.random.default_rng(1)
+    texture = ndimage.gaussian_filter(rng.standard_normal(SHAPE), 0.7)
+    texture *= 0.5 * CHANGE_KEPT_HU / np.abs(texture).max()  # always below the kept level
+    model = baseline + texture
+    model[lesion & ~remaining] = -820.0
+    model[remaining] = baseline[remaining] - 200.0
+    constrained = constrain_followup(model, baseline, lesion, SPACING, covered)
+    ring = (constrained.region.weight > 0) & ~lesion
+    far_ring = ring & (ndimage.distance_transform_edt(~lesion, sampling=SPACING) > 4.0)
+    np.testing.assert_array_equal(constrained.mean[far_ring], baseline[far_ring])
+    core = ndimage.binary_erosion(remaining)
+    np.testing.assert_allclose(constrained.mean[core], baseline[core] - 200.0, atol=1.0)
+    shrunk = ndimage.binary_erosion(lesion) & ~ndimage.binary_dilation(remaining)
+    assert np.all(constrained.mean[shrunk] < -700.0)  # lung where the tumour was
+    # the gate itself: 0 below the kept level, 1 above the shown level, monotone between
+    levels = np.linspace(0.0, 2 * CHANGE_SHOWN_HU, 41, dtype=np.float32)
+    gate = change_gate(np.broadcast_to(levels, (8, 8, 41)).copy(), (100.0, 100.0, 100.0))
+    line = gate[4, 4]
+    assert np.all(line[levels < CHANGE_KEPT_HU - 1] == 0)
+    assert np.all(line[levels > CHANGE_SHOWN_HU + 1] == 1)
+    assert np.all(np.diff(line) >= 0)
 
 
 def test_the_margin_grows_with_the_lesion_in_millimetres_on_an_anisotropic_grid():

@@ -19,6 +19,11 @@ field of view ends) and leaves air where a tumour shrank. So, whatever the model
   around the lesion), so a vanished or shrunk tumour leaves parenchyma, not a hole. Outside
   the old lesion the bound is never above the baseline voxel itself, so real air there
   (airways, cavities, emphysema) is never lifted.
+* **only what the model changes**: inside the region, where the model's change (smoothed over
+  ~1 mm, mean over samples) stays below ``CHANGE_KEPT_HU`` the baseline is kept, rising to
+  the model's change at ``CHANGE_SHOWN_HU``: the model redraws the parenchyma, vessels and a
+  kept lesion with its own texture and noise, which says nothing about the follow-up; a
+  shrinking, vanishing or growing lesion changes by hundreds of HU and is shown as drawn.
 
 Arrays are (X, Y, Z) crop voxels as the pipeline holds them (``spacing_mm`` in the same
 order); samples are (S, X, Y, Z), in HU.
@@ -45,6 +50,9 @@ LUNG_FLOOR_DEFAULT_HU = -850.0  # no parenchyma around the lesion (a mediastinal
 MIN_SHELL_VOXELS = 20
 OUTSIDE_FOV_HU = -1500.0  # below any tissue or air: the scanner's "not reconstructed" value
 MIN_OFFSET_VOXELS = 50  # voxels outside the region needed to estimate the model's offset
+CHANGE_KEPT_HU = 60.0  # a smoothed change below this is the model's texture: baseline kept
+CHANGE_SHOWN_HU = 120.0  # ... above this it is shown in full (a smooth step between)
+CHANGE_SMOOTHING_MM = 1.0  # Gaussian sigma of the change that decides
 
 
 def margin_mm(diameter_mm: float) -> float:
@@ -119,6 +127,16 @@ def change_region(lesion: np.ndarray, baseline_hu: np.ndarray, spacing_mm,
     return ChangeRegion(weight, lesion, margin, TAPER_MM, diameter, floor, source, empty)
 
 
+def change_gate(change_hu: np.ndarray, spacing_mm) -> np.ndarray:
+    """(X, Y, Z) float32 in [0, 1]: how much of the model's ``change_hu`` (X, Y, Z) is shown;
+    0 where its magnitude, smoothed by ``CHANGE_SMOOTHING_MM``, is below ``CHANGE_KEPT_HU``,
+    1 above ``CHANGE_SHOWN_HU``, a smooth step between."""
+    sigma = [CHANGE_SMOOTHING_MM / float(s) for s in spacing_mm]
+    magnitude = np.abs(ndimage.gaussian_filter(np.asarray(change_hu, np.float32), sigma))
+    ramp = np.clip((magnitude - CHANGE_KEPT_HU) / (CHANGE_SHOWN_HU - CHANGE_KEPT_HU), 0, 1)
+    return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
+
+
 @dataclass
 class ConstrainedFollowup:
     """The constrained follow-up: ``samples`` (S, X, Y, Z) HU, their ``mean`` and ``spread``
@@ -163,6 +181,7 @@ def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: 
         offsets.append(offset)
         bounded = np.maximum(baseline + (change - offset), bound) - baseline
         changes[index] = np.where(inside, region.weight * bounded, 0.0)
+    changes *= change_gate(changes.mean(0), spacing_mm)[None]
     constrained = np.where(inside, baseline + changes, baseline).astype(np.float32)
     mean = np.where(inside, baseline + changes.mean(0), baseline).astype(np.float32)
     spread = np.where(inside, constrained.std(0), 0.0).astype(np.float32)
