@@ -77,3 +77,36 @@ def test_a_scenario_that_never_obeys_is_marked_and_worded():
     reason = not_obeyed_reason("responder", result)
     assert "a response (CR or PR)" in reason and "RECIST SD" in reason
     assert f"{largest:g}" in reason
+
+
+def test_a_tumour_gone_beside_a_vessel_is_not_measured_as_the_vessel():
+    """A 7 mm tumour beside a vessel vanishes into lung: its point now lies in lung, and the
+    nearest tissue is the vessel (or the mediastinum, the chest wall), which did not change.
+    Measured against the baseline the tumour is gone (CR); a tumour that grew into former
+    lung is still measured whole."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ImmunoDiffLib.inference.scenarios import measure_followup
+
+    shape = (12, 48, 48)  # (z, y, x), 1 mm voxels, origin 0: the point is (x, y, z) in mm
+    z, y, x = np.indices(shape)
+    baseline = np.full(shape, -820.0, np.float32)
+    baseline[3:9, 6:42, 21:24] = 40.0  # a vessel running in-plane, 4 mm from the point
+    tumour = (x - 17) ** 2 + (y - 24) ** 2 + ((z - 6) * 2) ** 2 <= 12
+    baseline[tumour] = 30.0
+
+    def image(values):
+        return sitk.GetImageFromArray(values)
+
+    point, before, lesion = (17.0, 24.0, 6.0), image(baseline), image(tumour.astype(np.uint8))
+    gone = baseline.copy()
+    gone[tumour] = -820.0
+    _, unguarded_mm, unguarded = measure_followup(image(gone), point, 7.0)
+    assert unguarded_mm > 30.0 and unguarded == "PD"  # the vessel, read as the tumour
+    ml, mm, recist = measure_followup(image(gone), point, 7.0, before, lesion)
+    assert recist == "CR" and ml == 0.0 and mm == 0.0
+    grown = baseline.copy()
+    grown[((x - 15) ** 2 + (y - 24) ** 2 + ((z - 6) * 2) ** 2 <= 36) & (baseline < -500)] = 30.0
+    _, grown_mm, grown_recist = measure_followup(image(grown), point, 7.0, before, lesion)
+    assert grown_mm >= 10.0 and grown_recist == "PD"

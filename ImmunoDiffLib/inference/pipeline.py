@@ -349,6 +349,7 @@ class ImmunoDiffPipeline:
         covered = None if crop.covered is None else crop.covered.transpose(2, 1, 0)
         lesion_mask = _xyz(condition_lesion) > 0
         before_mm = longest_axial_diameter_mm(lesion_before)
+        measured_lesion = sitk.Or(lesion_before > 0, condition_lesion > 0)  # either outline
         region = None
 
         def constrain(values):
@@ -360,7 +361,8 @@ class ImmunoDiffPipeline:
 
         def measure(constrained):
             image = _crop_image(constrained.mean, point, spec)
-            return (image, *measure_followup(image, point, before_mm))
+            return (image, *measure_followup(image, point, before_mm, baseline_crop,
+                                             measured_lesion))
 
         clock = time.perf_counter()
         decided = "responder" if float(probability.mean()) >= 0.5 else "non-responder"
@@ -399,7 +401,8 @@ class ImmunoDiffPipeline:
         mean_crop = _crop_image(chosen.mean, point, spec)
         spread_crop = _crop_image(chosen.spread, point, spec)
         followup_ct = paste_change(mean_crop, baseline_crop, ct)
-        after, after_mm, recist = measure_followup(mean_crop, point, before_mm)
+        after, after_mm, recist = measure_followup(mean_crop, point, before_mm, baseline_crop,
+                                                   measured_lesion)
         flag = assess(self.info.out_of_distribution, lesion_diameter_mm=region.lesion_diameter_mm,
                       lesion_found=not region.lesion_was_empty,
                       padded_fraction=crop.padded_fraction, record=record,

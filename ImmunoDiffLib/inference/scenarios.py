@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 import SimpleITK as sitk
 import torch
 
 from ..imaging.labels import label_volume_ml
-from ..imaging.lesion import segment_lesion
+from ..imaging.lesion import LESION_MIN_HU, segment_lesion
 from ..imaging.recist import longest_axial_diameter_mm, recist_category
 from ..progress import Task
 from .sampling import SamplingOptions
@@ -82,9 +83,25 @@ class ScenarioResult:
                 "clinical_left_out": self.clinical_left_out}
 
 
-def measure_followup(crop: sitk.Image, point, baseline_mm: float) -> tuple[float, float, str]:
-    """(lesion mL, longest axial diameter mm, RECIST against the baseline) of a follow-up."""
+def measure_followup(crop: sitk.Image, point, baseline_mm: float,
+                     baseline: sitk.Image | None = None,
+                     baseline_lesion: sitk.Image | None = None) -> tuple[float, float, str]:
+    """(lesion mL, longest axial diameter mm, RECIST against the baseline) of a follow-up.
+
+    With the ``baseline`` crop and its lesion mask (same grid), the follow-up's lesion is
+    only what was lesion or lung (below ``LESION_MIN_HU``) in the baseline: a tumour that
+    vanished beside the mediastinum, chest wall or a vessel leaves its point in lung, and
+    the tissue found nearest to it there is that neighbour, which has not changed."""
     lesion = segment_lesion(crop, point)
+    if baseline is not None:
+        was_lesion = (np.zeros(sitk.GetArrayViewFromImage(baseline).shape, bool)
+                      if baseline_lesion is None
+                      else sitk.GetArrayViewFromImage(baseline_lesion) > 0)
+        allowed = was_lesion | (sitk.GetArrayViewFromImage(baseline) <= LESION_MIN_HU)
+        kept = sitk.GetImageFromArray(
+            ((sitk.GetArrayViewFromImage(lesion) > 0) & allowed).astype(np.uint8))
+        kept.CopyInformation(lesion)
+        lesion = kept
     diameter = longest_axial_diameter_mm(lesion)
     recist = recist_category(baseline_mm, diameter) if baseline_mm > 0 else "NE"
     return label_volume_ml(lesion), diameter, recist
