@@ -349,7 +349,7 @@ class ImmunoDiffPipeline:
         covered = None if crop.covered is None else crop.covered.transpose(2, 1, 0)
         lesion_mask = _xyz(condition_lesion) > 0
         before_mm = longest_axial_diameter_mm(lesion_before)
-        measured_lesion = sitk.Or(lesion_before > 0, condition_lesion > 0)  # either outline
+        measured_lesion = lesion_before  # the follow-ups are measured against this outline
         region = None
 
         def constrain(values):

@@ -27,7 +27,7 @@ import SimpleITK as sitk
 import torch
 
 from ..imaging.labels import label_volume_ml
-from ..imaging.lesion import LESION_MIN_HU, segment_lesion
+from ..imaging.lesion import LESION_MAX_HU, LESION_MIN_HU, segment_lesion
 from ..imaging.recist import longest_axial_diameter_mm, recist_category
 from ..progress import Task
 from .sampling import SamplingOptions
@@ -88,18 +88,24 @@ def measure_followup(crop: sitk.Image, point, baseline_mm: float,
                      baseline_lesion: sitk.Image | None = None) -> tuple[float, float, str]:
     """(lesion mL, longest axial diameter mm, RECIST against the baseline) of a follow-up.
 
-    With the ``baseline`` crop and its lesion mask (same grid), the follow-up's lesion is
-    only what was lesion or lung (below ``LESION_MIN_HU``) in the baseline: a tumour that
-    vanished beside the mediastinum, chest wall or a vessel leaves its point in lung, and
-    the tissue found nearest to it there is that neighbour, which has not changed."""
+    With the ``baseline`` crop and its lesion mask (same grid), the follow-up is measured
+    against the same outline: its lesion is what the segmentation finds where the baseline
+    had lesion or lung (below ``LESION_MIN_HU``), plus every baseline lesion voxel still
+    lesion-dense. A tumour that vanished beside the mediastinum, chest wall or a vessel
+    leaves its point in lung, and the tissue nearest to it there is that unchanged
+    neighbour; a tumour against the mediastinum that grows into the lung moves the cut
+    along the mediastinum, and the unchanged part of the tumour must not count as a
+    shrinkage."""
     lesion = segment_lesion(crop, point)
     if baseline is not None:
         was_lesion = (np.zeros(sitk.GetArrayViewFromImage(baseline).shape, bool)
                       if baseline_lesion is None
                       else sitk.GetArrayViewFromImage(baseline_lesion) > 0)
         allowed = was_lesion | (sitk.GetArrayViewFromImage(baseline) <= LESION_MIN_HU)
+        values = sitk.GetArrayViewFromImage(crop)
+        still = was_lesion & (values > LESION_MIN_HU) & (values < LESION_MAX_HU)
         kept = sitk.GetImageFromArray(
-            ((sitk.GetArrayViewFromImage(lesion) > 0) & allowed).astype(np.uint8))
+            (((sitk.GetArrayViewFromImage(lesion) > 0) & allowed) | still).astype(np.uint8))
         kept.CopyInformation(lesion)
         lesion = kept
     diameter = longest_axial_diameter_mm(lesion)
