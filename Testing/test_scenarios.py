@@ -153,3 +153,25 @@ def test_the_unchanged_part_of_a_tumour_stays_measured_when_its_cut_moves(monkey
     gone = np.where(tumour, -820.0, baseline).astype(np.float32)
     assert scenarios.measure_followup(sitk.GetImageFromArray(gone), point, base_mm, before,
                                       lesion)[2] == "CR"
+
+
+def test_fragments_a_shrinking_tumour_left_apart_are_not_the_tumour():
+    """A tumour shrinks to a 4 mm core at its point, leaving a dense fragment at its far edge:
+    the residue at the point is measured, not the span from it to the fragment."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ImmunoDiffLib.inference.scenarios import measure_followup
+
+    shape = (8, 64, 64)
+    z, y, x = np.indices(shape)
+    baseline = np.full(shape, -820.0, np.float32)
+    tumour = (x - 32) ** 2 + (y - 32) ** 2 <= 15 ** 2
+    baseline[tumour] = 30.0
+    shrunk = np.full(shape, -820.0, np.float32)
+    shrunk[(x - 32) ** 2 + (y - 32) ** 2 <= 2 ** 2] = 30.0
+    shrunk[(x - 44) ** 2 + (y - 32) ** 2 <= 2 ** 2] = 30.0  # a fragment at the old edge
+    _, mm, recist = measure_followup(sitk.GetImageFromArray(shrunk), (32.0, 32.0, 4.0), 31.0,
+                                     sitk.GetImageFromArray(baseline),
+                                     sitk.GetImageFromArray(tumour.astype(np.uint8)))
+    assert mm <= 6.0 and recist == "PR"

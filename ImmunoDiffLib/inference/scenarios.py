@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
 
 from ..imaging.labels import label_volume_ml
 from ..imaging.lesion import LESION_MAX_HU, LESION_MIN_HU, segment_lesion
@@ -90,12 +91,12 @@ def measure_followup(crop: sitk.Image, point, baseline_mm: float,
 
     With the ``baseline`` crop and its lesion mask (same grid), the follow-up is measured
     against the same outline: its lesion is what the segmentation finds where the baseline
-    had lesion or lung (below ``LESION_MIN_HU``), plus every baseline lesion voxel still
-    lesion-dense. A tumour that vanished beside the mediastinum, chest wall or a vessel
-    leaves its point in lung, and the tissue nearest to it there is that unchanged
-    neighbour; a tumour against the mediastinum that grows into the lung moves the cut
-    along the mediastinum, and the unchanged part of the tumour must not count as a
-    shrinkage."""
+    had lesion or lung (below ``LESION_MIN_HU``), with every baseline lesion voxel still
+    lesion-dense and joined to it (fragments a shrinking tumour left apart are not). A
+    tumour that vanished beside the mediastinum, chest wall or a vessel leaves its point in
+    lung, and the tissue nearest to it there is that unchanged neighbour; a tumour against
+    the mediastinum that grows into the lung moves the cut along the mediastinum, and the
+    unchanged part of the tumour must not count as a shrinkage."""
     lesion = segment_lesion(crop, point)
     if baseline is not None:
         was_lesion = (np.zeros(sitk.GetArrayViewFromImage(baseline).shape, bool)
@@ -103,9 +104,11 @@ def measure_followup(crop: sitk.Image, point, baseline_mm: float,
                       else sitk.GetArrayViewFromImage(baseline_lesion) > 0)
         allowed = was_lesion | (sitk.GetArrayViewFromImage(baseline) <= LESION_MIN_HU)
         values = sitk.GetArrayViewFromImage(crop)
+        found = (sitk.GetArrayViewFromImage(lesion) > 0) & allowed
         still = was_lesion & (values > LESION_MIN_HU) & (values < LESION_MAX_HU)
-        kept = sitk.GetImageFromArray(
-            (((sitk.GetArrayViewFromImage(lesion) > 0) & allowed) | still).astype(np.uint8))
+        parts, _ = ndimage.label(found | still, structure=np.ones((3, 3, 3), bool))
+        touching = np.unique(parts[found])
+        kept = sitk.GetImageFromArray(np.isin(parts, touching[touching > 0]).astype(np.uint8))
         kept.CopyInformation(lesion)
         lesion = kept
     diameter = longest_axial_diameter_mm(lesion)
