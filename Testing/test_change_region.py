@@ -12,6 +12,7 @@ from scipy import ndimage
 from ImmunoDiffLib.inference.change_region import (
     CHANGE_KEPT_HU,
     CHANGE_SHOWN_HU,
+    DENSEST_DRAWN_HU,
     MARGIN_MAX_MM,
     MARGIN_MIN_MM,
     TAPER_MM,
@@ -113,6 +114,36 @@ def test_the_models_own_texture_is_not_shown_but_a_shrinking_lesion_is():
     assert np.all(line[levels < CHANGE_KEPT_HU - 1] == 0)
     assert np.all(line[levels > CHANGE_SHOWN_HU + 1] == 1)
     assert np.all(np.diff(line) >= 0)
+
+
+def test_tissue_beside_a_shrinking_tumour_stays_and_a_response_grows_nothing():
+    """A tumour against the mediastinum: told a response, the model clears the tumour and
+    the mediastinum beside it into lung (as it did on central tumours it never saw) and
+    draws dense specks in the lung beside it. The mediastinum stays as it was, the specks go,
+    the tumour becomes lung. Told no response, the same specks are a growth and stay."""
+    lesion = _ball(9.0, centre=(11, 24, 4))  # touches the mediastinum at x < 8
+    baseline, covered = _chest(lesion)
+    near = ndimage.distance_transform_edt(~lesion, sampling=SPACING) <= 5.0
+    mediastinum = near & (np.indices(SHAPE)[0] < 8)
+    specks = near & ~lesion & (np.indices(SHAPE)[0] >= 14) & (baseline < -500)
+    assert mediastinum.sum() > 10 and specks.sum() > 5
+    model = baseline.copy()
+    model[lesion | mediastinum] = -820.0
+    model[specks] = 30.0
+    responding = constrain_followup(model, baseline, lesion, SPACING, covered,
+                                    responding=True)
+    np.testing.assert_array_equal(responding.mean[mediastinum], baseline[mediastinum])
+    np.testing.assert_array_equal(responding.mean[specks], baseline[specks])
+    assert np.all(responding.mean[ndimage.binary_erosion(lesion)] < -700.0)
+    growing = constrain_followup(model, baseline, lesion, SPACING, covered)
+    np.testing.assert_array_equal(growing.mean[mediastinum], baseline[mediastinum])
+    inner = specks & (growing.region.weight == 1)
+    assert inner.any() and np.all(growing.mean[inner] > -100.0)
+    # guided hard toward growth, the model drew bone-dense tissue: kept to soft tissue
+    model[specks | lesion] = 900.0
+    dense = constrain_followup(model, baseline, lesion, SPACING, covered)
+    assert dense.mean[lesion | inner].max() <= DENSEST_DRAWN_HU + 1e-3
+    assert np.all(dense.mean[inner] > 100.0)
 
 
 def test_the_margin_grows_with_the_lesion_in_millimetres_on_an_anisotropic_grid():

@@ -329,8 +329,16 @@ def test_a_drawn_tumour_mask_is_the_lesion_the_generator_is_told_to_change(
         return original(batch, *args, **kwargs)
 
     monkeypatch.setattr(pipeline.model, "encode_conditions", spy)
-    pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST, tumour_mask=lung2_label)
+    result = pipeline.run(lung2, CLINICAL, lung2_tumour_point, FAST, tumour_mask=lung2_label)
     crop = crop_around_point(lung2_label, lung2_tumour_point, SPEC, is_label=True).image
     expected = (sitk.GetArrayFromImage(crop).transpose(2, 1, 0) > 0).astype(np.float32)
     np.testing.assert_array_equal(seen[0][0, 0].numpy(), expected)
     assert expected.sum() > 10
+    # ... and the one measured: the drawn voxels of tumour density, not the point's growth
+    values = sitk.GetArrayFromImage(result.baseline_crop)
+    drawn = sitk.GetArrayFromImage(crop) > 0
+    measured = sitk.GetArrayFromImage(result.baseline_lesion_crop) > 0
+    assert not (measured & ~drawn).any()
+    assert measured.sum() >= 0.9 * (drawn & (values > result.lesion_floor_hu)).sum()
+    voxel_ml = np.prod(result.baseline_crop.GetSpacing()) / 1000.0
+    assert result.baseline_lesion_ml == pytest.approx(measured.sum() * voxel_ml, rel=1e-6)

@@ -6,6 +6,8 @@ import pytest
 from ImmunoDiffLib.inference.sampling import SamplingOptions
 from ImmunoDiffLib.inference.scenarios import (
     LADDERS,
+    REDRAW_RUNGS,
+    REDRAWS,
     not_obeyed_reason,
     obeys,
     synthesize_scenario,
@@ -27,7 +29,8 @@ def _generator(categories):
     asked = []
 
     def synthesize(value, options, task, toward_non_response, drop_clinical):
-        asked.append((value, options.scenario_guidance, toward_non_response, drop_clinical))
+        asked.append((value, options.scenario_guidance, toward_non_response, drop_clinical,
+                      options.seed))
         return categories[len(asked) - 1]
 
     def measure(category):
@@ -48,7 +51,7 @@ def test_a_scenario_is_retried_until_it_obeys(name, categories, attempts):
     result = synthesize_scenario(name, synthesize, measure, SamplingOptions(), Task(None))
     assert len(asked) == attempts and result.obeyed
     assert result.recist == categories[-1]
-    for (value, guidance, toward_non_response, drop), (s, factor, left_out) in zip(
+    for (value, guidance, toward_non_response, drop, _), (s, factor, left_out) in zip(
             asked, LADDERS[name], strict=False):
         assert value == s and drop == left_out
         assert guidance == (max(1.0, factor * W) if factor else 1.0)
@@ -70,7 +73,11 @@ def test_a_scenario_that_never_obeys_is_marked_and_worded():
     asked, synthesize, measure = _generator(["SD"] * 10)
     result = synthesize_scenario("responder", synthesize, measure, SamplingOptions(),
                                  Task(None))
-    assert len(asked) == len(LADDERS["responder"])
+    assert len(asked) == len(LADDERS["responder"]) + REDRAWS * REDRAW_RUNGS
+    # the ladder from the options' noise, then its firmest rungs from other noise draws
+    assert [a[:4] for a in asked[-REDRAW_RUNGS:]] == [a[:4] for a in asked[
+        len(LADDERS["responder"]) - REDRAW_RUNGS:len(LADDERS["responder"])]]
+    assert len({seed for *_, seed in asked}) == 1 + REDRAWS
     assert result.obeyed is False
     largest = W * LADDERS["responder"][-1][1]
     assert result.guidance == largest
@@ -175,3 +182,72 @@ def test_fragments_a_shrinking_tumour_left_apart_are_not_the_tumour():
                                      sitk.GetImageFromArray(baseline),
                                      sitk.GetImageFromArray(tumour.astype(np.uint8)))
     assert mm <= 6.0 and recist == "PR"
+
+
+def test_a_drawn_ground_glass_tumour_is_measured_as_drawn_and_kept_as_it_was():
+    """A 30 mm subsolid tumour: a 6 mm solid core in ground glass of -650 HU, fainter than the
+    -550 HU a tumour grown from a point stops at. Drawn by the user (generously, with a rim of
+    lung), it is measured as drawn less that lung: 30 mm, not the core's 6 mm. An unchanged
+    follow-up measured against it reads SD (not the core alone, a PR); one whose ground glass
+    cleared to lung reads a response; one that grew reads PD."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ImmunoDiffLib.imaging.lesion import GROUND_GLASS_FLOOR_HU, drawn_lesion, segment_lesion
+    from ImmunoDiffLib.imaging.recist import longest_axial_diameter_mm
+    from ImmunoDiffLib.inference.scenarios import measure_followup
+
+    shape = (16, 64, 64)
+    z, y, x = np.indices(shape)
+    radius = np.sqrt((x - 32) ** 2 + (y - 32) ** 2 + ((z - 8) * 2) ** 2)
+    baseline = np.full(shape, -840.0, np.float32)
+    baseline[radius <= 15] = -650.0  # ground glass
+    baseline[radius <= 3] = 20.0  # the solid core at the point
+    drawn = (radius <= 18).astype(np.uint8)  # the user's outline, 3 mm of lung around it
+
+    def image(values):
+        return sitk.GetImageFromArray(values)
+
+    point = (32.0, 32.0, 8.0)
+    grown_from_point = longest_axial_diameter_mm(segment_lesion(image(baseline), point))
+    assert grown_from_point <= 8.0  # the point alone finds the solid core
+    lesion, floor = drawn_lesion(image(baseline), image(drawn))
+    assert GROUND_GLASS_FLOOR_HU <= floor <= -650.0
+    mask = sitk.GetArrayFromImage(lesion) > 0
+    assert mask.sum() == (radius <= 15).sum()  # the ground glass, without the drawn lung
+    before_mm = longest_axial_diameter_mm(lesion)
+    assert 29.0 <= before_mm <= 31.0
+
+    def measured(followup):
+        return measure_followup(image(followup), point, before_mm, image(baseline), lesion,
+                                floor)
+
+    ml, mm, recist = measured(baseline)
+    assert recist == "SD" and mm == pytest.approx(before_mm)
+    cleared = np.where(radius <= 15, -840.0, baseline).astype(np.float32)
+    cleared[radius <= 3] = 20.0  # the core remains, the ground glass is gone
+    assert measured(cleared)[2] in ("PR", "CR") and measured(cleared)[1] <= 8.0
+    grown = baseline.copy()
+    grown[(radius > 15) & (radius <= 21)] = 20.0  # a solid rim grew around it
+    assert measured(grown)[2] == "PD"
+    # a solid tumour's outline keeps the solid floor: the follow-up rule is unchanged
+    solid = np.where(radius <= 15, 20.0, -840.0).astype(np.float32)
+    assert drawn_lesion(image(solid), image(drawn))[1] == -550.0
+
+
+@pytest.mark.parametrize("probability, first_guidance", [
+    (0.52, 1.0), (0.6, 1.0), (0.7, 0.5 * W), (0.95, W)])
+def test_the_chosen_response_is_drawn_as_firmly_as_the_heads_are_sure(probability,
+                                                                        first_guidance):
+    """Unguided (a partial response) near P = 0.5, the full scenario guidance (a complete
+    one) when sure; the scenario's own ladder follows, and "if it does not" is untouched."""
+    from ImmunoDiffLib.inference.scenarios import chosen_ladder
+
+    asked, synthesize, measure = _generator(["SD"] * 10)
+    ladder = chosen_ladder("responder", probability)
+    synthesize_scenario("responder", synthesize, measure, SamplingOptions(), Task(None),
+                        ladder)
+    assert asked[0][1] == pytest.approx(first_guidance) and asked[0][0] == 1.0
+    assert ladder[-len(LADDERS["responder"]):] == LADDERS["responder"]
+    assert len(asked) == len(ladder) + REDRAWS * REDRAW_RUNGS
+    assert chosen_ladder("non-responder", 0.1) == LADDERS["non-responder"]

@@ -9,6 +9,10 @@ They run in a box around the point that grows until the lesion no longer reaches
 
 If the point itself is below -550 HU (the lesion has gone), the nearest dense voxel within
 ``SEED_SEARCH_MM`` is used as the seed, else the lesion is empty.
+
+A tumour the user drew (``drawn_lesion``) is measured as drawn, less what inside the outline
+is not tumour: lung, bone, contrast. A subsolid tumour's ground glass can be fainter than
+-550 HU; its outline sets a lower density floor, which its follow-ups are measured with too.
 """
 
 from __future__ import annotations
@@ -18,12 +22,17 @@ import SimpleITK as sitk
 
 from .lesion_region import LESION_MAX_HU, LESION_MIN_HU, lesion_in_box
 
-__all__ = ["LESION_MAX_HU", "LESION_MIN_HU", "segment_lesion"]
+__all__ = ["GROUND_GLASS_FLOOR_HU", "LESION_MAX_HU", "LESION_MIN_HU", "drawn_lesion",
+           "segment_lesion"]
 
 SEED_SEARCH_MM = 5.0
 FIRST_BOX_MM = 40.0  # half-width of the first box around the point
 BOX_GROWTH = 1.6  # the box's half-width grows by this factor while the lesion reaches a face
 BOX_PER_SIZE = 2.0  # ... or while it is narrower than this times the tumour's size r0
+# the lowest density floor a drawn outline can set: faint ground glass, well above aerated
+# lung parenchyma (about -850 HU), so the lung a generous outline includes is not counted
+GROUND_GLASS_FLOOR_HU = -750.0
+DRAWN_FLOOR_PERCENTILE = 5.0  # the outline's faintest tumour voxels, not its faintest voxel
 
 
 def _box(size_zyx, centre, half_voxels) -> tuple[slice, ...]:
@@ -79,3 +88,28 @@ def segment_lesion(ct: sitk.Image, point_lps, max_radius_mm: float = 100.0) -> s
     image = sitk.GetImageFromArray(mask)
     image.CopyInformation(ct)
     return image
+
+
+def drawn_lesion(ct: sitk.Image, drawn: sitk.Image) -> tuple[sitk.Image, float]:
+    """(lesion mask, density floor in HU) of a tumour outline drawn on ``ct`` (same grid).
+
+    The floor is ``LESION_MIN_HU`` for a solid tumour; where the outline's faintest tumour
+    voxels (the ``DRAWN_FLOOR_PERCENTILE``-th percentile of those denser than
+    ``GROUND_GLASS_FLOOR_HU``, aerated lung left out) are fainter, as a subsolid tumour's
+    ground glass is, it is that percentile. The lesion is the
+    outline's voxels from the floor up to ``LESION_MAX_HU``: the drawn tumour without the lung
+    a generous outline includes, or a rib or vessel it brushed. Measure its follow-ups with the
+    same floor (``inference/scenarios.measure_followup``) so an unchanged tumour reads as
+    unchanged."""
+    values = sitk.GetArrayViewFromImage(ct)
+    inside = sitk.GetArrayViewFromImage(drawn) > 0
+    floor = LESION_MIN_HU
+    drawn_values = values[inside]
+    denser_than_lung = drawn_values[drawn_values > GROUND_GLASS_FLOOR_HU]
+    if denser_than_lung.size:
+        faint = float(np.percentile(denser_than_lung, DRAWN_FLOOR_PERCENTILE))
+        floor = float(np.clip(faint, GROUND_GLASS_FLOOR_HU, LESION_MIN_HU))
+    image = sitk.GetImageFromArray(
+        (inside & (values >= floor) & (values < LESION_MAX_HU)).astype(np.uint8))
+    image.CopyInformation(ct)
+    return image, floor

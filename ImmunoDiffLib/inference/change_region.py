@@ -19,6 +19,14 @@ field of view ends) and leaves air where a tumour shrank. So, whatever the model
   around the lesion), so a vanished or shrunk tumour leaves parenchyma, not a hole. Outside
   the old lesion the bound is never above the baseline voxel itself, so real air there
   (airways, cavities, emphysema) is never lifted.
+* **tissue stays tissue**: outside the baseline lesion, tissue denser than the lung
+  (``TISSUE_HU``: mediastinum, chest wall, vessels, diaphragm) is never made lighter than it
+  was: a shrinking tumour beside the mediastinum leaves the mediastinum, not lung where it
+  was. **A response only shrinks**: a follow-up drawn as a response (``responding``) is
+  nowhere outside the baseline lesion denser than the baseline: no new tissue beside a
+  responding tumour. **No new bone**: nothing is drawn denser than ``DENSEST_DRAWN_HU`` (soft
+  tissue, a tumour's density) where the baseline was not (guided hard toward growth, the model
+  drew a ground-glass tumour's growth at 800-1000 HU, and the measurement took it for bone).
 * **only what the model changes**: inside the region, where the model's change (smoothed over
   ~1 mm, mean over samples) stays below ``CHANGE_KEPT_HU`` the baseline is kept, rising to
   the model's change at ``CHANGE_SHOWN_HU``: the model redraws the parenchyma, vessels and a
@@ -53,6 +61,8 @@ MIN_OFFSET_VOXELS = 50  # voxels outside the region needed to estimate the model
 CHANGE_KEPT_HU = 60.0  # a smoothed change below this is the model's texture: baseline kept
 CHANGE_SHOWN_HU = 120.0  # ... above this it is shown in full (a smooth step between)
 CHANGE_SMOOTHING_MM = 1.0  # Gaussian sigma of the change that decides
+DENSEST_DRAWN_HU = 150.0  # no tissue drawn denser than this where the baseline was not
+TISSUE_HU = -550.0  # denser than this outside the lesion: tissue that must not become lung
 
 
 def margin_mm(diameter_mm: float) -> float:
@@ -156,11 +166,13 @@ class ConstrainedFollowup:
 
 def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: np.ndarray,
                        spacing_mm, covered: np.ndarray | None = None,
-                       region: ChangeRegion | None = None) -> ConstrainedFollowup:
+                       region: ChangeRegion | None = None,
+                       responding: bool = False) -> ConstrainedFollowup:
     """Constrain the synthesized follow-ups ``samples_hu`` (S, X, Y, Z) of ``baseline_hu``
     (X, Y, Z) to the change region grown from ``lesion`` (X, Y, Z) bool (or the given
-    ``region``, e.g. the one of the conditioned follow-up reused for a scenario's). Returns
-    the constrained samples, their mean and spread, and the region."""
+    ``region``, e.g. the one of the conditioned follow-up reused for a scenario's);
+    ``responding``: the follow-up shows a response (nothing outside the lesion grows denser).
+    Returns the constrained samples, their mean and spread, and the region."""
     baseline = np.asarray(baseline_hu, np.float32)
     samples = np.asarray(samples_hu, np.float32)
     if samples.ndim == 3:
@@ -172,14 +184,17 @@ def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: 
     if covered is not None:
         outside &= np.asarray(covered, bool)
     bound = np.where(region.lesion, region.lung_floor_hu,
-                     np.minimum(region.lung_floor_hu, baseline)).astype(np.float32)
+                     np.minimum(region.lung_floor_hu, baseline))
+    bound = np.where(~region.lesion & (baseline > TISSUE_HU), baseline, bound).astype(np.float32)
+    ceiling = np.where(region.lesion | (not responding), np.maximum(baseline, DENSEST_DRAWN_HU),
+                       baseline).astype(np.float32)
     changes, offsets = np.zeros_like(samples), []
     for index, sample in enumerate(samples):
         change = sample - baseline
         offset = (float(np.median(change[outside])) if outside.sum() >= MIN_OFFSET_VOXELS
                   else 0.0)
         offsets.append(offset)
-        bounded = np.maximum(baseline + (change - offset), bound) - baseline
+        bounded = np.clip(baseline + (change - offset), bound, ceiling) - baseline
         changes[index] = np.where(inside, region.weight * bounded, 0.0)
     changes *= change_gate(changes.mean(0), spacing_mm)[None]
     constrained = np.where(inside, baseline + changes, baseline).astype(np.float32)

@@ -5,10 +5,10 @@ The real follow-up is aligned to the baseline (``alignment.align_followup``: rig
 chest, B-spline on the lungs, the baseline lesion left out of the metric, so its change is
 kept) unless it is registered to it already (a cohort manifest's ``followup_registered``),
 cut on the synthesized crop's grid, and measured exactly as the synthesized follow-up
-is (the lesion grown from the tumour point, its volume, longest axial diameter and RECIST
-against the baseline). The comparison: SSIM of the synthesized crop to the real one (and, as
-the reference a synthesis must beat, of the baseline crop to the real one), and the error of
-the synthesized lesion volume.
+is (against the baseline lesion's outline and density floor, inference/scenarios.py: its
+volume, longest axial diameter and RECIST against the baseline). The comparison: SSIM of the
+synthesized crop to the real one (and, as the reference a synthesis must beat, of the
+baseline crop to the real one), and the error of the synthesized lesion volume.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import torch
 from ..alignment import align_followup
 from ..evaluate.synthesis import ssim
 from ..imaging.intensity import HUWindow, normalise
-from ..imaging.labels import label_volume_ml
 from ..imaging.lesion import segment_lesion
-from ..imaging.recist import longest_axial_diameter_mm, recist_category
 from ..imaging.resample import resample_like
 from ..progress import CancelFlag, ProgressCallback
+from .scenarios import measure_followup
 
 
 @dataclass
@@ -85,11 +84,10 @@ def compare_with_real_followup(result, ct: sitk.Image, followup: sitk.Image,
         aligned, alignment_summary = alignment.followup, alignment.summary()
     crop = resample_like(aligned, result.baseline_crop, sitk.sitkLinear, -1024.0,
                          sitk.sitkFloat32)
-    measured = segment_lesion(crop, point)
-    diameter = longest_axial_diameter_mm(measured)
-    baseline_mm = result.baseline_diameter_mm
-    recist = recist_category(baseline_mm, diameter) if baseline_mm > 0 else "NE"
-    lesion_ml = label_volume_ml(measured)
+    # measured as the synthesized follow-up is: against the baseline's outline and floor
+    lesion_ml, diameter, recist = measure_followup(
+        crop, point, result.baseline_diameter_mm, result.baseline_crop,
+        result.baseline_lesion_crop, result.lesion_floor_hu)
     synthesized = sitk.Cast(result.followup_crop, sitk.sitkFloat32)
     return RealFollowup(
         aligned_ct=aligned, crop=crop, lesion_ml=lesion_ml, diameter_mm=diameter,

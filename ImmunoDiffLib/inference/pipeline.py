@@ -31,7 +31,7 @@ from ..imaging import (
     validate_ct,
 )
 from ..imaging.labels import label_volume_ml
-from ..imaging.lesion import segment_lesion
+from ..imaging.lesion import LESION_MIN_HU, drawn_lesion, segment_lesion
 from ..imaging.recist import longest_axial_diameter_mm
 from ..models import Conditions
 from ..models.batch import model_batch
@@ -51,6 +51,7 @@ from .scenarios import (
     RESPONSE_RECIST,
     SCENARIOS,
     ScenarioResult,
+    chosen_ladder,
     measure_followup,
     not_obeyed_reason,
     scenario_tensor,
@@ -100,6 +101,10 @@ class Result:
     # (its follow-up follows the adapter's own estimate)
     response_scenario: str | None = None
     calibrated: bool = False  # the probability went through the bundle's calibration
+    # the baseline lesion every follow-up is measured against (crop grid) and its density
+    # floor in HU (imaging/lesion.py: -550, lower for a drawn subsolid tumour)
+    baseline_lesion_crop: sitk.Image | None = None
+    lesion_floor_hu: float = LESION_MIN_HU
 
     @property
     def predicted_responder(self) -> bool:
@@ -323,9 +328,12 @@ class ImmunoDiffPipeline:
         clock = time.perf_counter()
         baseline_hu = _xyz(crop.image)
         baseline_crop = crop.image
-        lesion_before = segment_lesion(baseline_crop, point)
-        condition_lesion = lesion_before if tumour_mask is None else crop_around_point(
-            tumour_mask, point, spec, is_label=True).image
+        if tumour_mask is None:  # the lesion grown from the point, at the solid floor
+            lesion_before, floor_hu = segment_lesion(baseline_crop, point), LESION_MIN_HU
+            condition_lesion = lesion_before
+        else:  # the drawn tumour is the one measured, and the one the generator changes
+            condition_lesion = crop_around_point(tumour_mask, point, spec, is_label=True).image
+            lesion_before, floor_hu = drawn_lesion(baseline_crop, condition_lesion)
         labels = {name: _xyz(crop_around_point(image, point, spec, is_label=True).image)
                   for name, image in (("lobes", anatomy.lobes), ("vessels", anatomy.vessels))}
         encoded = encode_clinical([record], self.info.standardisation)
@@ -352,17 +360,17 @@ class ImmunoDiffPipeline:
         measured_lesion = lesion_before  # the follow-ups are measured against this outline
         region = None
 
-        def constrain(values):
+        def constrain(values, responding=False):
             nonlocal region
             constrained = constrain_followup(values, baseline_hu, lesion_mask, spec.spacing,
-                                             covered, region)
+                                             covered, region, responding)
             region = constrained.region
             return constrained
 
         def measure(constrained):
             image = _crop_image(constrained.mean, point, spec)
             return (image, *measure_followup(image, point, before_mm, baseline_crop,
-                                             measured_lesion))
+                                             measured_lesion, floor_hu))
 
         clock = time.perf_counter()
         decided = "responder" if float(probability.mean()) >= 0.5 else "non-responder"
@@ -381,10 +389,13 @@ class ImmunoDiffPipeline:
                             batch, "2", drop_clinical=drop_clinical,
                             scenario=scenario_tensor(value, self.device))
                     return constrain(self._synthesize(batch, given, None, attempt, sub, cancel,
-                                                      True, toward_non_response))
+                                                      True, toward_non_response),
+                                     responding=value >= 0.5)
 
                 scenario_results[name] = synthesize_scenario(
-                    name, synthesize, measure, options, task.sub(start, start + share))
+                    name, synthesize, measure, options, task.sub(start, start + share),
+                    chosen_ladder(name, float(probability.mean())) if name == decided
+                    else None)
             chosen = scenario_results[decided].constrained
         else:
             if scenarios or recist_scenarios:
@@ -402,7 +413,7 @@ class ImmunoDiffPipeline:
         spread_crop = _crop_image(chosen.spread, point, spec)
         followup_ct = paste_change(mean_crop, baseline_crop, ct)
         after, after_mm, recist = measure_followup(mean_crop, point, before_mm, baseline_crop,
-                                                   measured_lesion)
+                                                   measured_lesion, floor_hu)
         flag = assess(self.info.out_of_distribution, lesion_diameter_mm=region.lesion_diameter_mm,
                       lesion_found=not region.lesion_was_empty,
                       padded_fraction=crop.padded_fraction, record=record,
@@ -433,7 +444,8 @@ class ImmunoDiffPipeline:
             change_region_crop=_crop_image(region.weight, point, spec),
             out_of_distribution=flag.summary(),
             response_scenario=decided if self.model.config.scenario else None,
-            calibrated=self.info.calibration is not None)
+            calibrated=self.info.calibration is not None,
+            baseline_lesion_crop=lesion_before, lesion_floor_hu=floor_hu)
         if result.agreement is False:
             said = "a responder" if result.predicted_responder else "a non-responder"
             shown_text = ("shows a response" if result.synthesized_response

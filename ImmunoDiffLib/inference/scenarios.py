@@ -7,9 +7,11 @@ it can draw the opposite. Here each scenario's follow-up is measured (RECIST aga
 baseline) and, when the category is not the scenario's (CR or PR if it responds, SD or PD
 if it does not), synthesized again from the same noise with the scenario guidance
 (inference/sampling.py) made firmer, toward the scenario's outcome, then with the clinical
-variables left out as well (``LADDERS``). A follow-up that still does not obey is
-returned as it is, marked ``obeyed=False``: the pipeline then flags the case (the generator
-cannot show that outcome here).
+variables left out as well (``LADDERS``), then, at the ladder's firmest rungs, from
+another noise draw (``REDRAWS``: a juxtamediastinal tumour one draw could not clear, the
+next did). A follow-up that still does not obey is returned as it is, marked
+``obeyed=False``: the pipeline then flags the case (the generator cannot show that outcome
+here).
 
 The pipeline's own follow-up is the scenario the prediction heads chose, so the image and
 the probability tell one story. RECIST-level scenarios ("if it reaches CR / PR / SD / PD")
@@ -31,6 +33,7 @@ from ..imaging.labels import label_volume_ml
 from ..imaging.lesion import LESION_MAX_HU, LESION_MIN_HU, segment_lesion
 from ..imaging.recist import longest_axial_diameter_mm, recist_category
 from ..progress import Task
+from ..seeds import derived_seed
 from .sampling import SamplingOptions
 
 SCENARIOS = {"responder": 1.0, "non-responder": 0.0}  # the "if it responds / if not" values
@@ -48,6 +51,9 @@ ACCEPTED = {"responder": RESPONSE_RECIST, "non-responder": NO_RESPONSE_RECIST,
 # it grows (progression). A profile that speaks strongly for the other outcome can outweigh
 # the scenario, so the last attempts leave the clinical variables out (the model learned
 # that too, with condition dropout).
+REDRAWS = 1  # new noise draws when the whole ladder failed from the options' noise ...
+REDRAW_RUNGS = 2  # ... each climbing the ladder's last (firmest) rungs again
+SURE_RESPONDER = 0.9  # P from which the heads' "responder" is drawn at full scenario guidance
 LADDERS = {
     "responder": ((1.0, 1.0, False), (1.0, 2.0, False), (1.0, 2.0, True), (1.0, 3.5, True)),
     "non-responder": ((0.0, 0.0, False), (0.0, 2.0, False), (0.0, 2.0, True),
@@ -86,17 +92,21 @@ class ScenarioResult:
 
 def measure_followup(crop: sitk.Image, point, baseline_mm: float,
                      baseline: sitk.Image | None = None,
-                     baseline_lesion: sitk.Image | None = None) -> tuple[float, float, str]:
+                     baseline_lesion: sitk.Image | None = None,
+                     floor_hu: float = LESION_MIN_HU) -> tuple[float, float, str]:
     """(lesion mL, longest axial diameter mm, RECIST against the baseline) of a follow-up.
 
     With the ``baseline`` crop and its lesion mask (same grid), the follow-up is measured
     against the same outline: its lesion is what the segmentation finds where the baseline
     had lesion or lung (below ``LESION_MIN_HU``), with every baseline lesion voxel still
-    lesion-dense and joined to it (fragments a shrinking tumour left apart are not). A
-    tumour that vanished beside the mediastinum, chest wall or a vessel leaves its point in
+    lesion-dense (above ``floor_hu``: the baseline's own floor, lower for a drawn subsolid
+    tumour, imaging/lesion.drawn_lesion, whose growth into former lung at that density counts
+    too) and joined to it or to the point (fragments a shrinking tumour left apart are not).
+    A tumour that vanished beside the mediastinum, chest wall or a vessel leaves its point in
     lung, and the tissue nearest to it there is that unchanged neighbour; a tumour against
     the mediastinum that grows into the lung moves the cut along the mediastinum, and the
-    unchanged part of the tumour must not count as a shrinkage."""
+    unchanged part of the tumour must not count as a shrinkage; a ground-glass tumour kept
+    as it was is still the tumour it was."""
     lesion = segment_lesion(crop, point)
     if baseline is not None:
         was_lesion = (np.zeros(sitk.GetArrayViewFromImage(baseline).shape, bool)
@@ -105,10 +115,17 @@ def measure_followup(crop: sitk.Image, point, baseline_mm: float,
         allowed = was_lesion | (sitk.GetArrayViewFromImage(baseline) <= LESION_MIN_HU)
         values = sitk.GetArrayViewFromImage(crop)
         found = (sitk.GetArrayViewFromImage(lesion) > 0) & allowed
-        still = was_lesion & (values > LESION_MIN_HU) & (values < LESION_MAX_HU)
+        dense = (values >= floor_hu) & (values < LESION_MAX_HU)
+        still = was_lesion & dense
+        if floor_hu < LESION_MIN_HU:  # a subsolid tumour grows as ground glass too
+            still |= allowed & dense
         parts, _ = ndimage.label(found | still, structure=np.ones((3, 3, 3), bool))
-        touching = np.unique(parts[found])
-        kept = sitk.GetImageFromArray(np.isin(parts, touching[touching > 0]).astype(np.uint8))
+        touching = set(np.unique(parts[found]).tolist())
+        index = crop.TransformPhysicalPointToIndex([float(v) for v in point])[::-1]
+        if all(0 <= i < n for i, n in zip(index, parts.shape, strict=True)):
+            touching.add(int(parts[index]))
+        touching.discard(0)
+        kept = sitk.GetImageFromArray(np.isin(parts, sorted(touching)).astype(np.uint8))
         kept.CopyInformation(lesion)
         lesion = kept
     diameter = longest_axial_diameter_mm(lesion)
@@ -124,24 +141,44 @@ def obeys(scenario: str, recist: str) -> bool | None:
     return recist in ACCEPTED[scenario]
 
 
+def chosen_ladder(name: str, probability: float) -> tuple:
+    """The attempts of the follow-up the heads chose, drawn as firmly as the heads are sure:
+    "responder" first with guidance growing with P, none at P = 0.5 (told a response
+    unguided, the model draws a partial one) to the full scenario guidance w (a complete
+    response) from ``SURE_RESPONDER``, then its ladder. So the drawn shrinkage follows the
+    probability in degree, not only in direction: a P of 0.6 is not drawn as a vanished
+    tumour."""
+    if name != "responder":
+        return LADDERS[name]
+    factor = min(max((probability - 0.5) / (SURE_RESPONDER - 0.5), 0.0), 1.0)
+    first = (1.0, factor, False)
+    return LADDERS[name] if factor >= LADDERS[name][0][1] else (first, *LADDERS[name])
+
+
 def synthesize_scenario(name: str, synthesize: Callable, measure: Callable,
-                        options: SamplingOptions, task: Task) -> ScenarioResult:
-    """The follow-up of scenario ``name`` (a key of ``LADDERS``): its attempts in turn until
-    the RECIST category is accepted; the last attempt's follow-up when none is.
+                        options: SamplingOptions, task: Task,
+                        ladder: tuple | None = None) -> ScenarioResult:
+    """The follow-up of scenario ``name`` (a key of ``LADDERS``): its attempts (``ladder``,
+    by default ``LADDERS[name]``) in turn until the RECIST category is accepted; the last
+    attempt's follow-up when none is.
 
     ``synthesize(s, options, task, toward_non_response, drop_clinical) -> constrained``
     draws one follow-up under scenario value ``s`` (inference/change_region.py's result);
     ``measure(constrained) -> (crop image, mL, mm, RECIST)``."""
-    attempts = LADDERS[name]
+    rungs = tuple(ladder or LADDERS[name])
+    attempts = [(rung, options.seed) for rung in rungs] + [
+        (rung, derived_seed(options.seed, "scenario redraw", draw))
+        for draw in range(1, REDRAWS + 1) for rung in rungs[-REDRAW_RUNGS:]]
     share = 1.0 / len(attempts)
     result = None
-    for index, (value, factor, drop_clinical) in enumerate(attempts):
+    for index, ((value, factor, drop_clinical), seed) in enumerate(attempts):
         guidance = max(1.0, factor * options.scenario_guidance) if factor > 0 else 1.0
-        attempt = replace(options, scenario_guidance=guidance)
+        attempt = replace(options, scenario_guidance=guidance, seed=seed)
         toward_non_response = value < 0.5 and guidance > 1.0
         if index:
+            redrawn = " from another noise draw" if seed != options.seed else ""
             task.report(index * share, f"the follow-up did not show '{name}': again with "
-                                       f"guidance {guidance:g}")
+                                       f"guidance {guidance:g}{redrawn}")
         constrained = synthesize(value, attempt, task.sub(index * share, (index + 1) * share),
                                  toward_non_response, drop_clinical)
         image, volume, diameter, category = measure(constrained)
@@ -162,5 +199,5 @@ def not_obeyed_reason(name: str, result: ScenarioResult) -> str:
     wanted = "a response (CR or PR)" if SCENARIOS[name] >= 0.5 else "no response (SD or PD)"
     return (f"the generator could not synthesize {wanted} for this case: 'if it is a {name}' "
             f"gave RECIST {result.recist} even at scenario guidance {result.guidance:g} "
-            "without the clinical variables")
+            f"without the clinical variables, from {REDRAWS + 1} noise draws")
 
