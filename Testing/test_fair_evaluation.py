@@ -343,6 +343,15 @@ def test_the_fair_protocol_writes_both_protocols_side_by_side_and_resumes(tmp_pa
     row = {r["method"]: r for r in table1}[SHIFTED]
     assert row["3-fold balanced accuracy 95% CI"] == "1.00 [1.00, 1.00]"
     assert row["leave one background out: balanced accuracy 95% CI"] == "1.00 [1.00, 1.00]"
+    # the paired AUC difference from the clinical-only model, on the same patients
+    clinical = {r["method"]: r for r in table1}[CLINICAL]
+    delta = "Δ AUC vs clinical only (paired 95% CI)"
+    assert clinical[f"3-fold {delta}"] == "reference"
+    clinical_auc = float(clinical["3-fold AUC 95% CI"].split()[0])
+    estimate, interval = row[f"3-fold {delta}"].split(" ", 1)
+    assert float(estimate) == pytest.approx(1.0 - clinical_auc, abs=0.011)
+    low, high = (float(v) for v in interval.strip("[]").split(","))
+    assert low <= float(estimate) <= high
     table2 = (tmp_path / "table2.md").read_text(encoding="utf-8")
     assert "Clinical only (Cox; reference)" in table2 and "leave one background out" in table2
     for part in ("cv/table1.md", "lobo/table1.md", "curves/learning_curves.png", "fair.json"):

@@ -35,14 +35,14 @@ from .metrics import mean_sd
 from .records import method_records, stage1_cpu_per_fold
 from .store import SYNTHESIS, pooled, write_json
 from .synthesis import shrinks
-from .table_rows import METRIC_COLUMNS, classification_row, survival_row
+from .table_rows import DELTA_AUC, METRIC_COLUMNS, classification_row, survival_row
 from .tables import write_table
 
 ABLATIONS = (("Stage 1 only", "stage1", CONTROLNET_FEATURES), ("Stage 2 only", "stage2",
                                                                 STAGE2_ONLY),
              ("Stage 1 + 2 (ImmunoDiff)", "immunodiff", IMMUNODIFF))
 TABLE1_COLUMNS = ["method", *METRIC_COLUMNS, "balanced accuracy 95% CI", "AUC 95% CI",
-                  "balanced accuracy at 0.5", "threshold", "ECE", "steps per fold",
+                  "balanced accuracy at 0.5", "threshold", "ECE", DELTA_AUC, "steps per fold",
                   "seconds per fold", "CPU-min per fold"]
 TABLE2_COLUMNS = ["method", "c-index", "c-index 95% CI (pooled)",
                   "Δ c-index vs reference (paired 95% CI)"]
@@ -85,7 +85,7 @@ def response_rows(output: Path, records: dict, folds, config: EvaluationConfig,
     stage1 = stage1_cpu_per_fold(output, folds)
     return [classification_row(records[n], config.bootstrap_repeats, config.seed,
                                stage1 if n in STAGE1_METHODS else None,
-                               method_budget(n, config))
+                               method_budget(n, config), records.get(CLINICAL))
             for n in names if records.get(n)]
 
 

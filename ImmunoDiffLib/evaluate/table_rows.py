@@ -4,7 +4,8 @@
   on the fold's training patients), AUC; mean ± SD over folds, and percentile-bootstrap 95 % CIs
   of balanced accuracy and AUC over the pooled patients (``bootstrap_repeats``, seeded by the
   evaluation's seed); the balanced accuracy at the fixed 0.5 for comparison; the mean threshold;
-  the ECE; the steps, wall-clock seconds and CPU-minutes per fold;
+  the ECE; the paired AUC difference from the clinical-only model with its bootstrap CI; the
+  steps, wall-clock seconds and CPU-minutes per fold;
 * survival: Harrell's c-index, mean ± SD over folds and its pooled 95 % CI, and its difference
   from the reference row (the clinical-only Cox model) with a paired bootstrap CI.
 """
@@ -28,6 +29,7 @@ from .records import MethodRecords
 METRIC_COLUMNS = {"balanced accuracy": "balanced_accuracy", "F1": "f1",
                   "precision": "precision", "recall": "recall", "AUC": "auc"}
 RESPONSE_CI = {"balanced accuracy 95% CI": "balanced_accuracy", "AUC 95% CI": "auc"}
+DELTA_AUC = "Δ AUC vs clinical only (paired 95% CI)"
 
 
 def response_intervals(records: MethodRecords, repeats: int, seed: int) -> dict[str, Interval]:
@@ -50,8 +52,23 @@ def cpu_minutes_per_fold(records: MethodRecords, shared_cpu: dict[int, float] | 
                           for v, f in zip(values, records.folds, strict=True)])) / 60.0
 
 
+def _aligned_probabilities(records: MethodRecords, reference: MethodRecords):
+    """labels, probability of ``records`` and of ``reference`` on the patients both
+    predicted."""
+    position = {pid: i for i, pid in enumerate(reference.ids())}
+    mine = {pid: i for i, pid in enumerate(records.ids())}
+    ids = [pid for pid in records.ids() if pid in position]
+    rows, theirs = [mine[p] for p in ids], [position[p] for p in ids]
+    return (records.pooled("labels")[rows], records.pooled("probability")[rows],
+            reference.pooled("probability")[theirs])
+
+
 def classification_row(records: MethodRecords, repeats: int, seed: int = 0,
-                       shared_cpu: dict[int, float] | None = None, steps: str = "") -> dict:
+                       shared_cpu: dict[int, float] | None = None, steps: str = "",
+                       reference: MethodRecords | None = None) -> dict:
+    """Table 1's row; with ``reference`` (the clinical-only model) also "Δ AUC vs
+    reference": the paired AUC difference (this method minus the reference) on the same
+    resampled patients, with its bootstrap CI."""
     per_fold = [classification_metrics(f.labels, f.probability, f.threshold)
                 for f in records.folds]
     row = {"method": records.name}
@@ -65,6 +82,12 @@ def classification_row(records: MethodRecords, repeats: int, seed: int = 0,
     row["threshold"] = mean_sd([f.threshold for f in records.folds])
     row["ECE"] = expected_calibration_error(records.pooled("labels"),
                                             records.pooled("probability"))
+    if reference is not None and reference is not records:
+        row[DELTA_AUC] = str(bootstrap(lambda y, p, q: auc(y, p) - auc(y, q),
+                                       *_aligned_probabilities(records, reference),
+                                       repeats=repeats, seed=seed))
+    elif reference is records:
+        row[DELTA_AUC] = "reference"
     row["steps per fold"] = steps
     row["seconds per fold"] = float(np.mean([f.seconds for f in records.folds]))
     row["CPU-min per fold"] = cpu_minutes_per_fold(records, shared_cpu)
