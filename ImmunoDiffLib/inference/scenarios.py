@@ -8,8 +8,8 @@ baseline) and, when the category is not the scenario's (CR or PR if it responds,
 if it does not), synthesized again from the same noise with the scenario guidance
 (inference/sampling.py) made firmer, toward the scenario's outcome, then with the clinical
 variables left out as well (``LADDERS``), then, at the ladder's firmest rungs, from
-another noise draw (``REDRAWS``: a juxtamediastinal tumour one draw could not clear, the
-next did). A follow-up that still does not obey is returned as it is, marked
+other noise draws (``REDRAWS``: a juxtamediastinal tumour two draws could not clear, the
+third did). A follow-up that still does not obey is returned as it is, marked
 ``obeyed=False``: the pipeline then flags the case (the generator cannot show that outcome
 here).
 
@@ -51,7 +51,7 @@ ACCEPTED = {"responder": RESPONSE_RECIST, "non-responder": NO_RESPONSE_RECIST,
 # it grows (progression). A profile that speaks strongly for the other outcome can outweigh
 # the scenario, so the last attempts leave the clinical variables out (the model learned
 # that too, with condition dropout).
-REDRAWS = 1  # new noise draws when the whole ladder failed from the options' noise ...
+REDRAWS = 2  # new noise draws when the whole ladder failed from the options' noise ...
 REDRAW_RUNGS = 2  # ... each climbing the ladder's last (firmest) rungs again
 SURE_RESPONDER = 0.9  # P from which the heads' "responder" is drawn at full scenario guidance
 LADDERS = {
