@@ -52,13 +52,19 @@ def cpu_minutes_per_fold(records: MethodRecords, shared_cpu: dict[int, float] | 
                           for v, f in zip(values, records.folds, strict=True)])) / 60.0
 
 
-def _aligned_probabilities(records: MethodRecords, reference: MethodRecords):
-    """labels, probability of ``records`` and of ``reference`` on the patients both
-    predicted."""
+def _shared_rows(records: MethodRecords, reference: MethodRecords):
+    """Row indices into ``records``' and ``reference``'s pooled arrays of the patients both
+    predicted, in ``records``' order."""
     position = {pid: i for i, pid in enumerate(reference.ids())}
     mine = {pid: i for i, pid in enumerate(records.ids())}
     ids = [pid for pid in records.ids() if pid in position]
-    rows, theirs = [mine[p] for p in ids], [position[p] for p in ids]
+    return [mine[p] for p in ids], [position[p] for p in ids]
+
+
+def _aligned_probabilities(records: MethodRecords, reference: MethodRecords):
+    """labels, probability of ``records`` and of ``reference`` on the patients both
+    predicted."""
+    rows, theirs = _shared_rows(records, reference)
     return (records.pooled("labels")[rows], records.pooled("probability")[rows],
             reference.pooled("probability")[theirs])
 
@@ -96,10 +102,7 @@ def classification_row(records: MethodRecords, repeats: int, seed: int = 0,
 
 def _aligned_risks(records: MethodRecords, reference: MethodRecords):
     """time, event, risk of ``records`` and of ``reference`` on the patients both predicted."""
-    position = {pid: i for i, pid in enumerate(reference.ids())}
-    ids = [pid for pid in records.ids() if pid in position]
-    mine = {pid: i for i, pid in enumerate(records.ids())}
-    rows, theirs = [mine[p] for p in ids], [position[p] for p in ids]
+    rows, theirs = _shared_rows(records, reference)
     return (records.pooled("time")[rows], records.pooled("event")[rows],
             records.pooled("risk")[rows], reference.pooled("risk")[theirs])
 

@@ -96,9 +96,9 @@ def drawn_lesion(ct: sitk.Image, drawn: sitk.Image) -> tuple[sitk.Image, float]:
     The floor is ``LESION_MIN_HU`` for a solid tumour; where the outline's faintest tumour
     voxels (the ``DRAWN_FLOOR_PERCENTILE``-th percentile of those denser than
     ``GROUND_GLASS_FLOOR_HU``, aerated lung left out) are fainter, as a subsolid tumour's
-    ground glass is, it is that percentile. The lesion is the
-    outline's voxels from the floor up to ``LESION_MAX_HU``: the drawn tumour without the lung
-    a generous outline includes, or a rib or vessel it brushed. Measure its follow-ups with the
+    ground glass is, it is that percentile. The lesion is the outline's voxels from the floor
+    up to ``LESION_MAX_HU``: the drawn tumour without the lung a generous outline includes, or
+    a rib or contrast-filled vessel it brushed. Measure its follow-ups with the
     same floor (``inference/scenarios.measure_followup``) so an unchanged tumour reads as
     unchanged."""
     values = sitk.GetArrayViewFromImage(ct)

@@ -186,8 +186,9 @@ def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: 
     bound = np.where(region.lesion, region.lung_floor_hu,
                      np.minimum(region.lung_floor_hu, baseline))
     bound = np.where(~region.lesion & (baseline > TISSUE_HU), baseline, bound).astype(np.float32)
-    ceiling = np.where(region.lesion | (not responding), np.maximum(baseline, DENSEST_DRAWN_HU),
-                       baseline).astype(np.float32)
+    soft_tissue_cap = np.maximum(baseline, DENSEST_DRAWN_HU)
+    ceiling = (np.where(region.lesion, soft_tissue_cap, baseline) if responding
+               else soft_tissue_cap).astype(np.float32)
     changes, offsets = np.zeros_like(samples), []
     for index, sample in enumerate(samples):
         change = sample - baseline
