@@ -249,6 +249,9 @@ def test_response_scenarios_are_synthesized_written_and_shown(lively_pipeline, s
     assert set(summary["scenarios"]) == {"responder", "non-responder"}
     assert np.abs(crops["responder"] - crops["non-responder"]).max() > 1.0  # they differ
     assert 0.0 <= summary["generator_response_estimate"] <= 1.0
+    # the follow-up shown is drawn under the heads' answer: the adapter's own clinical-only
+    # estimate is kept in predictions.json but never printed beside the heads' probability
+    assert not any("estimate" in line for line in prediction_lines(summary))
     plain = predict_case(pipeline, sample_paths["lung2_image"], CLINICAL, tmp_path / "plain",
                          point=lung2_tumour_point, options=FAST)
     assert plain["scenarios"] == {}

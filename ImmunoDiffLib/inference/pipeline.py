@@ -86,8 +86,10 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     arithmetic: str = ""  # the denoising steps' precision and layout, e.g. "fp32, channels-last"
-    # the generator's own response estimate s from the clinical variables (None: the model
-    # has no scenario condition) and the follow-ups of the given scenarios
+    # the generator's own response estimate s from the clinical variables alone (None: the
+    # model has no scenario condition): kept in predictions.json for research, never shown
+    # beside the heads' probability, since the follow-up shown is drawn under the heads'
+    # answer, not under it; and the follow-ups of the given scenarios
     generator_response_estimate: float | None = None
     scenarios: dict[str, ScenarioResult] = field(default_factory=dict)
     # where the follow-up may differ from the baseline (inference/change_region.py): its

@@ -19,7 +19,6 @@ TABLE_ROWS = (
     ("survival_risk_sd", "Survival risk SD"),
     ("recist", "RECIST category (synthesized)"),
     ("agreement", "Heads agree with the synthesis"),
-    ("generator_response_estimate", "Generator's response estimate"),
     ("baseline_lesion_ml", "Tumour volume, baseline (ml)"),
     ("followup_lesion_ml", "Tumour volume, synthesized (ml)"),
     ("lesion_volume_change", "Tumour volume change"),

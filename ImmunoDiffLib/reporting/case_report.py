@@ -183,8 +183,6 @@ def prediction_lines(summary: dict) -> list[str]:
         + ("" if change is None else f" ({change:+.0%})"),
         f"Diameter: {summary['baseline_diameter_mm']:.0f} -> "
         f"{summary['followup_diameter_mm']:.0f} mm",
-        *([] if summary.get("generator_response_estimate") is None else [
-            f"Generator's response estimate: {summary['generator_response_estimate']:.2f}"]),
         f"Anatomy: {summary['lobes_backend']} lobes"
         + ((f" (approximate: {summary.get('lobes_method', 'geometric')})")
            if summary["lobes_approximate"] else ""),
