@@ -235,6 +235,51 @@ def test_a_drawn_ground_glass_tumour_is_measured_as_drawn_and_kept_as_it_was():
     assert drawn_lesion(image(solid), image(drawn))[1] == -550.0
 
 
+def test_a_follow_up_like_the_baseline_reads_sd_beside_a_vessel_rim_however_faint_the_floor():
+    """A subsolid tumour's floor (-650 HU here) lies below -550 HU, where the partial-volume
+    rim of every vessel and of the mediastinum already lies at baseline. That rim is former
+    lung at a lesion density, and it used to count as growth: a follow-up identical to the
+    baseline read PD along a vessel (a 16 mm tumour beside the aorta measured 46-88 mm, and no
+    "if it responds" could be accepted). Former lung is lesion only where it grew denser, so
+    the baseline measured as its own follow-up reads its own size, SD; ground glass that
+    really grows into the lung still reads PD."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from ImmunoDiffLib.imaging.lesion import drawn_lesion
+    from ImmunoDiffLib.imaging.recist import longest_axial_diameter_mm
+    from ImmunoDiffLib.inference.scenarios import measure_followup
+
+    shape = (12, 80, 80)
+    z, y, x = np.indices(shape)
+    radius = np.sqrt((x - 30) ** 2 + (y - 40) ** 2 + ((z - 6) * 2) ** 2)
+    baseline = np.full(shape, -840.0, np.float32)
+    baseline[:, 4:76, 41:43] = 40.0  # a vessel 72 mm long, passing the tumour
+    baseline[:, 4:76, 40] = baseline[:, 4:76, 43] = -600.0  # its partial-volume rim
+    baseline[radius <= 9] = -650.0  # ground glass touching the rim
+    baseline[radius <= 3] = 20.0
+    drawn = (radius <= 9).astype(np.uint8)
+
+    def image(values):
+        return sitk.GetImageFromArray(values)
+
+    point = (30.0, 40.0, 6.0)
+    lesion, floor = drawn_lesion(image(baseline), image(drawn))
+    assert floor < -600.0  # the rim lies above the floor: the case the rule is for
+    before_mm = longest_axial_diameter_mm(lesion)
+
+    def measured(followup):
+        return measure_followup(image(followup), point, before_mm, image(baseline), lesion,
+                                floor)
+
+    ml, mm, recist = measured(baseline)
+    assert recist == "SD" and mm == pytest.approx(before_mm)
+    assert ml == pytest.approx(float((sitk.GetArrayFromImage(lesion) > 0).sum()) / 1000.0)
+    grown = baseline.copy()
+    grown[(radius > 9) & (radius <= 14) & (baseline < -700)] = -650.0  # ground glass grew
+    assert measured(grown)[2] == "PD"
+
+
 @pytest.mark.parametrize("probability, first_guidance", [
     (0.52, 1.0), (0.6, 1.0), (0.7, 0.5 * W), (0.95, W)])
 def test_the_chosen_response_is_drawn_as_firmly_as_the_heads_are_sure(probability,

@@ -54,6 +54,7 @@ ACCEPTED = {"responder": RESPONSE_RECIST, "non-responder": NO_RESPONSE_RECIST,
 REDRAWS = 2  # new noise draws when the whole ladder failed from the options' noise ...
 REDRAW_RUNGS = 2  # ... each climbing the ladder's last (firmest) rungs again
 SURE_RESPONDER = 0.9  # P from which the heads' "responder" is drawn at full scenario guidance
+GROWN_HU = 100.0  # former lung is new lesion only where it became this much denser
 LADDERS = {
     "responder": ((1.0, 1.0, False), (1.0, 2.0, False), (1.0, 2.0, True), (1.0, 3.5, True)),
     "non-responder": ((0.0, 0.0, False), (0.0, 2.0, False), (0.0, 2.0, True),
@@ -106,19 +107,22 @@ def measure_followup(crop: sitk.Image, point, baseline_mm: float,
     lung, and the tissue nearest to it there is that unchanged neighbour; a tumour against
     the mediastinum that grows into the lung moves the cut along the mediastinum, and the
     unchanged part of the tumour must not count as a shrinkage; a ground-glass tumour kept
-    as it was is still the tumour it was."""
+    as it was is still the tumour it was. Former lung counts as lesion only where it became
+    at least ``GROWN_HU`` denser than it was: the partial-volume rim of every vessel and of
+    the mediastinum lies between the lung and a subsolid floor at baseline already, and a
+    follow-up identical to the baseline must not read as growth along them."""
     lesion = segment_lesion(crop, point)
     if baseline is not None:
-        was_lesion = (np.zeros(sitk.GetArrayViewFromImage(baseline).shape, bool)
-                      if baseline_lesion is None
+        before = sitk.GetArrayViewFromImage(baseline)
+        was_lesion = (np.zeros(before.shape, bool) if baseline_lesion is None
                       else sitk.GetArrayViewFromImage(baseline_lesion) > 0)
-        allowed = was_lesion | (sitk.GetArrayViewFromImage(baseline) <= LESION_MIN_HU)
         values = sitk.GetArrayViewFromImage(crop)
-        found = (sitk.GetArrayViewFromImage(lesion) > 0) & allowed
+        grown = (before <= LESION_MIN_HU) & (values - before >= GROWN_HU) & ~was_lesion
+        found = (sitk.GetArrayViewFromImage(lesion) > 0) & (was_lesion | grown)
         dense = (values >= floor_hu) & (values < LESION_MAX_HU)
         still = was_lesion & dense
         if floor_hu < LESION_MIN_HU:  # a subsolid tumour grows as ground glass too
-            still |= allowed & dense
+            still |= grown & dense
         parts, _ = ndimage.label(found | still, structure=np.ones((3, 3, 3), bool))
         touching = set(np.unique(parts[found]).tolist())
         index = crop.TransformPhysicalPointToIndex([float(v) for v in point])[::-1]
