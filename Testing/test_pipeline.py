@@ -37,6 +37,9 @@ def _bundle(folder, dropout=0.1):
     with torch.no_grad():  # a non-zero output layer, so samples depend on the conditions
         for parameter in model.unet.out.parameters():
             parameter.normal_(0, 0.05)
+    for head in (model.response_head, model.survival_head):  # principal components that read
+        if hasattr(head, "standardise_to"):  # the scan (untrained, they read nothing of it)
+            head.standardise_to(torch.randn(32, head.mean.shape[0]))
     return save_bundle(folder, model, BundleInfo(model=config, crop=SPEC))
 
 
