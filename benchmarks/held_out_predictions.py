@@ -4,7 +4,7 @@ the simulated truth.
 
     python benchmarks/held_out_predictions.py [--bundle Resources/demo_bundle]
         [--work .demo_bundle_work] [--figure docs/figures/reliability.png] [--json FILE]
-        [--patients N]
+        [--patients N] [--first K]
 
 Cohorts: the bundle's own held-out cohorts (bundle.json: training.held_out_cohort, on the
 training backgrounds, and training.unseen_background_cohort, on a CT never trained on; both
@@ -44,7 +44,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts.train_demo_bundle import simulated_cohort  # noqa: E402
+from scripts.train_demo_bundle import simulated_cohort, training_manifests  # noqa: E402
 
 OUTSIDE_MM = 9.0
 LARGER_SEEDS = {"held_out_cohort": 212, "unseen_background_cohort": 313}  # --patients N
@@ -61,8 +61,10 @@ def _xyz(image) -> np.ndarray:
     return sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32)
 
 
-def run_cohort(pipeline, manifest: Path, progress_label: str) -> list[dict]:
-    """Per patient: the prediction's summary and the measurements against the truth."""
+def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None = None
+               ) -> list[dict]:
+    """Per patient (the manifest's ``first`` ones; all when None): the prediction's summary
+    and the measurements against the truth."""
     from ImmunoDiffLib.anatomy.from_files import anatomy_from_files
     from ImmunoDiffLib.cohort import load_cohort
     from ImmunoDiffLib.datasets import CohortDataset, PreprocessConfig
@@ -70,7 +72,7 @@ def run_cohort(pipeline, manifest: Path, progress_label: str) -> list[dict]:
     from ImmunoDiffLib.imaging import label_centroid, normalise, read_ct, read_image
     from ImmunoDiffLib.inference.sampling import SamplingOptions
 
-    cases = load_cohort(manifest, require_followup=True, require_outcomes=True)
+    cases = load_cohort(manifest, require_followup=True, require_outcomes=True)[:first]
     info = pipeline.info
     dataset = CohortDataset(cases, PreprocessConfig(crop=info.crop, window=info.window))
     rows = []
@@ -113,9 +115,10 @@ def run_cohort(pipeline, manifest: Path, progress_label: str) -> list[dict]:
     return rows
 
 
-def clinical_only(train_manifest: Path, rows: list[dict], standardisation) -> np.ndarray:
+def clinical_only(train_manifests: list[Path], rows: list[dict], standardisation
+                  ) -> np.ndarray:
     """P(responder) of a logistic regression on the encoded clinical variables, fitted on the
-    training cohort."""
+    training cohorts."""
     from ImmunoDiffLib.clinical import encode_clinical
     from ImmunoDiffLib.cohort import load_cohort
 
@@ -124,7 +127,8 @@ def clinical_only(train_manifest: Path, rows: list[dict], standardisation) -> np
         return np.concatenate([np.nan_to_num(encoded.values[g].numpy()) for g in
                                sorted(encoded.values)], axis=1)
 
-    train = load_cohort(train_manifest, require_outcomes=True)
+    train = [case for manifest in train_manifests
+             for case in load_cohort(manifest, require_outcomes=True)]
     fitted = LogisticRegression(C=1.0, max_iter=2000).fit(
         matrix([c.clinical for c in train]), [int(c.response) for c in train])
     return fitted.predict_proba(matrix([r["clinical"] for r in rows]))[:, 1]
@@ -165,6 +169,9 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=None, metavar="N",
                         help="N new patients per cohort, follow-ups on the baseline grid "
                              "(default: the bundle's own held-out cohorts)")
+    parser.add_argument("--first", type=int, default=None, metavar="K",
+                        help="only the first K patients of each cohort (a quicker look at "
+                             "the same patients; default: all)")
     args = parser.parse_args()
 
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
@@ -173,7 +180,7 @@ def main() -> int:
     started = time.perf_counter()
     pipeline = ImmunoDiffPipeline(args.bundle, anatomy_backend="classic")
     training = pipeline.info.training
-    train_manifest, _ = simulated_cohort(args.work / "train_cohort", training["train_cohort"])
+    train_manifests = training_manifests(args.work, training)
     results, probabilities, labels = {}, {}, {}
     for key, folder in (("held_out_cohort", "held_out_cohort"),
                         ("unseen_background_cohort", "unseen_cohort")):
@@ -183,8 +190,8 @@ def main() -> int:
                             second_scan="same-grid")
             folder = f"{folder}_same_grid"
         manifest, _ = simulated_cohort(args.work / folder, settings)
-        rows = run_cohort(pipeline, manifest, key)
-        results[key] = summarise(rows, clinical_only(train_manifest, rows,
+        rows = run_cohort(pipeline, manifest, key, args.first)
+        results[key] = summarise(rows, clinical_only(train_manifests, rows,
                                                      pipeline.info.standardisation))
         results[key]["rows"] = [{k: v for k, v in r.items() if k != "clinical"} for r in rows]
         probabilities[key] = np.array([r["probability"] for r in rows])

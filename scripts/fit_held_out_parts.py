@@ -8,8 +8,8 @@ write the bundle with them.
 existing bundle (another held-out cohort, a changed rule):
 
 1. simulates (or reuses, under --work) the cohorts named in bundle.json's training section
-   (train_cohort, held_out_cohort: seed, size, responder rate, backgrounds, lesion source,
-   second scan, response signal);
+   (train_cohort, large_tumour_cohort if any, held_out_cohort: seed, size, responder rate,
+   backgrounds, lesion source, second scan, response signal);
 2. reads each baseline as the pipeline does (ImmunoDiffLib/inference/reference_fitting.py):
    the response head's logits, the up-block features with the clinical variables left out,
    lesion diameter, crop padding, clinical values;
@@ -33,7 +33,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts.train_demo_bundle import commit, simulated_cohort  # noqa: E402
+from scripts.train_demo_bundle import (  # noqa: E402
+    commit,
+    simulated_cohort,
+    training_manifests,
+)
 
 
 def main() -> int:
@@ -61,10 +65,13 @@ def main() -> int:
     if "train_cohort" not in training or "held_out_cohort" not in training:
         parser.error(f"{args.bundle} does not say which cohorts it was trained and held out "
                      "on (bundle.json: training.train_cohort, training.held_out_cohort)")
+    manifests = {"train_cohort": training_manifests(args.work, training),
+                 "held_out_cohort": [simulated_cohort(args.work / "held_out_cohort",
+                                                      training["held_out_cohort"])[0]]}
     rows = {}
-    for key in ("train_cohort", "held_out_cohort"):
-        manifest, _ = simulated_cohort(args.work / key, training[key])
-        rows[key] = case_rows(pipeline, load_cohort(manifest), progress=_progress(key))
+    for key, paths in manifests.items():
+        cases = [case for manifest in paths for case in load_cohort(manifest)]
+        rows[key] = case_rows(pipeline, cases, progress=_progress(key))
         print()
     source = {"train_cohort": training["train_cohort"],
               "held_out_cohort": training["held_out_cohort"], "commit": commit(),

@@ -3,6 +3,9 @@
     .venv/bin/python scripts/train_demo_bundle.py [--work DIR] [--scale 1.0] [-o BUNDLE]
     .venv/bin/python scripts/train_demo_bundle.py --heads-from BUNDLE -o NEW_BUNDLE  (the
         generator of BUNDLE, new heads: minutes instead of an hour)
+    .venv/bin/python scripts/train_demo_bundle.py --fine-tune-from BUNDLE
+        --large-tumour-patients 60 --steps 2=3000 -o NEW_BUNDLE  (BUNDLE's generator trained
+        on in stage 2 with a second cohort of large tumours, new heads)
 
 1. simulates a training cohort (60 patients, seed 101, 40 % responders) on two real chest CTs
    (lung2, the TotalSegmentator chest CT), a held-out cohort on the same backgrounds (24
@@ -53,6 +56,12 @@ TRAIN_COHORT = {"n_patients": 60, "seed": 101, "responder_rate": 0.4,
 SIMULATION = {"lesion_source": "lidc", "second_scan": "realistic"}  # the library's defaults
 HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5,
                    "backgrounds": TRAINING_BACKGROUNDS, "lesion_split": "held_out"}
+# --large-tumour-patients N: a second training cohort of large tumours, most of them
+# responding (other seed): the 60-patient cohort holds five tumours over 40 mm that shrink
+# by a third or more, too few to learn to clear one. Its follow-ups are on the baseline grid
+# (no alignment: seconds a patient instead of half a minute)
+LARGE_TUMOUR_COHORT = {"seed": 104, "responder_rate": 0.7, "backgrounds": TRAINING_BACKGROUNDS,
+                       "lesion_diameter_mm": (40, 80), "second_scan": "same-grid"}
 UNSEEN_COHORT = {"n_patients": 24, "seed": 303, "responder_rate": 0.5,
                  "backgrounds": (UNSEEN_BACKGROUND,), "lesion_split": "held_out"}
 NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A small model "
@@ -88,7 +97,7 @@ def simulated_cohort(folder: Path, settings: dict) -> tuple[Path, float]:
     signal = float(settings.get("response_signal", RESPONSE_SIGNAL))
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
              if k != "response_signal"}
-    name = "_".join(f"{k}{'-'.join(v) if isinstance(v, tuple) else v}"
+    name = "_".join(f"{k}{'-'.join(map(str, v)) if isinstance(v, tuple) else v}"
                     for k, v in given.items() if k not in NOT_IN_NAME)
     folder = folder.with_name(f"{folder.name}_{name}_signal{signal:g}")
     manifest = folder / "cohort.csv"
@@ -98,6 +107,17 @@ def simulated_cohort(folder: Path, settings: dict) -> tuple[Path, float]:
         print()
     truth = json.loads((folder / "simulation.json").read_text(encoding="utf-8"))
     return manifest, truth["bayes_accuracy"]
+
+
+def training_manifests(work: Path, training: dict) -> list[Path]:
+    """The manifests of every cohort a bundle was trained on (bundle.json's ``training``:
+    ``train_cohort`` and, when it has one, ``large_tumour_cohort``), simulated under ``work``
+    when not there yet."""
+    manifests = [simulated_cohort(work / "train_cohort", training["train_cohort"])[0]]
+    if training.get("large_tumour_cohort"):
+        manifests.append(simulated_cohort(work / "large_tumour_cohort_same_grid",
+                                          training["large_tumour_cohort"])[0])
+    return manifests
 
 
 def _progress(label: str):
@@ -201,6 +221,14 @@ def main() -> int:
                         help="keep BUNDLE's generator (stages 1A-2, trained on the same "
                              "cohort) and fit only new heads (ModelConfig.heads_input as "
                              "today's default), its calibration and reference")
+    parser.add_argument("--fine-tune-from", type=Path, default=None, metavar="BUNDLE",
+                        help="start from BUNDLE's generator and clinical standardisation: "
+                             "stages 1A-1C as they are, stage 2 trained on for its step "
+                             "count (no new target scale), new heads")
+    parser.add_argument("--large-tumour-patients", type=int, default=0, metavar="N",
+                        help="add a training cohort of N patients with 40-80 mm tumours, "
+                             "70 %% of them responders, follow-ups on the baseline grid "
+                             "(LARGE_TUMOUR_COHORT)")
     parser.add_argument("--clinical-weight", type=float, default=None,
                         help="lambda in c = Z_I + lambda * sum Z_i (default: the paper's 0.05)")
     args = parser.parse_args()
@@ -233,7 +261,17 @@ def main() -> int:
     held_manifest, held_ceiling = simulated_cohort(args.work / "held_out_cohort", HELD_OUT_COHORT)
     unseen_manifest, unseen_ceiling = simulated_cohort(args.work / "unseen_cohort", UNSEEN_COHORT)
     train_cases = load_cohort(train_manifest)
+    large_cohort = None
+    if args.large_tumour_patients > 0:
+        large_cohort = {**LARGE_TUMOUR_COHORT, "n_patients": args.large_tumour_patients}
+        large_manifest, _ = simulated_cohort(args.work / "large_tumour_cohort_same_grid",
+                                             large_cohort)
+        train_cases += load_cohort(large_manifest)
     standardisation = fit_standardisation(c.clinical for c in train_cases)
+    source = source_info = None
+    if args.fine_tune_from is not None:  # its clinical encoder reads its standardisation
+        source, source_info = load_bundle(args.fine_tune_from)
+        standardisation = source_info.standardisation
     preprocess = PreprocessConfig(crop=config.crop)
     dataset = CohortDataset(train_cases, preprocess, standardisation=standardisation)
     held_datasets = {key: CohortDataset(load_cohort(manifest, require_followup=True,
@@ -259,10 +297,14 @@ def main() -> int:
         shutil.rmtree(runs / Stage.HEADS, ignore_errors=True)  # seconds to fit again
         stages, steps = [Stage.HEADS], {**source_info.training["steps"],
                                         Stage.HEADS: steps[Stage.HEADS]}
+    elif source is not None:  # the generator trained on in stage 2, new heads
+        model = source.with_fresh_heads(ModelConfig.heads_input)
+        runs = args.runs or args.work / "runs_fine_tune"
+        stages = [Stage.CONDITIONED, Stage.HEADS]
     timings_file = runs / TIMINGS_NAME
     timings = (json.loads(timings_file.read_text(encoding="utf-8"))
                if timings_file.is_file() else {})
-    if args.heads_from is not None:
+    if source_info is not None:
         timings = {**source_info.training["seconds_per_stage"], **timings}
     for stage in stages:
         clock = time.perf_counter()
@@ -290,15 +332,26 @@ def main() -> int:
                 "alignment": preprocess.alignment,
                 "commit": commit(), "data_hash": data_hash([train_manifest]),
                 "train_cohort": {**train_cohort, **simulation},
+                "large_tumour_cohort": large_cohort and {**simulation, **large_cohort},
                 "held_out_cohort": {**HELD_OUT_COHORT, **simulation},
                 "unseen_background_cohort": {**UNSEEN_COHORT, **simulation},
                 "seconds_per_stage": timings, "device": "cpu",
                 "command": " ".join(["python scripts/train_demo_bundle.py", *sys.argv[1:]])}
+    if args.fine_tune_from is not None:
+        training["fine_tuned_from"] = {
+            "commit": source_info.training.get("commit"),
+            "command": source_info.training.get("command"),
+            "steps": source_info.training["steps"]}
     if args.heads_from is not None:
-        training["generator_from"] = {"commit": source_info.training.get("commit"),
-                                      "command": source_info.training.get("command")}
+        training["generator_from"] = {  # (and what that generator was trained from)
+            key: source_info.training[key] for key in
+            ("commit", "command", "steps", "fine_tuned_from", "large_tumour_cohort")
+            if source_info.training.get(key)}
+    generator_patients = len(train_cases) + (
+        (training.get("generator_from") or {}).get("large_tumour_cohort") or {}).get(
+        "n_patients", 0)
     info = BundleInfo(model=model.config, crop=config.crop, standardisation=standardisation,
-                      training=training, notes=NOTES.format(n_patients=args.train_patients))
+                      training=training, notes=NOTES.format(n_patients=generator_patients))
     info.out_of_distribution, info.calibration, fitted = held_out_parts(
         model, info, {"train": train_cases, "held_out": held_datasets["held_out"].cases,
                       "unseen_background": held_datasets["unseen_background"].cases})
