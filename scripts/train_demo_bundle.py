@@ -62,6 +62,7 @@ HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5,
 # (no alignment: seconds a patient instead of half a minute)
 LARGE_TUMOUR_COHORT = {"seed": 104, "responder_rate": 0.7, "backgrounds": TRAINING_BACKGROUNDS,
                        "lesion_diameter_mm": (40, 80), "second_scan": "same-grid"}
+LARGE_TUMOUR_FOLDER = "large_tumour_cohort_same_grid"  # (second_scan is not in the name)
 UNSEEN_COHORT = {"n_patients": 24, "seed": 303, "responder_rate": 0.5,
                  "backgrounds": (UNSEEN_BACKGROUND,), "lesion_split": "held_out"}
 NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A small model "
@@ -115,7 +116,7 @@ def training_manifests(work: Path, training: dict) -> list[Path]:
     when not there yet."""
     manifests = [simulated_cohort(work / "train_cohort", training["train_cohort"])[0]]
     if training.get("large_tumour_cohort"):
-        manifests.append(simulated_cohort(work / "large_tumour_cohort_same_grid",
+        manifests.append(simulated_cohort(work / LARGE_TUMOUR_FOLDER,
                                           training["large_tumour_cohort"])[0])
     return manifests
 
@@ -232,6 +233,8 @@ def main() -> int:
     parser.add_argument("--clinical-weight", type=float, default=None,
                         help="lambda in c = Z_I + lambda * sum Z_i (default: the paper's 0.05)")
     args = parser.parse_args()
+    if args.heads_from is not None and args.fine_tune_from is not None:
+        parser.error("--heads-from and --fine-tune-from exclude each other")
 
     from ImmunoDiffLib.bundle import BundleInfo, load_bundle, save_bundle
     from ImmunoDiffLib.clinical import fit_standardisation
@@ -264,9 +267,8 @@ def main() -> int:
     large_cohort = None
     if args.large_tumour_patients > 0:
         large_cohort = {**LARGE_TUMOUR_COHORT, "n_patients": args.large_tumour_patients}
-        large_manifest, _ = simulated_cohort(args.work / "large_tumour_cohort_same_grid",
-                                             large_cohort)
-        train_cases += load_cohort(large_manifest)
+        large_manifest, _ = simulated_cohort(args.work / LARGE_TUMOUR_FOLDER, large_cohort)
+        train_cases = train_cases + load_cohort(large_manifest)
     standardisation = fit_standardisation(c.clinical for c in train_cases)
     source = source_info = None
     if args.fine_tune_from is not None:  # its clinical encoder reads its standardisation
@@ -274,6 +276,11 @@ def main() -> int:
         standardisation = source_info.standardisation
     preprocess = PreprocessConfig(crop=config.crop)
     dataset = CohortDataset(train_cases, preprocess, standardisation=standardisation)
+    # the heads learn from the main cohort alone: the large-tumour cohort's response rate
+    # goes with tumour size, and heads fitted on both learned that size predicts response
+    heads_dataset = (dataset if large_cohort is None else
+                     CohortDataset(load_cohort(train_manifest), preprocess,
+                                   standardisation=standardisation))
     held_datasets = {key: CohortDataset(load_cohort(manifest, require_followup=True,
                                                     require_outcomes=True),
                                         preprocess, standardisation=standardisation)
@@ -309,14 +316,13 @@ def main() -> int:
     for stage in stages:
         clock = time.perf_counter()
         resumed = timings.get(stage, 0.0)
-        train_stage(model, dataset, TrainConfig(stage=stage, steps=steps[stage],
-                                                batch_size=config.batch_size,
-                                                learning_rate=config.learning_rate,
-                                                seed=config.seed,
-                                                checkpoint_every=max(1, steps[stage] // 10),
-                                                lesion_loss_weight=(args.lesion_loss_weight
-                                                                    if stage == "2" else 1.0),
-                                                response_loss_weight=args.response_loss_weight),
+        train_stage(model, heads_dataset if stage == Stage.HEADS else dataset,
+                    TrainConfig(stage=stage, steps=steps[stage], batch_size=config.batch_size,
+                                learning_rate=config.learning_rate, seed=config.seed,
+                                checkpoint_every=max(1, steps[stage] // 10),
+                                lesion_loss_weight=(args.lesion_loss_weight
+                                                    if stage == "2" else 1.0),
+                                response_loss_weight=args.response_loss_weight),
                     runs / stage, _progress(f"stage {stage}"))
         timings[stage] = round(resumed + time.perf_counter() - clock, 1)
         timings_file.write_text(json.dumps(timings), encoding="utf-8")
