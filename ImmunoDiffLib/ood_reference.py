@@ -25,12 +25,22 @@ import numpy as np
 HELD_OUT_FLAG_RATE = 0.05  # the largest share of held-out patients the threshold may flag
 
 
-def feature_threshold(scores: np.ndarray, rate: float = HELD_OUT_FLAG_RATE) -> float:
-    """The smallest threshold (flag: score > threshold) that flags at most ``rate`` of
-    ``scores`` (M,): the (M - 1 - floor(rate M))-th smallest score."""
-    ordered = np.sort(np.asarray(scores, np.float64))
-    allowed = int(math.floor(rate * len(ordered) + 1e-9))
-    return float(ordered[len(ordered) - 1 - min(allowed, len(ordered) - 1)])
+def feature_threshold(scores: np.ndarray, rate: float = HELD_OUT_FLAG_RATE,
+                      flagged_otherwise: np.ndarray | None = None) -> float:
+    """The smallest threshold (flag: score > threshold) that flags at most ``rate`` of the
+    M patients of ``scores`` (M,), counting those ``flagged_otherwise`` (M,) bool already
+    flags for another reason (a lesion or clinical value beyond the training range): the
+    score flags only the share of the budget they leave, and none when they use it up."""
+    scores = np.asarray(scores, np.float64)
+    others = (np.zeros(len(scores), bool) if flagged_otherwise is None
+              else np.asarray(flagged_otherwise, bool))
+    if others.shape != scores.shape:
+        raise ValueError(f"flagged_otherwise has shape {others.shape}, scores {scores.shape}")
+    allowed = int(math.floor(rate * len(scores) + 1e-9)) - int(others.sum())
+    candidates = np.sort(scores[~others]) if (~others).any() else np.sort(scores)
+    if allowed <= 0:
+        return float(candidates[-1])
+    return float(candidates[len(candidates) - 1 - min(allowed, len(candidates) - 1)])
 
 
 @dataclass
@@ -80,9 +90,11 @@ class FeatureReference:
 
 
 def fit_feature_reference(train: np.ndarray, held_out: np.ndarray,
-                          rate: float = HELD_OUT_FLAG_RATE) -> FeatureReference:
+                          rate: float = HELD_OUT_FLAG_RATE,
+                          flagged_otherwise: np.ndarray | None = None) -> FeatureReference:
     """The reference of training features ``train`` (N, F), its threshold set on
-    ``held_out`` (M, F) so that at most ``rate`` of them are flagged."""
+    ``held_out`` (M, F) so that at most ``rate`` of them are flagged, together with those
+    ``flagged_otherwise`` (M,) flags for other reasons (:func:`feature_threshold`)."""
     from sklearn.covariance import LedoitWolf  # deferred: only fitting needs scikit-learn
 
     train = np.asarray(train, np.float64)
@@ -97,8 +109,10 @@ def fit_feature_reference(train: np.ndarray, held_out: np.ndarray,
     reference = FeatureReference(mean, scale, fitted.precision_, 0.0, len(train),
                                  len(held_out), 0.0, float(fitted.shrinkage_))
     scores = reference.score(held_out)
-    reference.threshold = feature_threshold(scores, rate)
-    reference.held_out_flagged = float((scores > reference.threshold).mean())
+    reference.threshold = feature_threshold(scores, rate, flagged_otherwise)
+    others = (np.zeros(len(scores), bool) if flagged_otherwise is None
+              else np.asarray(flagged_otherwise, bool))
+    reference.held_out_flagged = float(((scores > reference.threshold) | others).mean())
     return reference
 
 

@@ -72,6 +72,50 @@ def test_threshold_flags_at_most_the_rate():
     assert feature_threshold(np.arange(1, 101)) == 95
 
 
+def test_patients_the_rules_flag_use_up_part_of_the_share():
+    scores = np.arange(1.0, 101.0)  # 100 patients: at most 5 flagged in all
+    others = np.zeros(100, bool)
+    others[[0, 10, 20]] = True  # three flagged already (their scores are low)
+    threshold = feature_threshold(scores, 0.05, others)
+    assert threshold == 98  # the score may flag two more: 99 and 100
+    assert ((scores > threshold) | others).sum() == 5
+    # one of the rule-flagged ones is also the highest score: it does not count twice
+    others[99] = True
+    threshold = feature_threshold(scores, 0.05, others)
+    assert threshold == 98 and ((scores > threshold) | others).sum() == 5
+    # the rules flag the whole share: the score flags none of these patients
+    others[:8] = True
+    threshold = feature_threshold(scores, 0.05, others)
+    assert (scores[~others] > threshold).sum() == 0
+    with pytest.raises(ValueError, match="flagged_otherwise has shape"):
+        feature_threshold(scores, 0.05, others[:10])
+
+
+def test_the_reference_fitted_on_rows_counts_the_rules_in_the_five_percent():
+    from ImmunoDiffLib.inference.reference_fitting import fit_reference, range_flagged
+
+    rng = np.random.default_rng(3)
+
+    def rows(n: int, age_low: float) -> list[dict]:
+        return [{"image_features": rng.standard_normal(6), "diameter_mm": 25.0,
+                 "padded_fraction": 0.0, "logits": np.zeros(2), "response": i % 2,
+                 "record": parse_clinical({**CLINICAL, "age": age_low + 30 * i / n})}
+                for i in range(n)]
+
+    train, held_out = rows(80, 45.0), rows(100, 45.0)
+    for row in held_out[:3]:  # three patients far younger than anyone in training
+        row["record"] = parse_clinical({**CLINICAL, "age": 18})
+    flagged = range_flagged(held_out, fit_reference(train, held_out, {}, Standardisation())
+                            .ranges, Standardisation())
+    assert flagged.sum() == 3 and flagged[:3].all()
+    reference = fit_reference(train, held_out, {"cohort": "test"}, Standardisation())
+    scores = reference.features.score(np.stack([r["image_features"] for r in held_out]))
+    assert ((scores > reference.features.threshold) | flagged).mean() <= 0.05
+    assert (scores[~flagged] > reference.features.threshold).sum() == 2
+    assert reference.features.held_out_flagged == pytest.approx(0.05)
+    assert reference.source == {"cohort": "test"}
+
+
 def _assess(reference, diameter=30.0, padding=0.0, clinical=None, features=None):
     return assess(reference, lesion_diameter_mm=diameter, lesion_found=diameter > 0,
                   padded_fraction=padding, record=parse_clinical(clinical or CLINICAL),

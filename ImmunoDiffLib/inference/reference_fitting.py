@@ -7,7 +7,8 @@ and seed), the lesion's longest axial diameter on the crop, the crop's padding, 
 record and the known response. Then:
 
 * :func:`fit_reference`: the training patients' ranges and feature reference, its threshold
-  set on held-out patients (at most 5 % flagged);
+  set on held-out patients so that at most 5 % of them are flagged for any reason (those the
+  ranges flag already use part of that share);
 * :func:`fit_held_out_calibration`: Platt scaling of the held-out patients' logits, with the
   ECE before and after (the latter cross-fitted, so it is honest) and the range of their
   logits (beyond it the flag says the heads extrapolate).
@@ -28,12 +29,13 @@ from ..calibration import (
     fit_calibration,
     sigmoid,
 )
-from ..clinical import BY_NAME
+from ..clinical import BY_NAME, Standardisation
 from ..cohort import CohortCase
 from ..datasets import CohortDataset, PreprocessConfig
 from ..ood_reference import OODReference, TrainingRanges, fit_feature_reference
 from ..progress import ProgressCallback, Task
 from .change_region import lesion_diameter_mm
+from .out_of_distribution import assess
 
 
 def case_rows(pipeline, cases: list[CohortCase], preprocess: PreprocessConfig | None = None,
@@ -82,12 +84,28 @@ def training_ranges(rows: list[dict]) -> TrainingRanges:
                           round(max(r["padded_fraction"] for r in rows), 4), numeric, categories)
 
 
-def fit_reference(train: list[dict], held_out: list[dict], source: dict) -> OODReference:
+def range_flagged(rows: list[dict], ranges: TrainingRanges,
+                  standardisation: Standardisation) -> np.ndarray:
+    """(N,) bool: the rows the flag's rules alone flag (lesion size, crop padding, clinical
+    values beyond ``ranges``), as :func:`assess` judges a new case."""
+    rules = OODReference(ranges, None, {})
+    return np.array([assess(rules, lesion_diameter_mm=r["diameter_mm"],
+                            lesion_found=r["diameter_mm"] > 0,
+                            padded_fraction=r["padded_fraction"], record=r["record"],
+                            standardisation=standardisation).flagged for r in rows], bool)
+
+
+def fit_reference(train: list[dict], held_out: list[dict], source: dict,
+                  standardisation: Standardisation) -> OODReference:
     """The out-of-distribution reference: ranges of ``train``, feature reference of its
-    image features with the threshold set on ``held_out``'s."""
+    image features with the threshold set on ``held_out``'s, so that the rules and the
+    score together flag at most 5 % of ``held_out``."""
+    ranges = training_ranges(train)
     features = fit_feature_reference(np.stack([r["image_features"] for r in train]),
-                                     np.stack([r["image_features"] for r in held_out]))
-    return OODReference(training_ranges(train), features, dict(source))
+                                     np.stack([r["image_features"] for r in held_out]),
+                                     flagged_otherwise=range_flagged(held_out, ranges,
+                                                                     standardisation))
+    return OODReference(ranges, features, dict(source))
 
 
 def mean_logits(rows: list[dict]) -> np.ndarray:
