@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts.train_demo_bundle import (  # noqa: E402
+    CALIBRATION_COHORT,
+    CALIBRATION_FOLDER,
     TRAINING_BACKGROUNDS,
     UNSEEN_BACKGROUND,
     _progress,
@@ -51,8 +53,8 @@ from scripts.train_demo_bundle import (  # noqa: E402
 
 COMMON = {"responder_rate": 0.5, "lesion_split": "held_out", "lesion_source": "lidc",
           "second_scan": "same-grid"}
-COHORTS = {
-    "calibration": {"seed": 404, "backgrounds": TRAINING_BACKGROUNDS},
+COHORTS = {  # the calibration cohort is the one train_demo_bundle fits the held-out parts on
+    "calibration": {k: CALIBRATION_COHORT[k] for k in ("seed", "backgrounds")},
     "test_training_backgrounds": {"seed": 505, "backgrounds": TRAINING_BACKGROUNDS},
     "test_unseen_background": {"seed": 606, "backgrounds": (UNSEEN_BACKGROUND,)},
 }
@@ -65,15 +67,19 @@ REASON_KINDS = (("tumour", "lesion size"), ("no lesion", "lesion size"),
 KINDS = tuple(dict.fromkeys(kind for _, kind in REASON_KINDS))
 
 
-def cohort_rows(pipeline, work: Path, name: str, patients: int) -> list[dict]:
+def cohort_rows(pipeline, work: Path, name: str, patients: int, weights: str) -> list[dict]:
     """The cohort's case rows (inference/reference_fitting.case_rows), simulated and read
-    once, then cached under ``work``."""
+    once, then cached under ``work``, one cache per bundle (``weights``: its sha256)."""
     from ImmunoDiffLib.cohort import load_cohort
     from ImmunoDiffLib.inference.reference_fitting import case_rows
 
-    settings = {**COMMON, **COHORTS[name], "n_patients": patients}
-    manifest, _ = simulated_cohort(work / f"ece_{name}", settings)
-    cache = manifest.parent / "case_rows.pkl"
+    if name == "calibration":
+        manifest, _ = simulated_cohort(work / CALIBRATION_FOLDER,
+                                       {**CALIBRATION_COHORT, "n_patients": patients})
+    else:
+        manifest, _ = simulated_cohort(work / f"ece_{name}",
+                                       {**COMMON, **COHORTS[name], "n_patients": patients})
+    cache = manifest.parent / f"case_rows_{weights[:12]}.pkl"
     if cache.is_file():
         with open(cache, "rb") as stored:
             return pickle.load(stored)
@@ -141,7 +147,10 @@ def main() -> int:
 
     from ImmunoDiffLib.bundle import with_held_out_parts
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
-    from ImmunoDiffLib.inference.reference_fitting import fit_held_out_calibration
+    from ImmunoDiffLib.inference.reference_fitting import (
+        fit_held_out_calibration,
+        range_flagged,
+    )
     from ImmunoDiffLib.ood_reference import HELD_OUT_FLAG_RATE, feature_threshold
 
     started = time.perf_counter()
@@ -150,7 +159,10 @@ def main() -> int:
     sizes = {"calibration": args.calibration_patients,
              "test_training_backgrounds": args.test_patients,
              "test_unseen_background": args.unseen_patients or args.test_patients}
-    rows = {name: cohort_rows(pipeline, args.work, name, n) for name, n in sizes.items()}
+    weights = json.loads((args.bundle / "bundle.json").read_text(encoding="utf-8"))[
+        "weights_sha256"]
+    rows = {name: cohort_rows(pipeline, args.work, name, n, weights)
+            for name, n in sizes.items() if n > 0}
 
     shipped_reference, shipped_calibration = info.out_of_distribution, info.calibration
     source = {"train_cohort": shipped_calibration.source.get("train_cohort"),
@@ -163,9 +175,11 @@ def main() -> int:
     calibration = fit_held_out_calibration(rows["calibration"], source)
     features = replace(shipped_reference.features)
     scores = features.score(np.stack([r["image_features"] for r in rows["calibration"]]))
-    features.threshold = feature_threshold(scores, HELD_OUT_FLAG_RATE)
+    features.threshold = feature_threshold(
+        scores, HELD_OUT_FLAG_RATE,
+        range_flagged(rows["calibration"], shipped_reference.ranges, info.standardisation))
     features.n_held_out = len(scores)
-    features.held_out_flagged = float(np.mean(scores > features.threshold))
+    features.held_out_flagged = float(np.mean(scores > features.threshold))  # (score alone)
     reference = replace(shipped_reference, features=features)
 
     results = {}

@@ -22,9 +22,10 @@ response score (AUC) beside a clinical-only logistic regression fitted on the tr
 cohort; agreement of heads and synthesized RECIST; each scenario's obedience; the share
 flagged out of distribution; SSIM to the true follow-up beside keeping the baseline; and,
 outside the tumour dilated 9 mm, mean |synthesized - baseline| and tissue-class flips.
-The held-out cohort on the training backgrounds is the one the calibration and the flag's
-threshold were fitted on: its ECE and flagged share are optimistic; the unseen-background
-cohort's are not.
+The calibration and the flag's threshold were fitted on a calibration cohort of their own
+(training.calibration_cohort), so both cohorts measure them; for a bundle made before there
+was one they were fitted on the 24-patient held-out cohort, whose ECE and flagged share are
+then optimistic.
 """
 
 from __future__ import annotations
@@ -197,7 +198,9 @@ def main() -> int:
         probabilities[key] = np.array([r["probability"] for r in rows])
         labels[key] = np.array([r["response"] for r in rows])
     if args.figure:  # one panel per cohort, each with its own patients
-        names = {"held_out_cohort": "held out, training backgrounds (calibration set)",
+        fitted_on_it = "calibration_cohort" not in training and not args.patients
+        names = {"held_out_cohort": "held out, training backgrounds"
+                                    + (" (calibration set)" if fitted_on_it else ""),
                  "unseen_background_cohort": "held out, unseen background"}
         save_reliability_diagram(None, {names[k]: probabilities[k] for k in probabilities},
                                  args.figure, "Responder probability, demo bundle",

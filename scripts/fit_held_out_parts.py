@@ -8,13 +8,14 @@ write the bundle with them.
 existing bundle (another held-out cohort, a changed rule):
 
 1. simulates (or reuses, under --work) the cohorts named in bundle.json's training section
-   (train_cohort, large_tumour_cohort if any, held_out_cohort: seed, size, responder rate,
-   backgrounds, lesion source, second scan, response signal);
+   (train_cohort, large_tumour_cohort if any, and calibration_cohort, or held_out_cohort for a
+   bundle made before there was one: seed, size, responder rate, backgrounds, lesion source,
+   second scan, response signal);
 2. reads each baseline as the pipeline does (ImmunoDiffLib/inference/reference_fitting.py):
    the response head's logits, the up-block features with the clinical variables left out,
    lesion diameter, crop padding, clinical values;
-3. fits the reference (training ranges and features; threshold flagging at most 5 % of the
-   held-out patients) and the Platt calibration on the held-out patients (ECE before and
+3. fits the reference (training ranges and features; threshold flagging, with the ranges, at
+   most 5 % of the calibration patients) and the Platt calibration on them (ECE before and
    after, cross-fitted);
 4. writes the bundle (atomically; the weights copied byte for byte) and prints the held-out
    patients' flags.
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts.train_demo_bundle import (  # noqa: E402
+    CALIBRATION_FOLDER,
     commit,
     simulated_cohort,
     training_manifests,
@@ -62,27 +64,29 @@ def main() -> int:
     started = time.perf_counter()
     pipeline = ImmunoDiffPipeline(args.bundle, device=args.device)
     training = pipeline.info.training
-    if "train_cohort" not in training or "held_out_cohort" not in training:
+    fitting_key = ("calibration_cohort" if "calibration_cohort" in training
+                   else "held_out_cohort")
+    if "train_cohort" not in training or fitting_key not in training:
         parser.error(f"{args.bundle} does not say which cohorts it was trained and held out "
-                     "on (bundle.json: training.train_cohort, training.held_out_cohort)")
+                     "on (bundle.json: training.train_cohort, training.calibration_cohort)")
+    folder = CALIBRATION_FOLDER if fitting_key == "calibration_cohort" else fitting_key
     manifests = {"train_cohort": training_manifests(args.work, training),
-                 "held_out_cohort": [simulated_cohort(args.work / "held_out_cohort",
-                                                      training["held_out_cohort"])[0]]}
+                 fitting_key: [simulated_cohort(args.work / folder, training[fitting_key])[0]]}
     rows = {}
     for key, paths in manifests.items():
         cases = [case for manifest in paths for case in load_cohort(manifest)]
         rows[key] = case_rows(pipeline, cases, progress=_progress(key))
         print()
-    source = {"train_cohort": training["train_cohort"],
-              "held_out_cohort": training["held_out_cohort"], "commit": commit(),
+    source = {"train_cohort": training["train_cohort"], fitting_key: training[fitting_key],
+              "commit": commit(),
               "command": " ".join(["python scripts/fit_held_out_parts.py", *sys.argv[1:]])}
-    reference = fit_reference(rows["train_cohort"], rows["held_out_cohort"], source)
-    calibration = fit_held_out_calibration(rows["held_out_cohort"], source)
+    reference = fit_reference(rows["train_cohort"], rows[fitting_key], source,
+                              pipeline.info.standardisation)
+    calibration = fit_held_out_calibration(rows[fitting_key], source)
     output = with_held_out_parts(args.bundle, args.output or args.bundle, reference,
                                  calibration, overwrite=True)
-    scores = reference.features.score(np.stack([r["image_features"]
-                                                for r in rows["held_out_cohort"]]))
-    for row, score in zip(rows["held_out_cohort"], scores, strict=True):
+    scores = reference.features.score(np.stack([r["image_features"] for r in rows[fitting_key]]))
+    for row, score in zip(rows[fitting_key], scores, strict=True):
         print(f"{row['patient_id']}: score {score:.2f}"
               f"{' flagged' if score > reference.features.threshold else ''}")
     print(json.dumps({"bundle": str(output), "ranges": reference.description()["ranges"],

@@ -26,7 +26,11 @@
    c-index, and the generator checks of ImmunoDiffLib.evaluate.generator_checks (synthesized
    shrink vs response beside size-only and clinical-only references, scenarios, background
    error and tissue-class changes, SSIM, agreement with the heads, DDPM-1000 vs DDIM-50);
-4. writes the bundle (safetensors + bundle.json with config, seed, commit, data hash and these
+4. fits the out-of-distribution reference (ranges and features of the training patients, the
+   score's threshold) and the Platt calibration on a calibration cohort of their own (150
+   patients, seed 404, held-out lesion shapes: CALIBRATION_COHORT), so that the held-out
+   cohorts measure them;
+5. writes the bundle (safetensors + bundle.json with config, seed, commit, data hash and these
    numbers), labelled as trained on simulated data and not for clinical use.
 """
 
@@ -63,6 +67,13 @@ HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5,
 LARGE_TUMOUR_COHORT = {"seed": 104, "responder_rate": 0.7, "backgrounds": TRAINING_BACKGROUNDS,
                        "lesion_diameter_mm": (40, 80), "second_scan": "same-grid"}
 LARGE_TUMOUR_FOLDER = "large_tumour_cohort_same_grid"  # (second_scan is not in the name)
+# the held-out parts (the out-of-distribution threshold, the Platt calibration) are fitted on
+# a cohort of their own, large enough for a 5 % share to be seven patients rather than one;
+# only its baselines are read, so its follow-ups stay on the baseline grid
+CALIBRATION_COHORT = {"n_patients": 150, "seed": 404, "responder_rate": 0.5,
+                      "backgrounds": TRAINING_BACKGROUNDS, "lesion_split": "held_out",
+                      "second_scan": "same-grid"}
+CALIBRATION_FOLDER = "calibration_cohort_same_grid"  # (second_scan is not in the name)
 UNSEEN_COHORT = {"n_patients": 24, "seed": 303, "responder_rate": 0.5,
                  "backgrounds": (UNSEEN_BACKGROUND,), "lesion_split": "held_out"}
 NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A small model "
@@ -130,9 +141,9 @@ def _progress(label: str):
 
 def held_out_parts(model, info, cohorts: dict) -> tuple:
     """The out-of-distribution reference (training ranges and image features; threshold on
-    the held-out cohort), the Platt calibration (fitted on the held-out cohort) and, per
-    cohort, its calibrated probabilities and ECE (held-out: cross-fitted)."""
-    from ImmunoDiffLib.calibration import cross_fitted, expected_calibration_error, sigmoid
+    the calibration cohort), the Platt calibration (fitted on the calibration cohort) and,
+    per held-out cohort, its calibrated probabilities, ECE and share flagged by the score."""
+    from ImmunoDiffLib.calibration import expected_calibration_error, sigmoid
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
     from ImmunoDiffLib.inference.reference_fitting import (
         case_rows,
@@ -146,15 +157,14 @@ def held_out_parts(model, info, cohorts: dict) -> tuple:
             for key, cases in cohorts.items()}
     print()
     source = {"train_cohort": info.training["train_cohort"],
-              "held_out_cohort": info.training["held_out_cohort"], "commit": commit()}
-    reference = fit_reference(rows["train"], rows["held_out"], source)
-    calibration = fit_held_out_calibration(rows["held_out"], source)
+              "calibration_cohort": info.training["calibration_cohort"], "commit": commit()}
+    reference = fit_reference(rows["train"], rows["calibration"], source, info.standardisation)
+    calibration = fit_held_out_calibration(rows["calibration"], source)
     fitted = {}
     for key in ("held_out", "unseen_background"):
         logits = mean_logits(rows[key])
         labels = np.array([int(r["response"]) for r in rows[key]])
-        probability = (cross_fitted(logits, labels) if key == "held_out"
-                       else calibration.probability(logits))
+        probability = calibration.probability(logits)
         scores = reference.features.score(np.stack([r["image_features"] for r in rows[key]]))
         fitted[key] = {"probability": probability, "raw_probability": sigmoid(logits),
                        "ece": expected_calibration_error(labels, probability),
@@ -263,6 +273,7 @@ def main() -> int:
     train_manifest, _ = simulated_cohort(args.work / "train_cohort", train_cohort)
     held_manifest, held_ceiling = simulated_cohort(args.work / "held_out_cohort", HELD_OUT_COHORT)
     unseen_manifest, unseen_ceiling = simulated_cohort(args.work / "unseen_cohort", UNSEEN_COHORT)
+    calibration_manifest, _ = simulated_cohort(args.work / CALIBRATION_FOLDER, CALIBRATION_COHORT)
     train_cases = load_cohort(train_manifest)
     large_cohort = None
     if args.large_tumour_patients > 0:
@@ -340,6 +351,7 @@ def main() -> int:
                 "train_cohort": {**train_cohort, **simulation},
                 "large_tumour_cohort": large_cohort and {**simulation, **large_cohort},
                 "held_out_cohort": {**HELD_OUT_COHORT, **simulation},
+                "calibration_cohort": {**simulation, **CALIBRATION_COHORT},
                 "unseen_background_cohort": {**UNSEEN_COHORT, **simulation},
                 "seconds_per_stage": timings, "device": "cpu",
                 "command": " ".join(["python scripts/train_demo_bundle.py", *sys.argv[1:]])}
@@ -359,7 +371,9 @@ def main() -> int:
     info = BundleInfo(model=model.config, crop=config.crop, standardisation=standardisation,
                       training=training, notes=NOTES.format(n_patients=generator_patients))
     info.out_of_distribution, info.calibration, fitted = held_out_parts(
-        model, info, {"train": train_cases, "held_out": held_datasets["held_out"].cases,
+        model, info, {"train": train_cases,
+                      "calibration": load_cohort(calibration_manifest, require_outcomes=True),
+                      "held_out": held_datasets["held_out"].cases,
                       "unseen_background": held_datasets["unseen_background"].cases})
     train_tensors = CohortTensors.from_dataset(dataset, config.crop.spacing)
     numbers, cases = {}, {}
