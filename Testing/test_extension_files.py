@@ -159,8 +159,9 @@ def test_cmake_install_puts_the_library_once_beside_the_module_with_the_bundle(t
 
 def test_a_file_listed_but_absent_fails_the_configure(tmp_path):
     copy = tmp_path / "src"
-    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__",
-                                                              "demo_output", "Testing"))
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "__pycache__", "demo_output", "Testing", ".demo_bundle_work",
+        ".ruff_cache", ".pytest_cache"))
     (copy / "ImmunoDiffLib" / "clinical.py").unlink()
     done = _configure(copy, tmp_path / "build")
     assert done.returncode != 0

@@ -12,6 +12,7 @@
 """
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,23 +64,48 @@ class SignedBlobs(Dataset):
         return {"baseline": self.images[index]}
 
 
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-def test_trained_sampler_draws_the_toy_distribution(prediction_type, tmp_path):
+SAMPLERS = (("ddpm", 1000), ("ddim", 50), ("ddim", 10))
+
+
+def train_and_draw(prediction_type: str, folder: str) -> dict[str, dict]:
+    """Train the toy model with ``prediction_type`` (one thread) and draw 32 crops with each
+    sampler: {"ddpm-1000": {"blob": (32,) mean over the blob, "outside_mean",
+    "outside_std"}, ...}. A function of its own so that a worker process can run it."""
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = ImmunoDiffModel(replace(TOY_MODEL, prediction_type=prediction_type))
     train_stage(model, SignedBlobs(64, seed=1), TrainConfig(
         stage="1B", steps=600, batch_size=16, learning_rate=3e-3, checkpoint_every=600,
-        ema_decay=0.99, bf16=False, channels_last=False), tmp_path)
-    for sampler, steps in (("ddpm", 1000), ("ddim", 50), ("ddim", 10)):
+        ema_decay=0.99, bf16=False, channels_last=False), folder)
+    drawn = {}
+    for sampler, steps in SAMPLERS:
         samples = sample(model, Conditions(None, None), SHAPE, SamplingOptions(
             sampler=sampler, steps=steps, samples=32, seed=2, bf16=False, channels_last=False))
-        blob = samples[:, 0][:, torch.from_numpy(BLOB)].mean(dim=1)
         outside = samples[:, 0][:, torch.from_numpy(~BLOB)]
-        label = f"{prediction_type} {sampler}-{steps}"
-        assert (blob.abs() - AMPLITUDE).abs().mean() < 0.15, (label, blob)
-        assert 0.2 <= float((blob > 0).float().mean()) <= 0.8, (label, blob)
-        assert (outside.mean() - BACKGROUND).abs() < 0.1, label
-        assert outside.std() < 0.2, label  # the data's is 0.02
+        drawn[f"{sampler}-{steps}"] = {
+            "blob": samples[:, 0][:, torch.from_numpy(BLOB)].mean(dim=1),
+            "outside_mean": float(outside.mean()), "outside_std": float(outside.std())}
+    return drawn
+
+
+def test_trained_samplers_draw_the_toy_distribution(tmp_path):
+    # the three prediction types train side by side, one process each (a tiny model runs on
+    # one thread; the same seeds give the same draws as one after the other)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(len(PREDICTION_TYPES),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {kind: pool.submit(train_and_draw, kind, str(tmp_path / kind))
+                   for kind in PREDICTION_TYPES}
+        results = {kind: future.result() for kind, future in futures.items()}
+    for prediction_type, drawn in results.items():
+        for sampler, statistics in drawn.items():
+            blob, label = statistics["blob"], f"{prediction_type} {sampler}"
+            assert (blob.abs() - AMPLITUDE).abs().mean() < 0.15, (label, blob)
+            assert 0.2 <= float((blob > 0).float().mean()) <= 0.8, (label, blob)
+            assert abs(statistics["outside_mean"] - BACKGROUND) < 0.1, label
+            assert statistics["outside_std"] < 0.2, label  # the data's is 0.02
 
 
 class ShrinkOrStay(Dataset):
@@ -159,15 +185,36 @@ def _direction_rates(model) -> tuple[float, float]:
             float(np.mean(_vanished(model, flipped) == ~truth)))
 
 
-def test_shipped_set_up_learns_the_condition(tmp_path):
-    right, flipped = _direction_rates(_train_conditional(SHIPPED, tmp_path))
+def direction_rates_of(set_up: str, folder: str) -> tuple[float, float]:
+    """:func:`_direction_rates` of the SHIPPED or PAPER set-up trained in ``folder`` (one
+    thread; a function of its own so that a worker process can run it)."""
+    torch.set_num_threads(1)
+    config = {"shipped": SHIPPED, "paper": PAPER}[set_up]
+    return _direction_rates(_train_conditional(config, Path(folder)))
+
+
+@pytest.fixture(scope="module")
+def direction_rates(tmp_path_factory) -> dict[str, tuple[float, float]]:
+    """Both set-ups trained side by side, one process each."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    folder = tmp_path_factory.mktemp("conditional")
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(direction_rates_of, name, str(folder / name))
+                   for name in ("shipped", "paper")}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_shipped_set_up_learns_the_condition(direction_rates):
+    right, flipped = direction_rates["shipped"]
     assert right >= 0.9 and flipped >= 0.9, (right, flipped)
 
 
-def test_paper_set_up_does_not_learn_it_in_the_same_budget(tmp_path):
+def test_paper_set_up_does_not_learn_it_in_the_same_budget(direction_rates):
     """The measured reason the generator was redesigned: the same data and budget, the paper's
     parameterisation, and the synthesized change ignores the condition."""
-    right, flipped = _direction_rates(_train_conditional(PAPER, tmp_path))
+    right, flipped = direction_rates["paper"]
     assert min(right, flipped) < 0.9, (right, flipped)
 
 
