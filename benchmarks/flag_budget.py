@@ -12,7 +12,9 @@ unseen CT, seeds ``LARGER_SEEDS``), read from their baselines as the pipeline re
 (inference/reference_fitting.case_rows). Per cohort and bundle: AUC, ECE (with a calibrated
 model's median on the same probabilities), the share flagged by the rules, by the feature
 score, and, from ``--scenario-flags`` (held_out_predictions.py's ``--json`` of the same model
-on the same patients), by a scenario the generator could not draw; then the feature score's
+on the same patients, run with both scenarios), by a scenario the generator could not draw:
+the follow-up the prediction chose (drawn in every run) or the other one (drawn only with
+``--scenarios``), in all and as a run without ``--scenarios`` would be; then the feature score's
 upper tail on these cohorts and on the bundle's calibration cohort, beside each threshold.
 """
 
@@ -36,6 +38,7 @@ from scripts.train_demo_bundle import CALIBRATION_FOLDER, simulated_cohort  # no
 FOLDERS = {"held_out_cohort": "held_out_cohort_same_grid",
            "unseen_background_cohort": "unseen_cohort_same_grid"}
 NOT_DRAWN = "could not synthesize"
+SAID_RESPONDER = "'if it is a responder'"  # (scenarios.not_obeyed_reason's wording)
 
 
 def largest_weight_difference(bundles: list[Path]) -> float:
@@ -88,23 +91,33 @@ def main() -> int:
                                                                      require_outcomes=True))
     infos = {b: load_bundle(b)[1] for b in args.bundles}
     print("| cohort | parts | AUC | ECE (a calibrated model's median) | flagged by rules "
-          "| by feature score | + scenario not drawn | flagged in all |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| by feature score | chosen follow-up not drawn | other scenario not drawn "
+          "| flagged in all | without --scenarios |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for key in FOLDERS:
-        not_drawn = {r["patient_id"] for r in synthesized[key]["rows"]
-                     if any(NOT_DRAWN in reason for reason in r["reasons"])}
+        not_drawn = {r["patient_id"]: [reason for reason in r["reasons"] if NOT_DRAWN in reason]
+                     for r in synthesized[key]["rows"]}
         labels = np.array([int(r["response"]) for r in rows[key]])
-        drawn_flag = np.array([r["patient_id"] in not_drawn for r in rows[key]])
         for bundle, info in infos.items():
             probability = info.calibration.probability(mean_logits(rows[key]))
             kinds = flag_kinds(pipeline, rows[key], info.out_of_distribution, info.calibration)
             score = np.array(["feature score" in k for k in kinds])
             rules = np.array([bool(k - {"feature score"}) for k in kinds])
+            # the follow-up the prediction chose is drawn in every run; the other scenario
+            # only with --scenarios (pipeline.run: a scenario not drawn flags the case)
+            chosen = np.array([any((SAID_RESPONDER in reason) == (p >= 0.5) for reason in
+                                   not_drawn[r["patient_id"]])
+                               for r, p in zip(rows[key], probability, strict=True)])
+            other = np.array([any((SAID_RESPONDER in reason) != (p >= 0.5) for reason in
+                                  not_drawn[r["patient_id"]])
+                              for r, p in zip(rows[key], probability, strict=True)])
+            always = rules | score | chosen
             print(f"| {key} ({len(labels)}) | {bundle} | {roc_auc_score(labels, probability):.3f} "
                   f"| {expected_calibration_error(labels, probability):.3f} "
                   f"({calibrated_ece_spread(probability)[0]:.3f}) | {100 * rules.mean():.0f} % "
-                  f"| {100 * score.mean():.0f} % | {100 * drawn_flag.mean():.0f} % "
-                  f"| {100 * (rules | score | drawn_flag).mean():.0f} % |")
+                  f"| {100 * score.mean():.0f} % | {100 * chosen.mean():.0f} % "
+                  f"| {100 * other.mean():.0f} % | {100 * (always | other).mean():.0f} % "
+                  f"| {100 * always.mean():.0f} % |")
     thresholds = {b: info.out_of_distribution.features.threshold for b, info in infos.items()}
     features = next(iter(infos.values())).out_of_distribution.features
     print("\n| cohort | median | 90th pct | 95th pct | 98th pct | max | share above "
