@@ -169,6 +169,17 @@ class CohortDataset(Dataset):
     def __len__(self) -> int:
         return len(self.cases)
 
+    def fingerprint(self) -> str:
+        """"N cases, <sha12>": what a training checkpoint records of its data (train/runner.py):
+        a digest of every case's files, tumour point and clinical values, and of the
+        preprocessing."""
+        digest = hashlib.sha256(self.config.signature().encode())
+        for case in self.cases:
+            digest.update(repr((case.patient_id, case.baseline_ct, case.followup_ct,
+                                case.tumour_mask, case.tumour_point,
+                                sorted(case.clinical.values.items()))).encode())
+        return f"{len(self.cases)} cases, {digest.hexdigest()[:12]}"
+
     def arrays(self, index: int) -> dict[str, np.ndarray]:
         case = self.cases[index]
         paths = [case.baseline_ct, case.followup_ct, case.tumour_mask, case.followup_tumour_mask,

@@ -15,6 +15,7 @@ import torch
 
 from ImmunoDiffLib.cohort import load_cohort
 from ImmunoDiffLib.datasets import CohortDataset, PreprocessConfig
+from ImmunoDiffLib.errors import SettingError
 from ImmunoDiffLib.imaging import CropSpec
 from ImmunoDiffLib.models import TINY, ImmunoDiffModel
 from ImmunoDiffLib.progress import Cancelled
@@ -138,6 +139,20 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(dataset, tmp_path):
     assert len(result.losses) == 6
     assert (tmp_path / "resumed" / "losses.csv").read_text(encoding="utf-8") == (
         tmp_path / "straight" / "losses.csv").read_text(encoding="utf-8")
+
+
+def test_a_checkpoint_is_not_resumed_on_other_data(dataset, tmp_path):
+    config = TrainConfig(stage="1B", steps=2, learning_rate=1e-3, checkpoint_every=2)
+    train_stage(ImmunoDiffModel(TINY), dataset, config, tmp_path / "run")
+    fewer = CohortDataset(dataset.cases[:-1], dataset.config, cache_dir=dataset.cache.folder)
+    assert fewer.fingerprint() != dataset.fingerprint()
+    assert fewer.fingerprint().startswith(f"{len(dataset) - 1} cases")
+    longer = replace(config, steps=4)
+    with pytest.raises(SettingError, match="trained on other data"):
+        train_stage(ImmunoDiffModel(TINY), fewer, longer, tmp_path / "run")
+    # the same cases (another object) resume: two more steps, four losses in all
+    same = CohortDataset(list(dataset.cases), dataset.config, cache_dir=dataset.cache.folder)
+    assert len(train_stage(ImmunoDiffModel(TINY), same, longer, tmp_path / "run").losses) == 4
 
 
 def _train_command(cohort, output, steps=8):

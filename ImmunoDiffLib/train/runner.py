@@ -36,6 +36,15 @@ from .stages import StageLoss
 EMA_STAGES = (Stage.DIFFUSION, Stage.CONTROLNET, Stage.CONDITIONED)
 
 
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """What a checkpoint records of the data it was trained on, so that a run is never resumed
+    on other data (a changed cohort written to the same folder): the dataset's own
+    ``fingerprint()`` where it has one (CohortDataset: its cases and preprocessing), else its
+    item count."""
+    own = getattr(dataset, "fingerprint", None)
+    return own() if callable(own) else f"{len(dataset)} items"
+
+
 def batch_indices(n_items: int, batch_size: int, step: int, seed: int, world: World):
     """This rank's dataset indices for ``step``: consecutive slices of per-epoch permutations."""
     global_size = batch_size * world.size
@@ -97,6 +106,7 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
         average = WeightAverage(model, [n for n, p in model.named_parameters()
                                         if id(p) in trained], config.ema_decay)
     checkpoint = output / CHECKPOINT_DIR
+    data = dataset_fingerprint(dataset)
     start, losses = 0, []
     last_saved = None
     if checkpoint.is_dir():
@@ -104,6 +114,9 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
         if state.get("stage") != config.stage:
             raise SettingError(f"'{checkpoint}' belongs to stage {state.get('stage')}, not "
                              f"{config.stage}; use another output folder.")
+        if state.get("data", data) != data:
+            raise SettingError(f"'{checkpoint}' was trained on other data ({state['data']}), "
+                               f"not on this dataset ({data}); use another output folder.")
         start, losses = int(state["step"]), list(state["losses"])
         last_saved = start
         model.config = replace(model.config,
@@ -149,6 +162,7 @@ def train_stage(model, dataset: Dataset, config: TrainConfig, output: str | os.P
             if world.is_main:
                 save_checkpoint(checkpoint, model, optimizer,
                                 {"stage": config.stage, "step": done, "losses": losses,
+                                 "data": data,
                                  "config": config.to_dict(),
                                  "model_config": model.config.to_dict()},
                                 None if average is None else average.state_tensors())
