@@ -12,7 +12,8 @@ unseen CT, seeds ``LARGER_SEEDS``), read from their baselines as the pipeline re
 (inference/reference_fitting.case_rows). Per cohort and bundle: AUC, ECE (with a calibrated
 model's median on the same probabilities), the share flagged by the rules, by the feature
 score, and, from ``--scenario-flags`` (held_out_predictions.py's ``--json`` of the same model
-on the same patients, run with both scenarios), by a scenario the generator could not draw:
+on the same patients, run with both scenarios; of a ``--first K`` run, the first K patients
+are counted), by a scenario the generator could not draw:
 the follow-up the prediction chose (drawn in every run) or the other one (drawn only with
 ``--scenarios``), in all and as a run without ``--scenarios`` would be; then the feature score's
 upper tail on these cohorts and on the bundle's calibration cohort, beside each threshold.
@@ -97,20 +98,21 @@ def main() -> int:
     for key in FOLDERS:
         not_drawn = {r["patient_id"]: [reason for reason in r["reasons"] if NOT_DRAWN in reason]
                      for r in synthesized[key]["rows"]}
-        labels = np.array([int(r["response"]) for r in rows[key]])
+        cohort = [r for r in rows[key] if r["patient_id"] in not_drawn]  # (a --first K run)
+        labels = np.array([int(r["response"]) for r in cohort])
         for bundle, info in infos.items():
-            probability = info.calibration.probability(mean_logits(rows[key]))
-            kinds = flag_kinds(pipeline, rows[key], info.out_of_distribution, info.calibration)
+            probability = info.calibration.probability(mean_logits(cohort))
+            kinds = flag_kinds(pipeline, cohort, info.out_of_distribution, info.calibration)
             score = np.array(["feature score" in k for k in kinds])
             rules = np.array([bool(k - {"feature score"}) for k in kinds])
             # the follow-up the prediction chose is drawn in every run; the other scenario
             # only with --scenarios (pipeline.run: a scenario not drawn flags the case)
             chosen = np.array([any((SAID_RESPONDER in reason) == (p >= 0.5) for reason in
                                    not_drawn[r["patient_id"]])
-                               for r, p in zip(rows[key], probability, strict=True)])
+                               for r, p in zip(cohort, probability, strict=True)])
             other = np.array([any((SAID_RESPONDER in reason) != (p >= 0.5) for reason in
                                   not_drawn[r["patient_id"]])
-                              for r, p in zip(rows[key], probability, strict=True)])
+                              for r, p in zip(cohort, probability, strict=True)])
             always = rules | score | chosen
             print(f"| {key} ({len(labels)}) | {bundle} | {roc_auc_score(labels, probability):.3f} "
                   f"| {expected_calibration_error(labels, probability):.3f} "

@@ -60,11 +60,12 @@ TRAIN_COHORT = {"n_patients": 60, "seed": 101, "responder_rate": 0.4,
 SIMULATION = {"lesion_source": "lidc", "second_scan": "realistic"}  # the library's defaults
 HELD_OUT_COHORT = {"n_patients": 24, "seed": 202, "responder_rate": 0.5,
                    "backgrounds": TRAINING_BACKGROUNDS, "lesion_split": "held_out"}
-# --large-tumour-patients N: a second training cohort of large tumours, most of them
+# --large-tumour-patients N: a second training cohort of large tumours, half of them
 # responding (other seed): the 60-patient cohort holds five tumours over 40 mm that shrink
-# by a third or more, too few to learn to clear one. Its follow-ups are on the baseline grid
-# (no alignment: seconds a patient instead of half a minute)
-LARGE_TUMOUR_COHORT = {"seed": 104, "responder_rate": 0.7, "backgrounds": TRAINING_BACKGROUNDS,
+# by a third or more, too few to learn to clear one (both tries, 70 % and 50 % responders,
+# are in docs/results.md: neither shipped). Its follow-ups are on the baseline grid (no
+# alignment: seconds a patient instead of half a minute)
+LARGE_TUMOUR_COHORT = {"seed": 104, "responder_rate": 0.5, "backgrounds": TRAINING_BACKGROUNDS,
                        "lesion_diameter_mm": (40, 80), "second_scan": "same-grid"}
 LARGE_TUMOUR_FOLDER = "large_tumour_cohort_same_grid"  # (second_scan is not in the name)
 # the held-out parts (the out-of-distribution threshold, the Platt calibration) are fitted on
@@ -238,7 +239,7 @@ def main() -> int:
                              "count (no new target scale), new heads")
     parser.add_argument("--large-tumour-patients", type=int, default=0, metavar="N",
                         help="add a training cohort of N patients with 40-80 mm tumours, "
-                             "70 %% of them responders, follow-ups on the baseline grid "
+                             "half of them responders, follow-ups on the baseline grid "
                              "(LARGE_TUMOUR_COHORT)")
     parser.add_argument("--clinical-weight", type=float, default=None,
                         help="lambda in c = Z_I + lambda * sum Z_i (default: the paper's 0.05)")
