@@ -18,6 +18,7 @@ from ImmunoDiffLib.inference.change_region import (
     TAPER_MM,
     change_gate,
     change_region,
+    committed_clearance,
     constrain_followup,
     margin_mm,
 )
@@ -144,6 +145,45 @@ def test_tissue_beside_a_shrinking_tumour_stays_and_a_response_grows_nothing():
     dense = constrain_followup(model, baseline, lesion, SPACING, covered)
     assert dense.mean[lesion | inner].max() <= DENSEST_DRAWN_HU + 1e-3
     assert np.all(dense.mean[inner] > 100.0)
+
+
+def test_a_tumour_cleared_most_of_the_way_is_drawn_as_the_surrounding_lung_not_a_ghost():
+    """Told a response, the model lowered a large tumour (+20 HU, lung around it -800 HU) by
+    a constant 650 HU and drew its edge as air: a grey ghost of the whole tumour at -630 HU,
+    which the measurement read as the tumour itself, in a dark ring. Drawn as a response it
+    becomes the surrounding lung's level; drawn as no response (or lowered by only 200 HU:
+    density loss) it stays as drawn."""
+    lesion = _ball(16.0)
+    baseline, covered = _chest(lesion)
+    rng = np.random.default_rng(2)
+    noise = 15.0 * rng.standard_normal(SHAPE).astype(np.float32)  # the model's own noise
+    ghost = baseline.copy()
+    ghost[lesion] = baseline[lesion] - 650.0 + noise[lesion]
+    rim = lesion & ~ndimage.binary_erosion(lesion)
+    ghost[rim] = -1000.0  # where the model cleared its edge, it drew air
+    responding = constrain_followup(ghost, baseline, lesion, SPACING, covered,
+                                    responding=True)
+    level = responding.region.lung_level_hu
+    lung = baseline[(baseline > -950) & (baseline < -500) & ~lesion & covered]
+    assert level == pytest.approx(float(np.median(lung)), abs=15.0)
+    core = ndimage.binary_erosion(lesion, iterations=2)
+    assert core.sum() > 20
+    np.testing.assert_allclose(responding.mean[core], level, atol=1.0)  # no ghost
+    # the air rim is lifted to the lung's level, not only to the floor below it
+    assert level - responding.region.lung_floor_hu > 25.0
+    assert abs(float(np.median(responding.mean[rim])) - level) < 40.0
+    kept = constrain_followup(ghost, baseline, lesion, SPACING, covered)
+    np.testing.assert_allclose(kept.mean[core], ghost[core], atol=1.0)
+    fainter = baseline.copy()
+    fainter[lesion] -= 200.0
+    faded = constrain_followup(fainter, baseline, lesion, SPACING, covered, responding=True)
+    np.testing.assert_allclose(faded.mean[core], baseline[core] - 200.0, atol=1.0)
+    # directly: a lesion no denser than the lung (a cavity) is never cleared further
+    cavity = baseline.copy()
+    cavity[lesion] = -790.0
+    change = np.where(lesion, -100.0, 0.0).astype(np.float32)
+    np.testing.assert_array_equal(
+        committed_clearance(change, cavity, lesion, level, SPACING), change)
 
 
 def test_the_margin_grows_with_the_lesion_in_millimetres_on_an_anisotropic_grid():

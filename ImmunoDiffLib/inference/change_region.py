@@ -19,6 +19,14 @@ field of view ends) and leaves air where a tumour shrank. So, whatever the model
   around the lesion), so a vanished or shrunk tumour leaves parenchyma, not a hole. Outside
   the old lesion the bound is never above the baseline voxel itself, so real air there
   (airways, cavities, emphysema) is never lifted.
+* **cleared means cleared**: in a follow-up drawn as a response, a part of the old lesion
+  the model took more than half-way down to the surrounding lung, closer to the lung than to
+  the tumour (from ``CLEARED_FROM`` of the way, fully from ``CLEARED_AT``, smoothed over
+  ``CLEARANCE_SMOOTHING_MM``), is drawn at the surrounding lung's level (its median). The
+  model subtracts a roughly constant density where it clears a large tumour: the rim became
+  air (lifted by the floor above, to a darker ring) and the centre a grey ghost of the whole
+  tumour, which was then measured as the tumour it replaced. A smaller density loss (a part
+  kept, fainter) is shown as drawn.
 * **tissue stays tissue**: outside the baseline lesion, tissue denser than the lung
   (``TISSUE_HU``: mediastinum, chest wall, vessels, diaphragm) is never made lighter than it
   was: a shrinking tumour beside the mediastinum leaves the mediastinum, not lung where it
@@ -63,6 +71,10 @@ CHANGE_SHOWN_HU = 120.0  # ... above this it is shown in full (a smooth step bet
 CHANGE_SMOOTHING_MM = 1.0  # Gaussian sigma of the change that decides
 DENSEST_DRAWN_HU = 150.0  # no tissue drawn denser than this where the baseline was not
 TISSUE_HU = -550.0  # denser than this outside the lesion: tissue that must not become lung
+CLEARED_FROM = 0.5  # share of the way from the lesion to the lung from which it is cleared
+CLEARED_AT = 0.7  # ... and at which it is fully (a smooth step between)
+CLEARANCE_SMOOTHING_MM = 3.0  # Gaussian sigma of the lesion and the change that decide
+MIN_CLEARABLE_HU = 100.0  # a lesion voxel less dense than the lung + this is not cleared
 
 
 def margin_mm(diameter_mm: float) -> float:
@@ -84,6 +96,8 @@ class ChangeRegion:
     lung_floor_hu: float
     lung_floor_source: str  # "surrounding lung" or "default (no lung around the lesion)"
     lesion_was_empty: bool = False
+    lung_level_hu: float = LUNG_FLOOR_DEFAULT_HU  # the surrounding lung's median: a cleared
+    # lesion's level
 
     @property
     def fraction(self) -> float:
@@ -97,6 +111,7 @@ class ChangeRegion:
                 "crop_fraction": round(self.fraction, 4),
                 "lung_floor_hu": round(self.lung_floor_hu, 1),
                 "lung_floor_source": self.lung_floor_source,
+                "lung_level_hu": round(self.lung_level_hu, 1),
                 "removed_offset_hu": round(offset_hu, 1),
                 "lesion_was_empty": self.lesion_was_empty}
 
@@ -131,10 +146,43 @@ def change_region(lesion: np.ndarray, baseline_hu: np.ndarray, spacing_mm,
              & (baseline_hu >= PARENCHYMA_HU[0]) & (baseline_hu < PARENCHYMA_HU[1]))
     if shell.sum() >= MIN_SHELL_VOXELS:
         floor = float(np.percentile(baseline_hu[shell], LUNG_FLOOR_PERCENTILE))
+        level = float(np.median(baseline_hu[shell]))
         source = "surrounding lung"
     else:
         floor, source = LUNG_FLOOR_DEFAULT_HU, "default (no lung around the lesion)"
-    return ChangeRegion(weight, lesion, margin, TAPER_MM, diameter, floor, source, empty)
+        level = LUNG_FLOOR_DEFAULT_HU
+    return ChangeRegion(weight, lesion, margin, TAPER_MM, diameter, floor, source, empty,
+                        level)
+
+
+def smooth_step(values: np.ndarray, start: float, end: float) -> np.ndarray:
+    """0 below ``start``, 1 above ``end``, a smooth (cubic) step between."""
+    ramp = np.clip((values - start) / (end - start), 0.0, 1.0)
+    return ramp * ramp * (3.0 - 2.0 * ramp)
+
+
+def committed_clearance(change_hu: np.ndarray, baseline_hu: np.ndarray, lesion: np.ndarray,
+                        lung_level_hu: float, spacing_mm) -> np.ndarray:
+    """The model's ``change_hu`` (X, Y, Z) of a follow-up drawn as a response, with every
+    part of the ``lesion`` (X, Y, Z) bool it took more than ``CLEARED_FROM`` of the way
+    from the baseline down to ``lung_level_hu`` (both smoothed over
+    ``CLEARANCE_SMOOTHING_MM``) drawn at that level: a blend rising to the level itself
+    from ``CLEARED_AT`` of the way on (and for a part taken below it: an air rim).
+    Elsewhere the change is returned as it was."""
+    sigma = [CLEARANCE_SMOOTHING_MM / float(s) for s in spacing_mm]
+    change = np.asarray(change_hu, np.float32)
+    baseline = np.asarray(baseline_hu, np.float32)
+    depth = ndimage.gaussian_filter(baseline, sigma) - lung_level_hu
+    drop = -ndimage.gaussian_filter(change, sigma)
+    clearable = lesion & (depth > MIN_CLEARABLE_HU)
+    if not clearable.any():
+        return change
+    share = drop[clearable] / depth[clearable]  # > 1: taken below the lung
+    cleared = smooth_step(share, CLEARED_FROM, CLEARED_AT)
+    out = change.copy()
+    level_change = lung_level_hu - baseline[clearable]
+    out[clearable] = (1.0 - cleared) * change[clearable] + cleared * level_change
+    return out
 
 
 def change_gate(change_hu: np.ndarray, spacing_mm) -> np.ndarray:
@@ -143,8 +191,7 @@ def change_gate(change_hu: np.ndarray, spacing_mm) -> np.ndarray:
     1 above ``CHANGE_SHOWN_HU``, a smooth step between."""
     sigma = [CHANGE_SMOOTHING_MM / float(s) for s in spacing_mm]
     magnitude = np.abs(ndimage.gaussian_filter(np.asarray(change_hu, np.float32), sigma))
-    ramp = np.clip((magnitude - CHANGE_KEPT_HU) / (CHANGE_SHOWN_HU - CHANGE_KEPT_HU), 0, 1)
-    return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
+    return smooth_step(magnitude, CHANGE_KEPT_HU, CHANGE_SHOWN_HU).astype(np.float32)
 
 
 @dataclass
@@ -195,7 +242,11 @@ def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: 
         offset = (float(np.median(change[outside])) if outside.sum() >= MIN_OFFSET_VOXELS
                   else 0.0)
         offsets.append(offset)
-        bounded = np.clip(baseline + (change - offset), bound, ceiling) - baseline
+        change = change - offset
+        if responding:
+            change = committed_clearance(change, baseline, region.lesion,
+                                         region.lung_level_hu, spacing_mm)
+        bounded = np.clip(baseline + change, bound, ceiling) - baseline
         changes[index] = np.where(inside, region.weight * bounded, 0.0)
     changes *= change_gate(changes.mean(0), spacing_mm)[None]
     constrained = np.where(inside, baseline + changes, baseline).astype(np.float32)
