@@ -62,10 +62,10 @@ def _xyz(image) -> np.ndarray:
     return sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(np.float32)
 
 
-def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None = None
-               ) -> list[dict]:
-    """Per patient (the manifest's ``first`` ones; all when None): the prediction's summary
-    and the measurements against the truth."""
+def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None = None,
+               skip: int = 0) -> list[dict]:
+    """Per patient (the manifest's ``first`` ones, all when None, less the ``skip`` first
+    of them): the prediction's summary and the measurements against the truth."""
     from ImmunoDiffLib.anatomy.from_files import anatomy_from_files
     from ImmunoDiffLib.cohort import load_cohort
     from ImmunoDiffLib.datasets import CohortDataset, PreprocessConfig
@@ -73,7 +73,7 @@ def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None 
     from ImmunoDiffLib.imaging import label_centroid, normalise, read_ct, read_image
     from ImmunoDiffLib.inference.sampling import SamplingOptions
 
-    cases = load_cohort(manifest, require_followup=True, require_outcomes=True)[:first]
+    cases = load_cohort(manifest, require_followup=True, require_outcomes=True)[skip:first]
     info = pipeline.info
     dataset = CohortDataset(cases, PreprocessConfig(crop=info.crop, window=info.window))
     rows = []
@@ -173,6 +173,9 @@ def main() -> int:
     parser.add_argument("--first", type=int, default=None, metavar="K",
                         help="only the first K patients of each cohort (a quicker look at "
                              "the same patients; default: all)")
+    parser.add_argument("--skip", type=int, default=0, metavar="J",
+                        help="leave out the first J patients of each cohort (with --first K: "
+                             "patients J+1..K, e.g. the half a --first run left)")
     args = parser.parse_args()
 
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
@@ -191,7 +194,7 @@ def main() -> int:
                             second_scan="same-grid")
             folder = f"{folder}_same_grid"
         manifest, _ = simulated_cohort(args.work / folder, settings)
-        rows = run_cohort(pipeline, manifest, key, args.first)
+        rows = run_cohort(pipeline, manifest, key, args.first, args.skip)
         results[key] = summarise(rows, clinical_only(train_manifests, rows,
                                                      pipeline.info.standardisation))
         results[key]["rows"] = [{k: v for k, v in r.items() if k != "clinical"} for r in rows]
