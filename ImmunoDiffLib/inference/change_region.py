@@ -22,11 +22,11 @@ field of view ends) and leaves air where a tumour shrank. So, whatever the model
 * **cleared means cleared**: in a follow-up drawn as a response, a part of the old lesion
   the model took more than half-way down to the surrounding lung, closer to the lung than to
   the tumour (from ``CLEARED_FROM`` of the way, fully from ``CLEARED_AT``, smoothed over
-  ``CLEARANCE_SMOOTHING_MM``), is drawn at the surrounding lung's level (its median). The
-  model subtracts a roughly constant density where it clears a large tumour: the rim became
-  air (lifted by the floor above, to a darker ring) and the centre a grey ghost of the whole
-  tumour, which was then measured as the tumour it replaced. A smaller density loss (a part
-  kept, fainter) is shown as drawn.
+  ``CLEARANCE_SMOOTHING_MM``), is drawn at the surrounding lung's level (its median), and
+  so is an air rim drawn there. The model subtracts a roughly constant density where it
+  clears a large tumour: without this the rim was air (the floor above lifted it only to a
+  darker ring) and the centre a grey ghost of the whole tumour, measured as the tumour it
+  replaced. A smaller density loss (a part kept, fainter) is shown as drawn.
 * **tissue stays tissue**: outside the baseline lesion, tissue denser than the lung
   (``TISSUE_HU``: mediastinum, chest wall, vessels, diaphragm) is never made lighter than it
   was: a shrinking tumour beside the mediastinum leaves the mediastinum, not lung where it
