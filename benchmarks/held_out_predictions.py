@@ -82,11 +82,19 @@ def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None 
         ct = read_ct(case.baseline_ct)
         mask = read_image(case.tumour_mask)
         anatomy = anatomy_from_files(ct, case.lobes_mask, case.vessels_mask)
-        result = pipeline.run(ct, case.clinical, label_centroid(mask), SamplingOptions(),
+        # the crop centre the dataset uses, so that the synthesized and the true follow-up
+        # share one grid (the mask's centroid lies up to a voxel or more off the point)
+        point = case.tumour_point or label_centroid(mask)
+        result = pipeline.run(ct, case.clinical, point, SamplingOptions(),
                               anatomy=anatomy, tumour_mask=mask, scenarios=True,
                               allow_outside_lungs=True)
         arrays = dataset.arrays(index)  # the aligned true follow-up, same crop grid
         synthesized = normalise(_xyz(result.followup_crop), info.window)
+        grid_error = np.abs(normalise(_xyz(result.baseline_crop), info.window)
+                            - arrays["baseline"]).max()
+        if grid_error > 1e-3:
+            raise RuntimeError(f"{case.patient_id}: the pipeline's crop is not the dataset's "
+                               f"(baselines differ by {grid_error:.3f} in window units)")
 
         def tensor(values):
             return torch.from_numpy(np.ascontiguousarray(values))[None, None]
