@@ -23,10 +23,12 @@ field of view ends) and leaves air where a tumour shrank. So, whatever the model
   the model took more than half-way down to the surrounding lung, closer to the lung than to
   the tumour (from ``CLEARED_FROM`` of the way, fully from ``CLEARED_AT``, smoothed over
   ``CLEARANCE_SMOOTHING_MM``), is drawn at the surrounding lung's level (its median), and
-  so is an air rim drawn there. The model subtracts a roughly constant density where it
-  clears a large tumour: without this the rim was air (the floor above lifted it only to a
-  darker ring) and the centre a grey ghost of the whole tumour, measured as the tumour it
-  replaced. A smaller density loss (a part kept, fainter) is shown as drawn.
+  so is an air rim drawn there, with the texture of the lung beside it
+  (:mod:`~ImmunoDiffLib.inference.cleared_texture`: parenchyma and faint vessels borrowed
+  from the same slices, fainter than a lesion). The model subtracts a roughly constant
+  density where it clears a large tumour: without this the rim was air (the floor above
+  lifted it only to a darker ring) and the centre a grey ghost of the whole tumour, measured
+  as the tumour it replaced. A smaller density loss (a part kept, fainter) is shown as drawn.
 * **tissue stays tissue**: outside the baseline lesion, tissue denser than the lung
   (``TISSUE_HU``: mediastinum, chest wall, vessels, diaphragm) is never made lighter than it
   was: a shrinking tumour beside the mediastinum leaves the mediastinum, not lung where it
@@ -54,6 +56,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..imaging.recist import longest_axial_diameter_mm
+from .cleared_texture import BELOW_LESION_HU, borrowed_lung
 
 MARGIN_MIN_MM = 5.0
 MARGIN_FRACTION = 0.25  # of the lesion's longest axial diameter
@@ -98,6 +101,8 @@ class ChangeRegion:
     lesion_was_empty: bool = False
     lung_level_hu: float = LUNG_FLOOR_DEFAULT_HU  # the surrounding lung's median: a cleared
     # lesion's level
+    lung_texture: np.ndarray | None = None  # (X, Y, Z) HU about 0 on the lesion, NaN
+    # elsewhere: the lung a cleared lesion leaves (cleared_texture.borrowed_lung)
 
     @property
     def fraction(self) -> float:
@@ -151,8 +156,9 @@ def change_region(lesion: np.ndarray, baseline_hu: np.ndarray, spacing_mm,
     else:
         floor, source = LUNG_FLOOR_DEFAULT_HU, "default (no lung around the lesion)"
         level = LUNG_FLOOR_DEFAULT_HU
+    texture = None if empty else borrowed_lung(baseline_hu, lesion, spacing_mm, covered)
     return ChangeRegion(weight, lesion, margin, TAPER_MM, diameter, floor, source, empty,
-                        level)
+                        level, texture)
 
 
 def smooth_step(values: np.ndarray, start: float, end: float) -> np.ndarray:
@@ -162,13 +168,15 @@ def smooth_step(values: np.ndarray, start: float, end: float) -> np.ndarray:
 
 
 def committed_clearance(change_hu: np.ndarray, baseline_hu: np.ndarray, lesion: np.ndarray,
-                        lung_level_hu: float, spacing_mm) -> np.ndarray:
+                        lung_level_hu: float, spacing_mm, texture_hu: np.ndarray | None = None,
+                        ceiling_hu: float = TISSUE_HU - BELOW_LESION_HU) -> np.ndarray:
     """The model's ``change_hu`` (X, Y, Z) of a follow-up drawn as a response, with every
     part of the ``lesion`` (X, Y, Z) bool it took more than ``CLEARED_FROM`` of the way
     from the baseline down to ``lung_level_hu`` (both smoothed over
     ``CLEARANCE_SMOOTHING_MM``) drawn at that level: a blend rising to the level itself
     from ``CLEARED_AT`` of the way on (and for a part taken below it: an air rim).
-    Elsewhere the change is returned as it was."""
+    ``texture_hu`` (X, Y, Z, NaN where none): lung texture added to the level, at most
+    ``ceiling_hu``. Elsewhere the change is returned as it was."""
     sigma = [CLEARANCE_SMOOTHING_MM / float(s) for s in spacing_mm]
     change = np.asarray(change_hu, np.float32)
     baseline = np.asarray(baseline_hu, np.float32)
@@ -180,7 +188,12 @@ def committed_clearance(change_hu: np.ndarray, baseline_hu: np.ndarray, lesion: 
     share = drop[clearable] / depth[clearable]  # > 1: taken below the lung
     cleared = smooth_step(share, CLEARED_FROM, CLEARED_AT)
     out = change.copy()
-    level_change = lung_level_hu - baseline[clearable]
+    level = np.full(int(clearable.sum()), lung_level_hu, np.float32)
+    if texture_hu is not None:
+        borrowed = np.asarray(texture_hu, np.float32)[clearable]
+        level = np.where(np.isfinite(borrowed), np.minimum(level + borrowed, ceiling_hu),
+                         level)
+    level_change = level - baseline[clearable]
     out[clearable] = (1.0 - cleared) * change[clearable] + cleared * level_change
     return out
 
@@ -214,11 +227,14 @@ class ConstrainedFollowup:
 def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: np.ndarray,
                        spacing_mm, covered: np.ndarray | None = None,
                        region: ChangeRegion | None = None,
-                       responding: bool = False) -> ConstrainedFollowup:
+                       responding: bool = False,
+                       lesion_floor_hu: float = TISSUE_HU) -> ConstrainedFollowup:
     """Constrain the synthesized follow-ups ``samples_hu`` (S, X, Y, Z) of ``baseline_hu``
     (X, Y, Z) to the change region grown from ``lesion`` (X, Y, Z) bool (or the given
     ``region``, e.g. the one of the conditioned follow-up reused for a scenario's);
-    ``responding``: the follow-up shows a response (nothing outside the lesion grows denser).
+    ``responding``: the follow-up shows a response (nothing outside the lesion grows denser);
+    ``lesion_floor_hu``: the density floor its lesion is measured with (a cleared lesion's
+    borrowed texture stays below it).
     Returns the constrained samples, their mean and spread, and the region."""
     baseline = np.asarray(baseline_hu, np.float32)
     samples = np.asarray(samples_hu, np.float32)
@@ -245,7 +261,9 @@ def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: 
         change = change - offset
         if responding:
             change = committed_clearance(change, baseline, region.lesion,
-                                         region.lung_level_hu, spacing_mm)
+                                         region.lung_level_hu, spacing_mm,
+                                         region.lung_texture,
+                                         lesion_floor_hu - BELOW_LESION_HU)
         bounded = np.clip(baseline + change, bound, ceiling) - baseline
         changes[index] = np.where(inside, region.weight * bounded, 0.0)
     changes *= change_gate(changes.mean(0), spacing_mm)[None]

@@ -365,7 +365,7 @@ class ImmunoDiffPipeline:
         def constrain(values, responding=False):
             nonlocal region
             constrained = constrain_followup(values, baseline_hu, lesion_mask, spec.spacing,
-                                             covered, region, responding)
+                                             covered, region, responding, floor_hu)
             region = constrained.region
             return constrained
 
