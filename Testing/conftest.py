@@ -19,6 +19,18 @@ LIDC_LABELS = REPO.parent / "shared" / "data" / "lidc" / "LIDC-IDRI-0001_totalse
 
 
 @pytest.fixture(scope="session", autouse=True)
+def cores_shared_between_workers():
+    """Run in parallel (scripts/test.sh: pytest-xdist), each worker's torch takes its share
+    of the cores, so that two workers do not oversubscribe them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch  # deferred: only when the suite runs in parallel workers
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Fetch (or find) the sample CTs once, then run the suite with the project cache in a
     temporary folder so tests never write into the user's cache."""

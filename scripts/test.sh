@@ -12,5 +12,6 @@ if [ -z "${IMMUNODIFF_SAMPLE_DATA:-}" ] && [ -d "$repo/../shared/data/chest_ct" 
 fi
 cd "$repo"
 "$venv/bin/ruff" check .
-# the slowest tests are listed at the end: the suite has to stay under 25 minutes on 2 cores
-exec "$venv/bin/python" -m pytest Testing --durations=15 "$@"
+# one worker per core, each test file in one worker (its fixtures built once); the slowest
+# tests are listed at the end: the suite has to stay under 25 minutes on 2 cores
+exec "$venv/bin/python" -m pytest Testing -n auto --dist loadfile --durations=15 "$@"
