@@ -166,7 +166,18 @@ class _LayoutSpy(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_fused_forward_keeps_a_channels_last_network_channels_last():
+@pytest.fixture
+def two_threads():
+    """At least two torch threads, as the product runs on two cores: with one thread aten
+    runs the 1x1x1 convolutions of a small batch in its own kernel rather than oneDNN's, and
+    answers channels-first whatever it is given (the suite's parallel workers take one each)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fused_forward_keeps_a_channels_last_network_channels_last(two_threads):
     """The one-channel input is ambiguous: without care the U-Net's input convolution hands
     channels-first activations to the channels-last network (each addition then transposes).
     Checked at full resolution, 32 channels: smaller convolutions run in aten's own kernel,
