@@ -55,6 +55,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from ..imaging.lesion_region import LESION_MIN_HU
 from ..imaging.recist import longest_axial_diameter_mm
 from .cleared_texture import BELOW_LESION_HU, borrowed_lung
 
@@ -169,7 +170,7 @@ def smooth_step(values: np.ndarray, start: float, end: float) -> np.ndarray:
 
 def committed_clearance(change_hu: np.ndarray, baseline_hu: np.ndarray, lesion: np.ndarray,
                         lung_level_hu: float, spacing_mm, texture_hu: np.ndarray | None = None,
-                        ceiling_hu: float = TISSUE_HU - BELOW_LESION_HU) -> np.ndarray:
+                        ceiling_hu: float = LESION_MIN_HU - BELOW_LESION_HU) -> np.ndarray:
     """The model's ``change_hu`` (X, Y, Z) of a follow-up drawn as a response, with every
     part of the ``lesion`` (X, Y, Z) bool it took more than ``CLEARED_FROM`` of the way
     from the baseline down to ``lung_level_hu`` (both smoothed over
@@ -228,7 +229,7 @@ def constrain_followup(samples_hu: np.ndarray, baseline_hu: np.ndarray, lesion: 
                        spacing_mm, covered: np.ndarray | None = None,
                        region: ChangeRegion | None = None,
                        responding: bool = False,
-                       lesion_floor_hu: float = TISSUE_HU) -> ConstrainedFollowup:
+                       lesion_floor_hu: float = LESION_MIN_HU) -> ConstrainedFollowup:
     """Constrain the synthesized follow-ups ``samples_hu`` (S, X, Y, Z) of ``baseline_hu``
     (X, Y, Z) to the change region grown from ``lesion`` (X, Y, Z) bool (or the given
     ``region``, e.g. the one of the conditioned follow-up reused for a scenario's);

@@ -9,9 +9,10 @@ shifted in the axial plane onto aerated lung, clear of the tumour's own edge) an
 texture: the borrowed values less their median, added to the lung's level where the tumour
 was.
 
-The borrowed texture is kept fainter than a lesion (``ceiling_hu``, below the density floor
-every follow-up's lesion is measured with): a small vessel borrowed from elsewhere must not
-be measured as a residual tumour, so vessels show as faint branches, not as dense dots.
+The borrowed texture is kept fainter than a lesion (``BELOW_LESION_HU`` below the density
+floor every follow-up's lesion is measured with; ``change_region`` applies it): a small
+vessel borrowed from elsewhere must not be measured as a residual tumour, so vessels show as
+faint branches, not as dense dots.
 
 Arrays are (X, Y, Z) crop voxels (``spacing_mm`` in the same order), in HU.
 """
