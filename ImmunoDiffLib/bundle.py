@@ -127,9 +127,11 @@ def _read_ood(path: Path, section: dict | None) -> OODReference | None:
 
 def with_held_out_parts(source: str | os.PathLike, destination: str | os.PathLike,
                         reference: OODReference, calibration: Calibration | None = None,
-                        overwrite: bool = False) -> Path:
+                        overwrite: bool = False, calibration_cohort: dict | None = None
+                        ) -> Path:
     """A copy of the bundle ``source`` with ``reference`` as its out-of-distribution
-    reference (and ``calibration``, when given, as its probability calibration), written
+    reference (and ``calibration``, when given, as its probability calibration, with the
+    settings of the ``calibration_cohort`` it was fitted on recorded in ``training``), written
     atomically to ``destination`` (which may be ``source`` itself): the weights are copied
     byte for byte, so their sha256 stays valid."""
     source, destination = Path(source), Path(destination)
@@ -145,6 +147,8 @@ def with_held_out_parts(source: str | os.PathLike, destination: str | os.PathLik
         _write_ood(staging, description, reference)
         if calibration is not None:
             description["calibration"] = calibration.description()
+        if calibration_cohort is not None:
+            description.setdefault("training", {})["calibration_cohort"] = calibration_cohort
         (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2),
                                                 encoding="utf-8")
     return destination

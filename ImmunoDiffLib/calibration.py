@@ -17,6 +17,13 @@ predicted probability with the observed responder share, weighted by the bin's p
 calibration on the patients it was fitted on is optimistic; :func:`cross_fitted` gives the
 honest one (each patient's probability from a calibration fitted without it).
 
+On a simulated cohort each patient's true response probability is known (the simulator's
+``response_probability``): given in place of the outcomes, the ECE compares each bin's mean P
+with its patients' mean true probability, the quantity the observed share only estimates.
+One outcome is one coin flip of its probability; on 100 patients these flips alone give a
+perfectly calibrated model an ECE of 0.08–0.12 (:func:`calibrated_ece_spread`), against the
+true probabilities it has none of that noise.
+
 In a bundle the calibration lives in bundle.json's ``calibration`` section.
 """
 
@@ -73,31 +80,51 @@ class Calibration:
 
 
 def fit_calibration(logits, labels) -> Calibration:
-    """Platt scaling of ``logits`` (N,) against ``labels`` (N,) 0/1, both classes present."""
+    """Platt scaling of ``logits`` (N,) against ``labels`` (N,): 0/1 outcomes with both
+    classes present, or the patients' true response probabilities in [0, 1] where they are
+    known (a simulated cohort). A probability is fitted as a soft target, the patient
+    counted as a responder with weight P and as a non-responder with weight 1 - P: the same
+    calibration the outcomes estimate (each is one coin flip of its P), without the flips'
+    noise."""
     from sklearn.linear_model import LogisticRegression  # deferred: fitting only
 
     x = np.clip(np.asarray(logits, np.float64), -LOGIT_LIMIT, LOGIT_LIMIT).reshape(-1, 1)
-    y = np.asarray(labels).astype(int).ravel()
-    if len(x) != len(y) or len(np.unique(y)) < 2:
-        raise ValueError(f"Calibration needs logits and 0/1 labels of the same length with "
-                         f"both classes; got {len(x)} logits and labels {sorted(set(y))}.")
-    fitted = LogisticRegression(C=REGULARISATION).fit(x, y)
+    targets = np.asarray(labels, np.float64).ravel()
+    outcomes = bool(np.isin(targets, (0.0, 1.0)).all())
+    if (len(x) != len(targets) or not np.isfinite(targets).all()
+            or targets.min(initial=0.0) < 0.0 or targets.max(initial=1.0) > 1.0
+            or not 0.0 < targets.mean() < 1.0 or (outcomes and len(np.unique(targets)) < 2)):
+        raise ValueError(f"Calibration needs logits and targets of the same length, 0/1 "
+                         f"outcomes with both classes or probabilities in [0, 1] not all 0 "
+                         f"or all 1; got {len(x)} logits and {len(targets)} targets "
+                         f"within [{targets.min(initial=np.nan):g}, "
+                         f"{targets.max(initial=np.nan):g}].")
+    if outcomes:
+        fitted = LogisticRegression(C=REGULARISATION).fit(x, targets.astype(int))
+    else:
+        fitted = LogisticRegression(C=REGULARISATION).fit(
+            np.concatenate([x, x]), np.repeat([1, 0], len(x)),
+            sample_weight=np.concatenate([targets, 1.0 - targets]))
     return Calibration(float(fitted.coef_[0, 0]), float(fitted.intercept_[0]),
                        floor=PROBABILITY_FLOOR)
 
 
-def cross_fitted(logits, labels, folds: int = 4, seed: int = 0) -> np.ndarray:
+def cross_fitted(logits, labels, folds: int = 4, seed: int = 0,
+                 targets=None) -> np.ndarray:
     """(N,) calibrated probabilities, each from a calibration fitted on the other folds
-    (stratified), for an honest ECE of the calibration itself."""
+    (stratified by the 0/1 ``labels``), for an honest ECE of the calibration itself;
+    fitted on ``targets`` (N,) instead of the labels where given (true probabilities)."""
     from sklearn.model_selection import StratifiedKFold  # deferred: fitting only
 
     logits = np.asarray(logits, np.float64)
     labels = np.asarray(labels).astype(int)
+    fitted_on = labels if targets is None else np.asarray(targets, np.float64)
     folds = max(2, min(folds, int(np.bincount(labels, minlength=2).min())))
     result = np.empty(len(logits))
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(logits.reshape(-1, 1), labels):
-        result[test] = fit_calibration(logits[train], labels[train]).probability(logits[test])
+        result[test] = fit_calibration(logits[train], fitted_on[train]).probability(
+            logits[test])
     return result
 
 
@@ -119,7 +146,9 @@ def reliability_bins(labels, probabilities, bins: int = ECE_BINS) -> list[dict]:
 
 
 def expected_calibration_error(labels, probabilities, bins: int = ECE_BINS) -> float:
-    """Sum over bins of (patients in bin / N) * |mean P - observed responder share|."""
+    """Sum over bins of (patients in bin / N) * |mean P - observed responder share|;
+    ``labels`` (N,) 0/1 outcomes, or the patients' true response probabilities in [0, 1]
+    where they are known (a simulated cohort): then the bins' mean true probability."""
     total = len(np.asarray(labels))
     if total == 0:
         return float("nan")

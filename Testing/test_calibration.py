@@ -141,3 +141,72 @@ def test_the_ece_of_a_calibrated_model_is_the_sampling_noise_of_few_patients():
     assert calibrated_ece_spread(np.full(2400, 0.5), draws=500)[1] < 0.02
     assert calibrated_ece_spread(np.full(24, 0.5), seed=3) == calibrated_ece_spread(
         np.full(24, 0.5), seed=3)
+
+
+def test_against_the_true_probabilities_the_ece_has_no_coin_flip_noise():
+    """Heads that know only which half of the cohort a patient is in, and say that half's
+    mean true probability: calibrated. Against the true probabilities their ECE on 100
+    patients is the small error of the halves' sample means; against outcomes drawn from
+    the same probabilities it is several times larger. Heads 0.1 too optimistic are
+    measured 0.1 off, within the calibrated heads' own error."""
+    rng = np.random.default_rng(4)
+    true_probability = rng.uniform(0.1, 0.9, 100)
+    upper = true_probability >= 0.5
+    calibrated = np.where(upper, 0.7, 0.3)  # the halves' population means
+    assert expected_calibration_error(true_probability, calibrated) < 0.03
+    outcome_eces = [expected_calibration_error(
+        (rng.random(100) < true_probability).astype(int), calibrated) for _ in range(200)]
+    assert np.median(outcome_eces) > 2 * expected_calibration_error(true_probability,
+                                                                   calibrated)
+    off = expected_calibration_error(true_probability, calibrated + 0.1)
+    assert abs(off - 0.1) <= expected_calibration_error(true_probability, calibrated) + 1e-9
+
+
+def test_platt_scaling_on_true_probabilities_recovers_the_miscalibration_more_closely():
+    """Fitted on each patient's true probability (a soft target) rather than on one coin
+    flip of it, 150 patients give the truth's slope and intercept (1/3, 0.4) several times
+    more closely, over 20 cohorts; soft targets out of [0, 1] are refused."""
+    hard_error, soft_error = [], []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        logits = rng.normal(0.0, 4.0, 150)
+        truth = sigmoid(logits / 3.0 + 0.4)
+        labels = (rng.random(150) < truth).astype(int)
+        for fitted, errors in ((fit_calibration(logits, labels), hard_error),
+                               (fit_calibration(logits, truth), soft_error)):
+            errors.append(abs(fitted.slope - 1 / 3) + abs(fitted.intercept - 0.4))
+    assert np.mean(soft_error) < 0.05 and np.mean(soft_error) * 3 < np.mean(hard_error)
+    with pytest.raises(ValueError, match="probabilities in"):
+        fit_calibration([0.1, 0.5, 2.0], [0.2, 1.4, 0.5])
+
+
+def test_a_simulated_calibration_cohort_is_fitted_on_its_true_probabilities(tmp_path):
+    """The rows of a cohort with a simulation truth file get each patient's true
+    probability, and the held-out calibration is fitted on them (and says so); rows of a
+    cohort without one are fitted on the responses."""
+    from ImmunoDiffLib.inference.reference_fitting import (
+        fit_held_out_calibration,
+        with_true_probabilities,
+    )
+    from ImmunoDiffLib.simulation import TRUTH_NAME
+
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0.0, 4.0, 120)
+    truth = sigmoid(logits / 3.0 + 0.4)
+    rows = [{"patient_id": f"SIM{i:04d}", "logits": np.array([value]),
+             "response": int(rng.random() < p)} for i, (value, p) in enumerate(
+                 zip(logits, truth, strict=True))]
+    (tmp_path / TRUTH_NAME).write_text(json.dumps({"patients": [
+        {"patient_id": r["patient_id"], "response_probability": float(p)}
+        for r, p in zip(rows, truth, strict=True)]}), encoding="utf-8")
+    known = with_true_probabilities(rows, tmp_path / "cohort.csv")
+    assert [r["true_probability"] for r in known] == pytest.approx(truth)
+    soft = fit_held_out_calibration(known, {})
+    assert soft.source["fitted_on"] == "true response probabilities"
+    assert soft.slope == pytest.approx(1 / 3, abs=0.03)
+    assert soft.intercept == pytest.approx(0.4, abs=0.1)
+    assert "ece_to_true_probability_cross_fitted" in soft.source
+    other = tmp_path / "real"
+    other.mkdir()
+    assert with_true_probabilities(rows, other / "cohort.csv") is rows
+    assert fit_held_out_calibration(rows, {}).source["fitted_on"] == "responses"

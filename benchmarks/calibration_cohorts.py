@@ -71,7 +71,7 @@ def cohort_rows(pipeline, work: Path, name: str, patients: int, weights: str) ->
     """The cohort's case rows (inference/reference_fitting.case_rows), simulated and read
     once, then cached under ``work``, one cache per bundle (``weights``: its sha256)."""
     from ImmunoDiffLib.cohort import load_cohort
-    from ImmunoDiffLib.inference.reference_fitting import case_rows
+    from ImmunoDiffLib.inference.reference_fitting import case_rows, with_true_probabilities
 
     if name == "calibration":
         manifest, _ = simulated_cohort(work / CALIBRATION_FOLDER,
@@ -82,13 +82,13 @@ def cohort_rows(pipeline, work: Path, name: str, patients: int, weights: str) ->
     cache = manifest.parent / f"case_rows_{weights[:12]}.pkl"
     if cache.is_file():
         with open(cache, "rb") as stored:
-            return pickle.load(stored)
+            return with_true_probabilities(pickle.load(stored), manifest)
     rows = case_rows(pipeline, load_cohort(manifest, require_outcomes=True),
                      progress=_progress(f"features of {name}"))
     print()
     with open(cache, "wb") as stored:
         pickle.dump(rows, stored)
-    return rows
+    return with_true_probabilities(rows, manifest)
 
 
 def flag_kinds(pipeline, rows: list[dict], reference, calibration) -> list[set[str]]:
@@ -123,6 +123,8 @@ def measure(pipeline, rows: list[dict], reference, calibration) -> dict:
             "auc": float(roc_auc_score(labels, probability)),
             "ece": float(expected_calibration_error(labels, probability)),
             "ece_if_calibrated": [float(v) for v in spread],
+            "ece_to_true_probability": float(expected_calibration_error(
+                [r["true_probability"] for r in rows], probability)),
             "flagged": float(np.mean([bool(k) for k in kinds])),
             "flagged_by": {kind: float(np.mean([kind in k for k in kinds]))
                            for kind in KINDS},
@@ -189,14 +191,15 @@ def main() -> int:
             "refitted": measure(pipeline, cohort, reference, calibration)}
     kinds = KINDS
     print("| cohort | patients | AUC | calibration | ECE (a calibrated model's: median, p90) "
-          f"| flagged | {' | '.join(kinds)} |")
-    print("|---|---|---|---|---|---|" + "---|" * len(kinds))
+          f"| ECE to the true P | flagged | {' | '.join(kinds)} |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(kinds))
     for name, result in results.items():
         for which, r in result.items():
             by = " | ".join(f"{100 * r['flagged_by'][k]:.1f} %" for k in kinds)
             print(f"| {name} | {r['patients']} ({r['responders']} responders) | "
                   f"{r['auc']:.3f} | {which} | {r['ece']:.3f} ({r['ece_if_calibrated'][0]:.3f}"
-                  f", {r['ece_if_calibrated'][1]:.3f}) | {100 * r['flagged']:.1f} % | {by} |")
+                  f", {r['ece_if_calibrated'][1]:.3f}) | {r['ece_to_true_probability']:.3f} "
+                  f"| {100 * r['flagged']:.1f} % | {by} |")
     print(f"feature threshold: shipped {shipped_reference.features.threshold:.3f} (set on "
           f"{shipped_reference.features.n_held_out}), refitted {features.threshold:.3f} (on "
           f"{features.n_held_out}); calibration: {calibration.description()}")
@@ -211,7 +214,7 @@ def main() -> int:
                               for n, r in results.items()})
     if args.write_bundle:
         with_held_out_parts(args.bundle, args.write_bundle, reference, calibration,
-                            overwrite=True)
+                            overwrite=True, calibration_cohort=source["calibration_cohort"])
         print(f"wrote {args.write_bundle}")
     print(f"{time.perf_counter() - started:.0f} s")
     if args.json:

@@ -16,12 +16,14 @@ their follow-ups on the baseline's grid (``second_scan="same-grid"``: no alignme
 for): 24 patients are too few for a flagged share of 5 % (one patient is 4 %) or an SSIM
 difference of 0.003.
 
-Per cohort: AUC and balanced accuracy of the (calibrated) responder probability, its ECE,
-the reliability diagram; the synthesized shrink (1 - follow-up / baseline lesion volume) as a
-response score (AUC) beside a clinical-only logistic regression fitted on the training
-cohort; agreement of heads and synthesized RECIST; each scenario's obedience; the share
-flagged out of distribution; SSIM to the true follow-up beside keeping the baseline; and,
-outside the tumour dilated 9 mm, mean |synthesized - baseline| and tissue-class flips.
+Per cohort: AUC and balanced accuracy of the (calibrated) responder probability, its ECE
+(against the outcomes, and against the simulator's true response probabilities, which has
+none of the outcomes' coin-flip noise), the reliability diagram; the synthesized shrink (1 -
+follow-up / baseline lesion volume) as a response score (AUC) beside a clinical-only
+logistic regression fitted on the training cohort; agreement of heads and synthesized
+RECIST; each scenario's obedience; the share flagged out of distribution; SSIM to the true
+follow-up beside keeping the baseline; and, outside the tumour dilated 9 mm, mean
+|synthesized - baseline| and tissue-class flips.
 The calibration and the flag's threshold were fitted on a calibration cohort of their own
 (training.calibration_cohort), so both cohorts measure them; for a bundle made before there
 was one they were fitted on the 24-patient held-out cohort, whose ECE and flagged share are
@@ -45,6 +47,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from ImmunoDiffLib.simulation import TRUTH_NAME  # noqa: E402
 from scripts.train_demo_bundle import simulated_cohort, training_manifests  # noqa: E402
 
 OUTSIDE_MM = 9.0
@@ -74,6 +77,8 @@ def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None 
     from ImmunoDiffLib.inference.sampling import SamplingOptions
 
     cases = load_cohort(manifest, require_followup=True, require_outcomes=True)[skip:first]
+    truth = json.loads((manifest.parent / TRUTH_NAME).read_text(encoding="utf-8"))
+    true_probability = {p["patient_id"]: p["response_probability"] for p in truth["patients"]}
     info = pipeline.info
     dataset = CohortDataset(cases, PreprocessConfig(crop=info.crop, window=info.window))
     rows = []
@@ -106,6 +111,7 @@ def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None 
         summary = result.summary()
         rows.append({
             "patient_id": case.patient_id, "response": int(case.response),
+            "true_probability": true_probability[case.patient_id],
             "probability": summary["response_probability"],
             "shrink": (1.0 - summary["followup_lesion_ml"] / summary["baseline_lesion_ml"]
                        if summary["baseline_lesion_ml"] > 0 else 0.0),
@@ -156,6 +162,8 @@ def summarise(rows: list[dict], clinical_scores: np.ndarray) -> dict:
         "balanced_accuracy": float(balanced_accuracy_score(labels, probability >= 0.5)),
         "ece": expected_calibration_error(labels, probability),
         "ece_if_calibrated": calibrated_ece_spread(probability),
+        "ece_to_true_probability": expected_calibration_error(
+            [r["true_probability"] for r in rows], probability),
         "auc_synthesized_shrink": _auc(labels, [r["shrink"] for r in rows]),
         "auc_clinical_only_logistic": _auc(labels, clinical_scores),
         "agreement": float(np.mean([r["agreement"] for r in measurable])),
@@ -217,14 +225,15 @@ def main() -> int:
                                  args.figure, "Responder probability, demo bundle",
                                  labels_per_panel={names[k]: labels[k] for k in labels})
     print("| cohort | patients | AUC | bal. acc. | ECE (a calibrated model's: median, 90th "
-          "percentile) | shrink AUC | clinical-only AUC "
+          "percentile) | ECE to the true P | shrink AUC | clinical-only AUC "
           "| heads = synthesis | scenarios obeyed | flagged | SSIM (copy baseline) "
           "| outside MAE HU | outside flips % |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key, r in results.items():
         print(f"| {key} | {r['patients']} | {r['auc']:.2f} | {r['balanced_accuracy']:.2f} "
               f"| {r['ece']:.3f} ({r['ece_if_calibrated'][0]:.3f}, "
-              f"{r['ece_if_calibrated'][1]:.3f}) | {r['auc_synthesized_shrink']:.2f} "
+              f"{r['ece_if_calibrated'][1]:.3f}) | {r['ece_to_true_probability']:.3f} "
+              f"| {r['auc_synthesized_shrink']:.2f} "
               f"| {r['auc_clinical_only_logistic']:.2f} | {100 * r['agreement']:.0f} % "
               f"| {100 * r['scenarios_obeyed']:.0f} % | {100 * r['flagged']:.0f} % "
               f"| {r['ssim']:.3f} ({r['ssim_copy_baseline']:.3f}) | {r['outside_mae_hu']:.1f} "

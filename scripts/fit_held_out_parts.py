@@ -15,8 +15,8 @@ existing bundle (another held-out cohort, a changed rule):
    the response head's logits, the up-block features with the clinical variables left out,
    lesion diameter, crop padding, clinical values;
 3. fits the reference (training ranges and features; threshold flagging, with the ranges, at
-   most 5 % of the calibration patients) and the Platt calibration on them (ECE before and
-   after, cross-fitted);
+   most 5 % of the calibration patients) and the Platt calibration on them (on their true
+   response probabilities, from the simulation's truth; ECE before and after, cross-fitted);
 4. writes the bundle (atomically; the weights copied byte for byte) and prints the held-out
    patients' flags.
 """
@@ -59,6 +59,7 @@ def main() -> int:
         case_rows,
         fit_held_out_calibration,
         fit_reference,
+        with_true_probabilities,
     )
 
     started = time.perf_counter()
@@ -77,6 +78,7 @@ def main() -> int:
         cases = [case for manifest in paths for case in load_cohort(manifest)]
         rows[key] = case_rows(pipeline, cases, progress=_progress(key))
         print()
+    rows[fitting_key] = with_true_probabilities(rows[fitting_key], manifests[fitting_key][0])
     source = {"train_cohort": training["train_cohort"], fitting_key: training[fitting_key],
               "commit": commit(),
               "command": " ".join(["python scripts/fit_held_out_parts.py", *sys.argv[1:]])}

@@ -140,9 +140,12 @@ def _progress(label: str):
     return report
 
 
-def held_out_parts(model, info, cohorts: dict) -> tuple:
+def held_out_parts(model, info, cohorts: dict, calibration_manifest: Path | None = None
+                   ) -> tuple:
     """The out-of-distribution reference (training ranges and image features; threshold on
-    the calibration cohort), the Platt calibration (fitted on the calibration cohort) and,
+    the calibration cohort), the Platt calibration (fitted on the calibration cohort: on its
+    true response probabilities, from the simulation's truth beside
+    ``calibration_manifest``) and,
     per held-out cohort, its calibrated probabilities, ECE and share flagged by the score."""
     from ImmunoDiffLib.calibration import expected_calibration_error, sigmoid
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
@@ -151,12 +154,15 @@ def held_out_parts(model, info, cohorts: dict) -> tuple:
         fit_held_out_calibration,
         fit_reference,
         mean_logits,
+        with_true_probabilities,
     )
 
     pipeline = ImmunoDiffPipeline(model=model, info=info, channels_last=False)
     rows = {key: case_rows(pipeline, cases, progress=_progress(f"features of the {key} cohort"))
             for key, cases in cohorts.items()}
     print()
+    if calibration_manifest is not None:
+        rows["calibration"] = with_true_probabilities(rows["calibration"], calibration_manifest)
     source = {"train_cohort": info.training["train_cohort"],
               "calibration_cohort": info.training["calibration_cohort"], "commit": commit()}
     reference = fit_reference(rows["train"], rows["calibration"], source, info.standardisation)
@@ -375,7 +381,8 @@ def main() -> int:
         model, info, {"train": train_cases,
                       "calibration": load_cohort(calibration_manifest, require_outcomes=True),
                       "held_out": held_datasets["held_out"].cases,
-                      "unseen_background": held_datasets["unseen_background"].cases})
+                      "unseen_background": held_datasets["unseen_background"].cases},
+        calibration_manifest)
     train_tensors = CohortTensors.from_dataset(dataset, config.crop.spacing)
     numbers, cases = {}, {}
     for key, ceiling in (("held_out", held_ceiling), ("unseen_background", unseen_ceiling)):

@@ -16,7 +16,9 @@ record and the known response. Then:
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,16 +116,39 @@ def mean_logits(rows: list[dict]) -> np.ndarray:
 
 
 def fit_held_out_calibration(held_out: list[dict], source: dict) -> Calibration:
-    """Platt scaling on the held-out rows with a known response; ``source`` gains the
-    patients, ECE before (the head's sigmoid) and after (cross-fitted) and the logit range."""
+    """Platt scaling on the held-out rows with a known response, fitted on their true
+    response probabilities where every row has one (``true_probability``: a simulated
+    cohort, :func:`with_true_probabilities`), else on the responses; ``source`` gains the
+    patients, what was fitted on, the ECE before (the head's sigmoid) and after
+    (cross-fitted; against the true probabilities too where known) and the logit range."""
     rows = [r for r in held_out if r["response"] is not None]
     logits = mean_logits(rows)
     labels = np.array([int(r["response"]) for r in rows])
-    calibration = fit_calibration(logits, labels)
+    known = all(r.get("true_probability") is not None for r in rows)
+    truth = np.array([float(r["true_probability"]) for r in rows]) if known else None
+    calibration = fit_calibration(logits, labels if truth is None else truth)
+    honest = cross_fitted(logits, labels, targets=truth)
     calibration.source = {
         **source, "patients": len(rows), "responders": int(labels.sum()),
+        "fitted_on": "responses" if truth is None else "true response probabilities",
         "ece_uncalibrated": round(expected_calibration_error(labels, sigmoid(logits)), 4),
-        "ece_calibrated_cross_fitted": round(expected_calibration_error(
-            labels, cross_fitted(logits, labels)), 4),
+        "ece_calibrated_cross_fitted": round(expected_calibration_error(labels, honest), 4),
         "logit_range": [round(float(logits.min()), 4), round(float(logits.max()), 4)]}
+    if truth is not None:
+        calibration.source["ece_to_true_probability_cross_fitted"] = round(
+            expected_calibration_error(truth, honest), 4)
     return calibration
+
+
+def with_true_probabilities(rows: list[dict], manifest) -> list[dict]:
+    """``rows`` of a simulated cohort given each patient's true response probability
+    (``true_probability``, from the simulation's truth file beside ``manifest``); rows of
+    a cohort without one are returned as they are."""
+    from ..simulation.simulate import TRUTH_NAME  # deferred: only simulated cohorts have it
+
+    path = Path(manifest).parent / TRUTH_NAME
+    if not path.is_file():
+        return rows
+    truth = {p["patient_id"]: p.get("response_probability")
+             for p in json.loads(path.read_text(encoding="utf-8")).get("patients", [])}
+    return [{**row, "true_probability": truth.get(row["patient_id"])} for row in rows]
