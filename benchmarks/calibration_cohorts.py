@@ -3,7 +3,7 @@ with the calibration (and the feature score's threshold) refitted on a cohort of
 
     python benchmarks/calibration_cohorts.py [--bundle Resources/demo_bundle]
         [--work .demo_bundle_work] [--calibration-patients 200] [--test-patients 300]
-        [--write-bundle DIR] [--figure PNG] [--json FILE]
+        [--write-bundle DIR [--keep-threshold]] [--figure PNG] [--json FILE]
 
 The bundle's held-out cohorts have 24 patients each: too few to measure an ECE of 0.05 (a
 perfectly calibrated model shows a median ECE of ~0.15 on 24 patients) or a flagged share
@@ -18,11 +18,13 @@ as the bundle's held-out ones (held-out LIDC lesion shapes, response rate 0.5) a
 Only the baselines are read (the heads' input and the flag's evidence), so the cohorts are
 simulated with their follow-ups on the baseline grid: no alignment is needed. Per cohort:
 AUC, ECE of the bundle's calibration and of the refitted one (with the ECE a perfectly
-calibrated model would show on the same patients, median and 90th percentile), and the
+calibrated model would show on the same patients, median and 90th percentile, and the ECE
+against the simulator's true response probabilities, on which the refit is fitted), and the
 share flagged out of distribution, by kind of reason. The "scenario could not be drawn"
 reason needs the synthesis and is not counted here (benchmarks/held_out_predictions.py
 counts it). ``--write-bundle DIR`` writes the bundle with the refitted calibration and
-threshold (weights unchanged). The rows are cached under WORK, so a rerun is quick.
+threshold (weights unchanged; ``--keep-threshold``: the calibration only). The rows are
+cached under WORK, so a rerun is quick.
 """
 
 from __future__ import annotations
@@ -142,6 +144,9 @@ def main() -> int:
                              "--test-patients)")
     parser.add_argument("--write-bundle", type=Path, default=None, metavar="DIR",
                         help="write the bundle with the refitted calibration and threshold")
+    parser.add_argument("--keep-threshold", action="store_true",
+                        help="with --write-bundle: write the refitted calibration only, the "
+                             "bundle's out-of-distribution reference (and threshold) kept")
     parser.add_argument("--figure", type=Path, default=None,
                         help="reliability diagrams of the refitted calibration (PNG)")
     parser.add_argument("--json", type=Path, default=None)
@@ -168,9 +173,9 @@ def main() -> int:
 
     shipped_reference, shipped_calibration = info.out_of_distribution, info.calibration
     source = {"train_cohort": shipped_calibration.source.get("train_cohort"),
-              "calibration_cohort": {
-                  **COMMON, **{k: list(v) if isinstance(v, tuple) else v
-                               for k, v in COHORTS["calibration"].items()},
+              "calibration_cohort": {  # as cohort_rows simulated it (the folder's name)
+                  **{k: list(v) if isinstance(v, tuple) else v
+                     for k, v in CALIBRATION_COHORT.items()},
                   "n_patients": args.calibration_patients},
               "commit": commit(), "command": " ".join(["python benchmarks/calibration_cohorts.py",
                                                        *sys.argv[1:]])}
@@ -213,8 +218,10 @@ def main() -> int:
             labels_per_panel={names[n]: np.array(r["refitted"]["labels"])
                               for n, r in results.items()})
     if args.write_bundle:
-        with_held_out_parts(args.bundle, args.write_bundle, reference, calibration,
-                            overwrite=True, calibration_cohort=source["calibration_cohort"])
+        with_held_out_parts(args.bundle, args.write_bundle,
+                            shipped_reference if args.keep_threshold else reference,
+                            calibration, overwrite=True,
+                            calibration_cohort=source["calibration_cohort"])
         print(f"wrote {args.write_bundle}")
     print(f"{time.perf_counter() - started:.0f} s")
     if args.json:
