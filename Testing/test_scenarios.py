@@ -280,18 +280,19 @@ def test_a_follow_up_like_the_baseline_reads_sd_beside_a_vessel_rim_however_fain
     assert measured(grown)[2] == "PD"
 
 
-def test_the_chosen_follow_up_is_first_the_models_own_draw_then_the_scenarios_ladder():
-    """The follow-up the heads chose is first drawn without scenario guidance (told a
-    response, the model draws the typical partial one, not a vanished tumour), then climbs
-    the scenario's own ladder; "if it does not" starts unguided already and is untouched."""
+@pytest.mark.parametrize("probability, first_guidance", [
+    (0.52, 1.0), (0.6, 1.0), (0.7, 0.5 * W), (0.95, W)])
+def test_the_chosen_response_is_drawn_as_firmly_as_the_heads_are_sure(probability,
+                                                                        first_guidance):
+    """Unguided (a partial response) near P = 0.5, the full scenario guidance (a complete
+    one) when sure; the scenario's own ladder follows, and "if it does not" is untouched."""
     from ImmunoDiffLib.inference.scenarios import chosen_ladder
 
     asked, synthesize, measure = _generator(["SD"] * 10)
-    ladder = chosen_ladder("responder")
+    ladder = chosen_ladder("responder", probability)
     synthesize_scenario("responder", synthesize, measure, SamplingOptions(), Task(None),
                         ladder)
-    assert asked[0][1] == pytest.approx(1.0) and asked[0][0] == 1.0
-    assert asked[1][1] == pytest.approx(W * LADDERS["responder"][0][1])
-    assert ladder[1:] == LADDERS["responder"]
+    assert asked[0][1] == pytest.approx(first_guidance) and asked[0][0] == 1.0
+    assert ladder[-len(LADDERS["responder"]):] == LADDERS["responder"]
     assert len(asked) == len(ladder) + REDRAWS * REDRAW_RUNGS
-    assert chosen_ladder("non-responder") == LADDERS["non-responder"]
+    assert chosen_ladder("non-responder", 0.1) == LADDERS["non-responder"]

@@ -396,7 +396,8 @@ class ImmunoDiffPipeline:
 
                 scenario_results[name] = synthesize_scenario(
                     name, synthesize, measure, options, task.sub(start, start + share),
-                    chosen_ladder(name) if name == decided else None)
+                    chosen_ladder(name, float(probability.mean())) if name == decided
+                    else None)
             chosen = scenario_results[decided].constrained
         else:
             if scenarios or recist_scenarios:

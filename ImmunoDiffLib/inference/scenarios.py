@@ -53,6 +53,7 @@ ACCEPTED = {"responder": RESPONSE_RECIST, "non-responder": NO_RESPONSE_RECIST,
 # that too, with condition dropout).
 REDRAWS = 2  # new noise draws when the whole ladder failed from the options' noise ...
 REDRAW_RUNGS = 2  # ... each climbing the ladder's last (firmest) rungs again
+SURE_RESPONDER = 0.9  # P from which the heads' "responder" is drawn at full scenario guidance
 GROWN_HU = 100.0  # former lung is new lesion only where it became this much denser
 LADDERS = {
     "responder": ((1.0, 1.0, False), (1.0, 2.0, False), (1.0, 2.0, True), (1.0, 3.5, True)),
@@ -144,17 +145,18 @@ def obeys(scenario: str, recist: str) -> bool | None:
     return recist in ACCEPTED[scenario]
 
 
-def chosen_ladder(name: str) -> tuple:
-    """The attempts of the follow-up the heads chose: the model's own draw under that
-    scenario first (no scenario guidance: told a response, it draws the typical one, a
-    partial response with a residual tumour; told none, a kept lesion), then the scenario's
-    ladder. The "if it responds" scenario starts at the full guidance and shows a response
-    at its firmest; the follow-up shown as the prediction shows the most likely one. Drawn
-    firmly, as a vanished tumour, a response the heads wrongly foresee costs far more
-    against the true follow-up than a typical partial one, and responders are mostly
-    partial ones."""
-    typical = (SCENARIOS[name], 0.0, False)
-    return LADDERS[name] if LADDERS[name][0] == typical else (typical, *LADDERS[name])
+def chosen_ladder(name: str, probability: float) -> tuple:
+    """The attempts of the follow-up the heads chose, drawn as firmly as the heads are sure:
+    "responder" first with guidance growing with P, none at P = 0.5 (told a response
+    unguided, the model draws a partial one) to the full scenario guidance w (a complete
+    response) from ``SURE_RESPONDER``, then its ladder. So the drawn shrinkage follows the
+    probability in degree, not only in direction: a P of 0.6 is not drawn as a vanished
+    tumour."""
+    if name != "responder":
+        return LADDERS[name]
+    factor = min(max((probability - 0.5) / (SURE_RESPONDER - 0.5), 0.0), 1.0)
+    first = (1.0, factor, False)
+    return LADDERS[name] if factor >= LADDERS[name][0][1] else (first, *LADDERS[name])
 
 
 def synthesize_scenario(name: str, synthesize: Callable, measure: Callable,
