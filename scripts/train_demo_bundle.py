@@ -217,6 +217,19 @@ def held_out_numbers(model, tensors, train_tensors, config, fitted: dict) -> dic
     }
 
 
+def training_depths(dataset) -> tuple[float, float]:
+    """(non-responders', responders') mean response depth of a prepared training cohort."""
+    from ImmunoDiffLib.models.response_depth import depth_from_masks, mean_depths
+
+    depths = []
+    for index in range(len(dataset)):
+        arrays = dataset.arrays(index)
+        masks = [torch.from_numpy(arrays[name])[None, None]
+                 for name in ("tumour", "followup_tumour")]
+        depths.append(float(depth_from_masks(*masks)[0]))
+    return mean_depths(depths, [case.response for case in dataset.cases])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / ".demo_bundle_work")
@@ -247,11 +260,17 @@ def main() -> int:
                         help="add a training cohort of N patients with 40-80 mm tumours, "
                              "half of them responders, follow-ups on the baseline grid "
                              "(LARGE_TUMOUR_COHORT)")
+    parser.add_argument("--scenario-depth", action="store_true",
+                        help="with --fine-tune-from: the scenario value becomes the response's "
+                             "depth (models/response_depth.py), the training cohort's mean "
+                             "depths recorded in the model's settings")
     parser.add_argument("--clinical-weight", type=float, default=None,
                         help="lambda in c = Z_I + lambda * sum Z_i (default: the paper's 0.05)")
     args = parser.parse_args()
     if args.heads_from is not None and args.fine_tune_from is not None:
         parser.error("--heads-from and --fine-tune-from exclude each other")
+    if args.scenario_depth and args.fine_tune_from is None:
+        parser.error("--scenario-depth needs --fine-tune-from")
 
     from ImmunoDiffLib.bundle import BundleInfo, load_bundle, save_bundle
     from ImmunoDiffLib.clinical import fit_standardisation
@@ -326,6 +345,11 @@ def main() -> int:
         model = source.with_fresh_heads(ModelConfig.heads_input)
         runs = args.runs or args.work / "runs_fine_tune"
         stages = [Stage.CONDITIONED, Stage.HEADS]
+        if args.scenario_depth:
+            depths = training_depths(dataset)
+            print(f"mean response depth: non-responders {depths[0]:.3f}, responders "
+                  f"{depths[1]:.3f}")
+            model = model.with_settings(scenario_depth=True, scenario_depths=depths)
     timings_file = runs / TIMINGS_NAME
     timings = (json.loads(timings_file.read_text(encoding="utf-8"))
                if timings_file.is_file() else {})

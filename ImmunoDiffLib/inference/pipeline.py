@@ -35,6 +35,7 @@ from ..imaging.lesion import LESION_MIN_HU, drawn_lesion, segment_lesion
 from ..imaging.recist import longest_axial_diameter_mm
 from ..models import Conditions
 from ..models.batch import model_batch
+from ..models.response_depth import PR_DEPTH
 from ..progress import CancelFlag, ProgressCallback, Task
 from ..seeds import torch_generator
 from .change_region import constrain_followup
@@ -51,7 +52,7 @@ from .scenarios import (
     RESPONSE_RECIST,
     SCENARIOS,
     ScenarioResult,
-    chosen_ladder,
+    depth_ladder,
     measure_followup,
     not_obeyed_reason,
     scenario_tensor,
@@ -377,7 +378,10 @@ class ImmunoDiffPipeline:
         clock = time.perf_counter()
         decided = "responder" if float(probability.mean()) >= 0.5 else "non-responder"
         scenario_results: dict[str, ScenarioResult] = {}
-        if self.model.config.scenario:
+        if self.model.config.scenario:  # s: responds 1 / 0, or the response's depth
+            depths = self.model.config.scenario_depths if self.model.config.scenario_depth \
+                else None
+            response_from = 0.5 if depths is None else PR_DEPTH
             names = [decided] + ([n for n in SCENARIOS if n != decided] if scenarios else []) \
                 + (list(RECIST_SCENARIOS) if recist_scenarios else [])
             share = 0.6 / len(names)
@@ -392,12 +396,12 @@ class ImmunoDiffPipeline:
                             scenario=scenario_tensor(value, self.device))
                     return constrain(self._synthesize(batch, given, None, attempt, sub, cancel,
                                                       True, toward_non_response),
-                                     responding=value >= 0.5)
+                                     responding=value >= response_from)
 
                 scenario_results[name] = synthesize_scenario(
                     name, synthesize, measure, options, task.sub(start, start + share),
-                    chosen_ladder(name, float(probability.mean())) if name == decided
-                    else None)
+                    depth_ladder(name, depths,
+                                 float(probability.mean()) if name == decided else None))
             chosen = scenario_results[decided].constrained
         else:
             if scenarios or recist_scenarios:
@@ -427,8 +431,8 @@ class ImmunoDiffPipeline:
         if flag.flagged:
             warnings.append(warning_text(flag))
         timings["total"] = time.perf_counter() - started
-        estimate = (None if conditions.scenario is None
-                    else float(conditions.scenario.float().mean()))
+        estimate = (None if conditions.scenario is None  # (a depth model's s is a depth)
+                    else float(torch.sigmoid(conditions.response_logit.float()).mean()))
         shown = {n: r for n, r in scenario_results.items()
                  if (scenarios and n in SCENARIOS) or (recist_scenarios and n not in SCENARIOS)}
         result = Result(

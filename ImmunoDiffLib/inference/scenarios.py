@@ -14,7 +14,11 @@ third did). A follow-up that still does not obey is returned as it is, marked
 here).
 
 The pipeline's own follow-up is the scenario the prediction heads chose, so the image and
-the probability tell one story. RECIST-level scenarios ("if it reaches CR / PR / SD / PD")
+the probability tell one story. A model trained with the response's depth as its scenario
+value (models/response_depth.py) is told a depth first: the one the heads' probability
+implies for their choice, the training cohort's mean for "if it responds / if it does not";
+the ladders follow only where that depth's follow-up is not the scenario's. RECIST-level
+scenarios ("if it reaches CR / PR / SD / PD")
 search their own ladders for a follow-up of exactly that category; one the generator cannot
 reach is shown as the closest it drew, marked not reached (no flag: a user asked for it).
 """
@@ -32,6 +36,7 @@ from scipy import ndimage
 from ..imaging.labels import label_volume_ml
 from ..imaging.lesion import LESION_MAX_HU, LESION_MIN_HU, segment_lesion
 from ..imaging.recist import longest_axial_diameter_mm, recist_category
+from ..models.response_depth import chosen_depth
 from ..progress import Task
 from ..seeds import derived_seed
 from .sampling import SamplingOptions
@@ -157,6 +162,28 @@ def chosen_ladder(name: str, probability: float) -> tuple:
     factor = min(max((probability - 0.5) / (SURE_RESPONDER - 0.5), 0.0), 1.0)
     first = (1.0, factor, False)
     return LADDERS[name] if factor >= LADDERS[name][0][1] else (first, *LADDERS[name])
+
+
+PR_DRAWN_DEPTH = 0.5  # a model trained with depth: "if it reaches PR" is told this depth
+
+
+def depth_ladder(name: str, depths: tuple[float, float] | None,
+                 probability: float | None = None) -> tuple:
+    """The attempts of scenario ``name``. A model with a binary scenario: ``LADDERS[name]``,
+    or for the follow-up the heads chose (``probability`` given) ``chosen_ladder``. A model
+    trained with the response's depth (``depths``: the training cohort's non-responders' and
+    responders' mean depth, models/response_depth.py): first, unguided, the depth the
+    scenario means (the heads' choice: ``chosen_depth`` of their probability; "if it
+    responds / if it does not": the responders' / non-responders' mean; CR 1, PR
+    ``PR_DRAWN_DEPTH``, SD the non-responders' mean), then the ladder (PD: the ladder)."""
+    if depths is None:
+        return LADDERS[name] if probability is None else chosen_ladder(name, probability)
+    if probability is not None:
+        value = chosen_depth(probability, depths)
+    else:
+        value = {"responder": depths[1], "non-responder": depths[0], "CR": 1.0,
+                 "PR": PR_DRAWN_DEPTH, "SD": depths[0]}.get(name)
+    return LADDERS[name] if value is None else ((float(value), 0.0, False), *LADDERS[name])
 
 
 def synthesize_scenario(name: str, synthesize: Callable, measure: Callable,

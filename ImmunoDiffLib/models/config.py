@@ -72,6 +72,12 @@ class ModelConfig:
     # the lesion is explicit. Given scenarios are the "if it responds / if not" follow-ups.
     scenario: bool = True
     scenario_probability: float = 0.5  # training: share of samples shown their true response
+    # s is the response's depth (models/response_depth.py: the share of the tumour's
+    # diameter the follow-up lost, 0..1) instead of responds yes / no; scenario_depths: the
+    # training cohort's (non-responders', responders') mean depth, the "if it does not / if
+    # it responds" values
+    scenario_depth: bool = False
+    scenario_depths: tuple[float, ...] = ()
     stage2_unet: bool = True  # fine-tune the U-Net in stage 2 (the paper keeps it frozen)
     # Diffusion
     num_train_timesteps: int = 1000
@@ -109,6 +115,10 @@ class ModelConfig:
         if not 0.0 <= self.scenario_probability <= 1.0:
             raise SettingError(f"scenario_probability must be within 0..1, got "
                              f"{self.scenario_probability}.")
+        if self.scenario_depth and (not self.scenario or len(self.scenario_depths) != 2):
+            raise SettingError("scenario_depth needs scenario and scenario_depths (the "
+                               "non-responders' and responders' mean depth), got "
+                               f"{self.scenario_depths!r}.")
         if not (len(self.channels) == len(self.attention_levels) == len(self.num_head_channels)):
             raise SettingError("channels, attention_levels and num_head_channels need one entry "
                              "per U-Net level.")

@@ -119,6 +119,13 @@ class ImmunoDiffModel(nn.Module):
                                       for k in missing)
         return fresh.to(next(self.parameters()).device)
 
+    def with_settings(self, **changes) -> ImmunoDiffModel:
+        """A copy of this model, every weight kept, with settings changed that add or remove
+        no weights (e.g. ``scenario_depth``: what the scenario value means)."""
+        changed = ImmunoDiffModel(replace(self.config, **changes))
+        changed.load_state_dict(self.state_dict())
+        return changed.to(next(self.parameters()).device)
+
     def init_controlnet_from_unet(self) -> None:
         """ControlNet starts as a copy of the (pre-trained) U-Net's encoder (MONAI's recipe)."""
         self.controlnet.load_state_dict(self.unet.state_dict(), strict=False)
@@ -176,6 +183,9 @@ class ImmunoDiffModel(nn.Module):
         if self.config.scenario:
             logit = self.clinical_response(clinical)[:, 0]
             chosen = torch.sigmoid(logit)
+            if self.config.scenario_depth:  # the depth the estimate implies
+                non_responder, responder = self.config.scenario_depths
+                chosen = chosen * responder + (1.0 - chosen) * non_responder
             if scenario is not None:
                 given = scenario.to(chosen)
                 chosen = torch.where(torch.isnan(given), chosen, given)

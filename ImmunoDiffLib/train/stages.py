@@ -12,7 +12,8 @@ one voxel; the weighted mean is normalised by the weights, so the loss stays on 
 
 The regression target follows ``ModelConfig.prediction_type`` (models/diffusion.py). With the
 response ``scenario`` enabled, stage 2 shows each sample its true response with probability
-``scenario_probability`` (else the adapter's own estimate), and adds the auxiliary response
+``scenario_probability`` (else the adapter's own estimate; with ``scenario_depth`` the
+response's depth, models/response_depth.py), and adds the auxiliary response
 loss (binary cross-entropy of the adapter's estimate, weight ``response_loss_weight``).
 """
 
@@ -27,6 +28,7 @@ from ..errors import SettingError
 from ..models.diffusion import make_scheduler as make_model_scheduler
 from ..models.diffusion import regression_target
 from ..models.immunodiff import ImmunoDiffModel
+from ..models.response_depth import depth_from_masks
 from ..models.vl_encoder import info_nce
 
 
@@ -78,16 +80,23 @@ class StageLoss(nn.Module):
         raise ValueError(f"Stage {self.stage!r} has no per-batch diffusion loss.")
 
     def _shown_scenario(self, batch: dict, generator: torch.Generator):
-        """(B,) the true response for a ``scenario_probability`` share of samples, NaN (the
-        adapter's estimate) for the rest and where the response is unknown; None without
-        scenarios."""
-        if not self.model.config.scenario:
+        """(B,) the true response (with ``scenario_depth``: its depth, from the tumour masks)
+        for a ``scenario_probability`` share of samples, NaN (the adapter's estimate) for the
+        rest and where it is unknown; None without scenarios."""
+        config = self.model.config
+        if not config.scenario:
             return None
         response = batch.get("response")
+        if config.scenario_depth:
+            if "tumour" not in batch or "followup_tumour" not in batch:
+                raise SettingError("scenario_depth needs tumour masks at baseline and "
+                                   "follow-up in the training cohort (columns tumour_mask / "
+                                   "followup_tumour_mask).")
+            response = depth_from_masks(batch["tumour"], batch["followup_tumour"])
         if response is None:
             return None
         show = torch.rand(response.shape[0], generator=generator).to(response.device) \
-            < self.model.config.scenario_probability
+            < config.scenario_probability
         return torch.where(show, response.float(), torch.full_like(response.float(), torch.nan))
 
     def _response_loss(self, batch: dict, conditions) -> torch.Tensor:
