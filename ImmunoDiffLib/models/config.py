@@ -73,7 +73,8 @@ class ModelConfig:
     scenario: bool = True
     scenario_probability: float = 0.5  # training: share of samples shown their true response
     # s is the response's depth (models/response_depth.py: the share of the tumour's
-    # diameter the follow-up lost, 0..1) instead of responds yes / no; scenario_depths: the
+    # diameter the follow-up lost, -1..1, negative grown) instead of responds yes / no;
+    # scenario_depths: the
     # training cohort's (non-responders', responders') mean depth, the "if it does not / if
     # it responds" values
     scenario_depth: bool = False

@@ -11,9 +11,10 @@ each training patient, how much of the tumour the follow-up lost:
 the share of an equivalent sphere's diameter lost (for a tumour that shrinks about its shape,
 the share of RECIST's longest diameter): 0 kept, 0.3 RECIST's partial-response threshold, 1
 vanished, negative grown (-0.2 RECIST's progression). Growth keeps its sign: clipped to 0,
-"kept" and "grown" would be one value, and a model told 0 drew their mixture, a grown rim. Told a depth, it can draw that degree of response; the pipeline tells
-it the depth the heads' probability implies (``chosen_depth``), so the image and the
-probability tell one story in degree as well as in direction.
+"kept" and "grown" would be one value, and a model told 0 drew their mixture, a grown rim.
+Told a depth, it can draw that degree of response; the pipeline tells it the depth the
+heads' probability implies (``chosen_depth``), so the image and the probability tell one
+story in degree as well as in direction.
 """
 
 from __future__ import annotations
