@@ -74,9 +74,8 @@ class ModelConfig:
     scenario_probability: float = 0.5  # training: share of samples shown their true response
     # s is the response's depth (models/response_depth.py: the share of the tumour's
     # diameter the follow-up lost, -1..1, negative grown) instead of responds yes / no;
-    # scenario_depths: the
-    # training cohort's (non-responders', responders') mean depth, the "if it does not / if
-    # it responds" values
+    # scenario_depths: the training cohort's (non-responders', responders') mean depth, the
+    # "if it does not / if it responds" values
     scenario_depth: bool = False
     scenario_depths: tuple[float, ...] = ()
     stage2_unet: bool = True  # fine-tune the U-Net in stage 2 (the paper keeps it frozen)
