@@ -75,6 +75,13 @@ CALIBRATION_COHORT = {"n_patients": 150, "seed": 404, "responder_rate": 0.5,
                       "backgrounds": TRAINING_BACKGROUNDS, "lesion_split": "held_out",
                       "second_scan": "same-grid"}
 CALIBRATION_FOLDER = "calibration_cohort_same_grid"  # (second_scan is not in the name)
+# --heads-patients N: more patients for the heads alone, drawn as the training cohort is
+# (other seed): the heads are ridge linear models on the generator's features, fitted on 60
+# patients' outcomes; the generator still learns from the training cohort. The heads read
+# baselines only, so the follow-ups stay on the baseline grid (seconds a patient)
+HEADS_COHORT = {"seed": 105, "responder_rate": TRAIN_COHORT["responder_rate"],
+                "backgrounds": TRAINING_BACKGROUNDS, "second_scan": "same-grid"}
+HEADS_FOLDER = "heads_cohort_same_grid"  # (second_scan is not in the name)
 UNSEEN_COHORT = {"n_patients": 24, "seed": 303, "responder_rate": 0.5,
                  "backgrounds": (UNSEEN_BACKGROUND,), "lesion_split": "held_out"}
 NOTES = ("DEMO BUNDLE - TRAINED ON SIMULATED DATA ONLY, NOT FOR CLINICAL USE. A small model "
@@ -124,12 +131,13 @@ def simulated_cohort(folder: Path, settings: dict) -> tuple[Path, float]:
 
 def training_manifests(work: Path, training: dict) -> list[Path]:
     """The manifests of every cohort a bundle was trained on (bundle.json's ``training``:
-    ``train_cohort`` and, when it has one, ``large_tumour_cohort``), simulated under ``work``
-    when not there yet."""
+    ``train_cohort`` and, when it has them, ``large_tumour_cohort`` and ``heads_cohort``),
+    simulated under ``work`` when not there yet."""
     manifests = [simulated_cohort(work / "train_cohort", training["train_cohort"])[0]]
-    if training.get("large_tumour_cohort"):
-        manifests.append(simulated_cohort(work / LARGE_TUMOUR_FOLDER,
-                                          training["large_tumour_cohort"])[0])
+    for key, folder in (("large_tumour_cohort", LARGE_TUMOUR_FOLDER),
+                        ("heads_cohort", HEADS_FOLDER)):
+        if training.get(key):
+            manifests.append(simulated_cohort(work / folder, training[key])[0])
     return manifests
 
 
@@ -260,6 +268,11 @@ def main() -> int:
                         help="add a training cohort of N patients with 40-80 mm tumours, "
                              "half of them responders, follow-ups on the baseline grid "
                              "(LARGE_TUMOUR_COHORT)")
+    parser.add_argument("--heads-patients", type=int, default=0, metavar="N",
+                        help="fit the heads on N more simulated patients beside the training "
+                             "cohort (HEADS_COHORT: drawn as it is, other seed, follow-ups on "
+                             "the baseline grid); the generator learns from the training "
+                             "cohort alone")
     parser.add_argument("--scenario-depth", action="store_true",
                         help="with --fine-tune-from: the scenario value becomes the response's "
                              "depth (models/response_depth.py), the training cohort's mean "
@@ -313,19 +326,27 @@ def main() -> int:
         standardisation = source_info.standardisation
     preprocess = PreprocessConfig(crop=config.crop)
     dataset = CohortDataset(train_cases, preprocess, standardisation=standardisation)
-    # the heads learn from the main cohort alone: the large-tumour cohort's response rate
-    # goes with tumour size, and heads fitted on both learned that size predicts response
-    heads_dataset = (dataset if large_cohort is None else
-                     CohortDataset(load_cohort(train_manifest), preprocess,
-                                   standardisation=standardisation))
+    # the heads learn from the main cohort (and the heads cohort) alone: the large-tumour
+    # cohort's response rate goes with tumour size, and heads fitted on both learned that
+    # size predicts response
+    heads_cohort, heads_extra = None, []
+    if args.heads_patients > 0:
+        heads_cohort = {**HEADS_COHORT, "n_patients": args.heads_patients}
+        heads_extra = load_cohort(simulated_cohort(args.work / HEADS_FOLDER, heads_cohort)[0])
+    # the heads read the baselines alone (no follow-up to align: cropping only)
+    heads_dataset = CohortDataset(
+        [replace(case, followup_ct=None, followup_tumour_mask=None) for case in
+         (train_cases if large_cohort is None else load_cohort(train_manifest)) + heads_extra],
+        preprocess, standardisation=standardisation)
     held_datasets = {key: CohortDataset(load_cohort(manifest, require_followup=True,
                                                     require_outcomes=True),
                                         preprocess, standardisation=standardisation)
                      for key, manifest in (("held_out", held_manifest),
                                            ("unseen_background", unseen_manifest))}
-    # the training cohort now; the held-out ones after training (all of them: --prepare-only)
-    for name, prepared in (("training", dataset),
-                           *(held_datasets.items() if args.prepare_only else ())):
+    # the training cohort now (unless only the heads are fitted); the held-out ones after
+    # training (all of them: --prepare-only)
+    for name, prepared in ((() if args.heads_from is not None else (("training", dataset),))
+                           + (tuple(held_datasets.items()) if args.prepare_only else ())):
         prepared.prepare(_progress(f"aligning and cropping the {name} cohort"))
         print()
     if args.prepare_only:
@@ -381,6 +402,7 @@ def main() -> int:
                 "commit": commit(), "data_hash": data_hash([train_manifest]),
                 "train_cohort": {**train_cohort, **simulation},
                 "large_tumour_cohort": large_cohort and {**simulation, **large_cohort},
+                "heads_cohort": heads_cohort and {**simulation, **heads_cohort},
                 "held_out_cohort": {**HELD_OUT_COHORT, **simulation},
                 "calibration_cohort": {**simulation, **CALIBRATION_COHORT},
                 "unseen_background_cohort": {**UNSEEN_COHORT, **simulation},
@@ -402,12 +424,13 @@ def main() -> int:
     info = BundleInfo(model=model.config, crop=config.crop, standardisation=standardisation,
                       training=training, notes=NOTES.format(n_patients=generator_patients))
     info.out_of_distribution, info.calibration, fitted = held_out_parts(
-        model, info, {"train": train_cases,
+        model, info, {"train": train_cases + heads_extra,
                       "calibration": load_cohort(calibration_manifest, require_outcomes=True),
                       "held_out": held_datasets["held_out"].cases,
                       "unseen_background": held_datasets["unseen_background"].cases},
         calibration_manifest)
-    train_tensors = CohortTensors.from_dataset(dataset, config.crop.spacing)
+    # the clinical-only reference learns from the outcomes the heads learned from
+    train_tensors = CohortTensors.from_dataset(heads_dataset, config.crop.spacing)
     numbers, cases = {}, {}
     for key, ceiling in (("held_out", held_ceiling), ("unseen_background", unseen_ceiling)):
         held = CohortTensors.from_dataset(held_datasets[key], config.crop.spacing)
