@@ -22,6 +22,7 @@ from ImmunoDiffLib.models.response_depth import (
     RESPONSE_MARGIN,
     chosen_depth,
     depth_from_masks,
+    depth_from_volumes,
     expected_depth,
     mean_depths,
 )
@@ -43,6 +44,14 @@ def test_depth_is_the_share_of_an_equivalent_diameter_lost():
     depth = depth_from_masks(before, after)
     assert torch.allclose(depth, torch.tensor([0.5, -1 / 3, 1.0]))
     assert torch.isnan(depth_from_masks(empty, after)).all()
+
+
+def test_the_depth_from_volumes_is_the_share_of_an_equivalent_diameter_lost():
+    assert depth_from_volumes(8.0, 1.0) == pytest.approx(0.5)
+    assert depth_from_volumes(8.0, 0.0) == 1.0
+    assert depth_from_volumes(1.0, 8.0) == -1.0  # doubled diameter: clipped growth
+    assert depth_from_volumes(27.0, 64.0) == pytest.approx(-1 / 3)
+    assert np.isnan(depth_from_volumes(0.0, 1.0))
 
 
 def test_the_mean_depths_need_both_outcomes():

@@ -66,14 +66,22 @@ def _xyz(image) -> np.ndarray:
 
 
 def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None = None,
-               skip: int = 0) -> list[dict]:
+               skip: int = 0, save_crops: Path | None = None) -> list[dict]:
     """Per patient (the manifest's ``first`` ones, all when None, less the ``skip`` first
-    of them): the prediction's summary and the measurements against the truth."""
+    of them): the prediction's summary and the measurements against the truth. With
+    ``save_crops``, each patient's crops (HU, (X, Y, Z): baseline, true follow-up, the
+    synthesized one and each scenario's; the tumour masks) in ``<save_crops>/<id>.npz``."""
     from ImmunoDiffLib.anatomy.from_files import anatomy_from_files
     from ImmunoDiffLib.cohort import load_cohort
     from ImmunoDiffLib.datasets import CohortDataset, PreprocessConfig
     from ImmunoDiffLib.evaluate.synthesis import ssim
-    from ImmunoDiffLib.imaging import label_centroid, normalise, read_ct, read_image
+    from ImmunoDiffLib.imaging import (
+        denormalise,
+        label_centroid,
+        normalise,
+        read_ct,
+        read_image,
+    )
     from ImmunoDiffLib.inference.sampling import SamplingOptions
 
     cases = load_cohort(manifest, require_followup=True, require_outcomes=True)[skip:first]
@@ -109,6 +117,16 @@ def run_cohort(pipeline, manifest: Path, progress_label: str, first: int | None 
             > OUTSIDE_MM
         baseline_hu, synth_hu = _xyz(result.baseline_crop), _xyz(result.followup_crop)
         summary = result.summary()
+        if save_crops is not None:
+            save_crops.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(
+                save_crops / f"{case.patient_id}.npz", baseline=baseline_hu,
+                followup=denormalise(arrays["followup"], info.window), synthesized=synth_hu,
+                tumour=tumour, followup_tumour=arrays.get("followup_tumour", tumour) > 0,
+                probability=summary["response_probability"], response=int(case.response),
+                spacing=np.asarray(info.crop.spacing, np.float32),
+                **{f"scenario_{name}": _xyz(outcome.followup_crop)
+                   for name, outcome in result.scenarios.items()})
         rows.append({
             "patient_id": case.patient_id, "response": int(case.response),
             "true_probability": true_probability[case.patient_id],
@@ -192,6 +210,9 @@ def main() -> int:
     parser.add_argument("--skip", type=int, default=0, metavar="J",
                         help="leave out the first J patients of each cohort (with --first K: "
                              "patients J+1..K, e.g. the half a --first run left)")
+    parser.add_argument("--save-crops", type=Path, default=None, metavar="DIR",
+                        help="save each patient's crops (baseline, truth, synthesized, "
+                             "scenarios) under DIR/<cohort>/ for a closer look")
     args = parser.parse_args()
 
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
@@ -210,7 +231,8 @@ def main() -> int:
                             second_scan="same-grid")
             folder = f"{folder}_same_grid"
         manifest, _ = simulated_cohort(args.work / folder, settings)
-        rows = run_cohort(pipeline, manifest, key, args.first, args.skip)
+        rows = run_cohort(pipeline, manifest, key, args.first, args.skip,
+                          args.save_crops / key if args.save_crops else None)
         results[key] = summarise(rows, clinical_only(train_manifests, rows,
                                                      pipeline.info.standardisation))
         results[key]["rows"] = [{k: v for k, v in r.items() if k != "clinical"} for r in rows]

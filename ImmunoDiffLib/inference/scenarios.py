@@ -78,7 +78,8 @@ class ScenarioResult:
     ``obeyed`` whether its RECIST is the scenario's (None: not measurable), ``guidance``
     the scenario guidance it took, ``constrained`` the change-region result it came from
     (inference/change_region.py: mean, spread, region), ``clinical_left_out`` whether it
-    was synthesized without the clinical variables (a retry)."""
+    was synthesized without the clinical variables (a retry), ``residual_depth`` the depth
+    of the response whose residual tumour it keeps (inference/partial_response.py)."""
 
     followup_crop: sitk.Image
     followup_lesion_ml: float
@@ -88,12 +89,18 @@ class ScenarioResult:
     guidance: float = 1.0
     constrained: object = None
     clinical_left_out: bool = False
+    residual_depth: float | None = None  # the response depth whose residual core was kept
+    # (inference/partial_response.py; None: the generator's draw as it is)
 
     def summary(self) -> dict:
-        return {"recist": self.recist, "followup_lesion_ml": round(self.followup_lesion_ml, 3),
-                "followup_diameter_mm": round(self.followup_diameter_mm, 1),
-                "obeyed": self.obeyed, "guidance": round(self.guidance, 2),
-                "clinical_left_out": self.clinical_left_out}
+        summary = {"recist": self.recist,
+                   "followup_lesion_ml": round(self.followup_lesion_ml, 3),
+                   "followup_diameter_mm": round(self.followup_diameter_mm, 1),
+                   "obeyed": self.obeyed, "guidance": round(self.guidance, 2),
+                   "clinical_left_out": self.clinical_left_out}
+        if self.residual_depth is not None:
+            summary["residual_depth"] = round(self.residual_depth, 3)
+        return summary
 
 
 def measure_followup(crop: sitk.Image, point, baseline_mm: float,

@@ -37,6 +37,14 @@ def depth_from_masks(tumour: torch.Tensor, followup_tumour: torch.Tensor) -> tor
     return torch.where(before > 0, depth, torch.full_like(depth, torch.nan))
 
 
+def depth_from_volumes(before_ml: float, after_ml: float) -> float:
+    """The depth of a response from the tumour's volume before and after (mL, each on its
+    own scan's grid); NaN without a tumour before."""
+    if not before_ml > 0:
+        return float("nan")
+    return float(np.clip(1.0 - (max(after_ml, 0.0) / before_ml) ** (1.0 / 3.0), -1.0, 1.0))
+
+
 def mean_depths(depths, responses) -> tuple[float, float]:
     """(non-responders' mean depth, responders' mean depth) of a training cohort: the depths
     "if it does not" and "if it responds" are drawn with."""
