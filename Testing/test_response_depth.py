@@ -156,3 +156,28 @@ def test_a_model_trained_with_depth_draws_the_depth_it_is_told(tmp_path):
     assert core_0 > middle and ring_0 > middle, drawn  # told 0: kept
     assert core_p > middle and ring_p < middle, drawn  # told the core's depth: shrunk to it
     assert core_1 < middle and ring_1 < middle, drawn  # told 1: gone
+
+
+def test_a_cohorts_depths_come_from_its_masks_each_on_its_own_grid(tmp_path):
+    """A responder whose follow-up mask has an eighth of the volume (on a grid twice as fine)
+    and a non-responder whose tumour doubled its diameter: depths 0.5 and -1; a patient
+    without a follow-up mask is left out."""
+    from types import SimpleNamespace
+
+    import SimpleITK as sitk
+
+    from ImmunoDiffLib.models.response_depth import cohort_depths
+
+    def mask(name, side, spacing):
+        image = sitk.GetImageFromArray(np.ones((side, side, side), np.uint8))
+        image.SetSpacing((spacing,) * 3)
+        sitk.WriteImage(image, str(tmp_path / name))
+        return tmp_path / name
+
+    cases = [SimpleNamespace(tumour_mask=mask("a.nii.gz", 4, 2.0),
+                             followup_tumour_mask=mask("b.nii.gz", 4, 1.0), response=1),
+             SimpleNamespace(tumour_mask=mask("c.nii.gz", 2, 1.0),
+                             followup_tumour_mask=mask("d.nii.gz", 4, 1.0), response=0),
+             SimpleNamespace(tumour_mask=mask("e.nii.gz", 2, 1.0), followup_tumour_mask=None,
+                             response=0)]
+    assert cohort_depths(cases) == pytest.approx((-1.0, 0.5))

@@ -225,24 +225,6 @@ def held_out_numbers(model, tensors, train_tensors, config, fitted: dict) -> dic
     }
 
 
-def mask_depths(cases) -> tuple[float, float]:
-    """(non-responders', responders') mean response depth of a cohort, from each patient's
-    baseline and follow-up tumour masks as they are (no alignment needed: volumes)."""
-    import SimpleITK as sitk  # deferred: only the depths read masks here
-
-    from ImmunoDiffLib.imaging import read_image
-    from ImmunoDiffLib.models.response_depth import depth_from_volumes, mean_depths
-
-    def volume_ml(path) -> float:
-        mask = read_image(path)
-        return float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))
-                     * np.prod(mask.GetSpacing()) / 1000.0)
-
-    depths = [depth_from_volumes(volume_ml(c.tumour_mask), volume_ml(c.followup_tumour_mask))
-              if c.tumour_mask and c.followup_tumour_mask else float("nan") for c in cases]
-    return mean_depths(depths, [c.response for c in cases])
-
-
 def training_depths(dataset) -> tuple[float, float]:
     """(non-responders', responders') mean response depth of a prepared training cohort."""
     from ImmunoDiffLib.models.response_depth import depth_from_masks, mean_depths
@@ -439,7 +421,9 @@ def main() -> int:
     if model.config.scenario and not model.config.scenario_depth:
         # a binary scenario's response keeps the residual these depths imply
         # (inference/partial_response.py)
-        model = model.with_settings(scenario_depths=mask_depths(train_cases))
+        from ImmunoDiffLib.models.response_depth import cohort_depths  # deferred, as above
+
+        model = model.with_settings(scenario_depths=cohort_depths(train_cases))
     generator_patients = len(train_cases) + (
         (training.get("generator_from") or {}).get("large_tumour_cohort") or {}).get(
         "n_patients", 0)

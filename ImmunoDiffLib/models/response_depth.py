@@ -20,6 +20,7 @@ story in degree as well as in direction.
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 PR_DEPTH = 0.3  # RECIST: a longest diameter 30 % shorter is a partial response
@@ -43,6 +44,23 @@ def depth_from_volumes(before_ml: float, after_ml: float) -> float:
     if not before_ml > 0:
         return float("nan")
     return float(np.clip(1.0 - (max(after_ml, 0.0) / before_ml) ** (1.0 / 3.0), -1.0, 1.0))
+
+
+def cohort_depths(cases) -> tuple[float, float]:
+    """(non-responders', responders') mean response depth of a cohort (cohort.CohortCase:
+    ``tumour_mask``, ``followup_tumour_mask``, ``response``), from each patient's baseline
+    and follow-up tumour masks as they are, each on its own scan's grid (volumes: no
+    alignment needed); patients without both masks are left out."""
+    from ..imaging import read_image  # deferred: only a cohort's depths read masks
+
+    def volume_ml(path) -> float:
+        mask = read_image(path)
+        return float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))
+                     * np.prod(mask.GetSpacing()) / 1000.0)
+
+    depths = [depth_from_volumes(volume_ml(c.tumour_mask), volume_ml(c.followup_tumour_mask))
+              if c.tumour_mask and c.followup_tumour_mask else float("nan") for c in cases]
+    return mean_depths(depths, [c.response for c in cases])
 
 
 def mean_depths(depths, responses) -> tuple[float, float]:
