@@ -1,6 +1,7 @@
-"""A response drawn to the degree the heads expect (inference/partial_response.py): the
-baseline tumour's residual core kept inside a follow-up the generator drew cleared, measured
-by the product's own RECIST."""
+"""A follow-up drawn to the degree the heads expect (inference/partial_response.py): the
+baseline tumour's residual core kept inside a follow-up the generator drew cleared, and a
+non-response's drawn growth held to the grown outline its expected depth allows, measured by
+the product's own RECIST."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,11 @@ import SimpleITK as sitk
 
 from ImmunoDiffLib.inference.change_region import constrain_followup, lesion_diameter_mm
 from ImmunoDiffLib.inference.partial_response import (
+    drawn_depth,
+    grown_outline,
+    growth_depth,
     residual_core,
-    residual_depth,
+    with_growth,
     with_residual,
 )
 from ImmunoDiffLib.inference.scenarios import PR_DRAWN_DEPTH, measure_followup
@@ -18,6 +22,7 @@ from ImmunoDiffLib.models.response_depth import PR_DEPTH, RESPONSE_MARGIN
 SPACING = (3.0, 3.0, 2.0)  # the demo bundle's crop grid: anisotropic
 SHAPE = (48, 48, 8)
 DEPTHS = (0.04, 0.72)  # (non-responders', responders') mean depth of a training cohort
+GROWING = (-0.13, 0.72)  # ... of one whose non-responders grow on average
 
 
 def _ellipsoid(semi_axes_mm, centre=(24, 24, 4)) -> np.ndarray:
@@ -106,25 +111,86 @@ def test_a_cleared_follow_up_keeps_the_residual_and_reads_as_the_depth_means(
 
 def test_the_depth_follows_the_heads_and_the_scenario():
     """The chosen response deepens with P and stays a partial response at P = 0.5; "if it
-    responds" the responders' mean; "PR" half the diameter; CR, the non-responses and a
-    model without known depths are drawn as the generator draws them."""
-    chosen = [residual_depth("responder", p, DEPTHS) for p in (0.5, 0.7, 0.9, 1.0)]
+    responds" the responders' mean; "PR" half the diameter. A chosen non-response grows
+    by the expected depth where that is growth (more the less likely a response), else is
+    kept (0), never shrunk; "if it does not" the non-responders' mean growth. CR, SD, PD
+    and a model without known depths are drawn as the generator draws them."""
+    chosen = [drawn_depth("responder", p, DEPTHS) for p in (0.5, 0.7, 0.9, 1.0)]
     assert chosen == sorted(chosen) and chosen[0] >= PR_DEPTH + RESPONSE_MARGIN
     assert chosen[-1] == pytest.approx(DEPTHS[1])
-    assert residual_depth("responder", None, DEPTHS) == pytest.approx(DEPTHS[1])
-    assert residual_depth("responder", None, (0.0, 0.2)) == PR_DEPTH + RESPONSE_MARGIN
-    assert residual_depth("PR", None, DEPTHS) == PR_DRAWN_DEPTH
-    for name in ("CR", "non-responder", "SD", "PD"):
-        assert residual_depth(name, None, DEPTHS) is None
-    assert residual_depth("responder", 0.8, ()) is None
+    assert drawn_depth("responder", None, DEPTHS) == pytest.approx(DEPTHS[1])
+    assert drawn_depth("responder", None, (0.0, 0.2)) == PR_DEPTH + RESPONSE_MARGIN
+    assert drawn_depth("PR", None, DEPTHS) == PR_DRAWN_DEPTH
+    grown = [drawn_depth("non-responder", p, GROWING) for p in (0.0, 0.05, 0.1, 0.2, 0.45)]
+    assert grown == sorted(grown) and grown[0] == pytest.approx(GROWING[0])
+    assert grown[-2:] == [0.0, 0.0]  # an expected shrink is drawn kept, not shrunk
+    assert growth_depth(0.1, GROWING) == pytest.approx(0.1 * 0.72 - 0.9 * 0.13)
+    assert drawn_depth("non-responder", None, GROWING) == pytest.approx(GROWING[0])
+    assert drawn_depth("non-responder", 0.01, DEPTHS) == 0.0  # (non-responders shrink)
+    assert drawn_depth("non-responder", None, DEPTHS) == 0.0
+    for name in ("CR", "SD", "PD"):
+        assert drawn_depth(name, None, DEPTHS) is None
+    assert drawn_depth("responder", 0.8, ()) is None
+    assert drawn_depth("non-responder", 0.2, ()) is None
+
+
+@pytest.mark.parametrize("semi_axes", [(15.0, 15.0, 6.0), (30.0, 9.0, 6.0)])
+def test_the_grown_outline_is_the_lesion_enlarged_by_the_depth(semi_axes):
+    """A non-response of depth d < 0 may change the follow-up within the lesion's outline
+    enlarged by (1 - d): it holds the lesion, its longest diameter is (1 - d) of the
+    lesion's (within a voxel), larger the deeper the growth; at depth 0 it is the lesion."""
+    lesion = _ellipsoid(semi_axes)
+    diameter = lesion_diameter_mm(lesion, SPACING)
+    previous = lesion.sum()
+    for depth in (-0.1, -0.2, -0.3):
+        outline = grown_outline(lesion, SPACING, depth)
+        assert np.all(outline[lesion]) and outline.sum() > previous
+        previous = outline.sum()
+        assert lesion_diameter_mm(outline, SPACING) == pytest.approx(
+            (1 - depth) * diameter, abs=SPACING[0] * 1.5)
+    np.testing.assert_array_equal(grown_outline(lesion, SPACING, 0.0), lesion)
+
+
+def test_a_drawn_non_response_grows_no_further_than_its_depth():
+    """The generator drew a non-response as a thick rim around the tumour (9 mm all round):
+    held to depth -0.1 the follow-up keeps the baseline in the tumour and beyond the grown
+    outline, the draw only in between, and RECIST reads SD with the diameter grown by about
+    a tenth; at depth 0 it is the baseline as it was."""
+    lesion = _ellipsoid((18.0, 12.0, 6.0))
+    rng = np.random.default_rng(1)
+    baseline = (-800 + 25 * rng.standard_normal(SHAPE)).astype(np.float32)
+    baseline[lesion] = 20.0 + 10 * rng.standard_normal(int(lesion.sum()))
+    rim = _ellipsoid((27.0, 21.0, 8.0)) & ~lesion
+    drawn = baseline + 5.0  # the draw differs everywhere, a little
+    drawn[rim] = 30.0
+    constrained = constrain_followup(np.stack([drawn, drawn]), baseline, lesion, SPACING)
+    grown = with_growth(constrained, baseline, SPACING, -0.1)
+    shell = grown_outline(lesion, SPACING, -0.1) & ~lesion
+    np.testing.assert_array_equal(grown.mean[~shell], baseline[~shell])
+    np.testing.assert_array_equal(grown.mean[shell], constrained.mean[shell])
+    assert np.all(grown.spread[~shell] == 0)
+    before = lesion_diameter_mm(lesion, SPACING)
+    point = tuple(float(v) for v in np.array([24, 24, 4]) * SPACING)
+    outcome = {}
+    for name, values in (("drawn", constrained.mean), ("held", grown.mean)):
+        outcome[name] = measure_followup(_image(values), point, before, _image(baseline),
+                                         _image(lesion.astype(np.uint8)))
+    assert outcome["drawn"][2] == "PD"  # the rim as drawn: +50 %
+    assert outcome["held"][2] == "SD"
+    assert outcome["held"][1] / before == pytest.approx(1.1, abs=0.1)
+    kept = with_growth(constrained, baseline, SPACING, 0.0)
+    np.testing.assert_array_equal(kept.mean, baseline)
+    np.testing.assert_array_equal(kept.samples[0], baseline)
 
 
 @pytest.fixture(scope="module")
 def clearing_pipelines(tmp_path_factory):
     """Two pipelines of one tiny model, with and without the training cohort's depths,
-    whose generator draws every response as a complete one: the tumour taken to the lung's
-    level (a stand-in for the sampler, so that only the residual kept after it is tested)."""
+    whose generator draws every response as a complete one (the tumour taken to the lung's
+    level) and every non-response as a tumour grown by a rim (a stand-in for the
+    sampler, so that only what is kept after it is tested)."""
     import torch
+    from scipy import ndimage
 
     from ImmunoDiffLib.bundle import BundleInfo, save_bundle
     from ImmunoDiffLib.imaging import CropSpec, denormalise
@@ -143,8 +209,11 @@ def clearing_pipelines(tmp_path_factory):
         def cleared(batch, conditions, *args, window=pipeline.info.window, **kwargs):
             baseline = denormalise(batch["baseline"][0, 0].cpu().numpy(), window)
             drawn = baseline.copy()
+            tumour = batch["tumour"][0, 0].cpu().numpy() > 0.5
             if float(conditions.scenario.flatten()[0]) >= 0.5:
-                drawn[batch["tumour"][0, 0].cpu().numpy() > 0.5] = -850.0
+                drawn[tumour] = -850.0
+            else:
+                drawn[ndimage.binary_dilation(tumour, iterations=2) & ~tumour] = 30.0
             return np.stack([drawn, drawn])
 
         pipeline._synthesize = cleared
@@ -158,7 +227,9 @@ def test_the_pipeline_keeps_the_residual_its_probability_implies(
     """Through the pipeline on lung2's tumour: the follow-up the heads chose as a response
     (P 0.60 or 0.95) keeps the residual ``chosen_depth(P)`` implies (a more certain response
     a smaller one), "if it responds" beside a chosen non-response the responders' mean; a
-    model without known depths shows the generator's complete response."""
+    non-response keeps the tumour as it was (this cohort's non-responders shrink: depth
+    0); a model without known depths shows the generator's complete response and grown
+    rim."""
     from ImmunoDiffLib.inference.sampling import SamplingOptions
     from ImmunoDiffLib.models.response_depth import chosen_depth
 
@@ -177,9 +248,15 @@ def test_the_pipeline_keeps_the_residual_its_probability_implies(
     assert responded.recist == "PR" and responded.obeyed
     assert responded.followup_diameter_mm / result.baseline_diameter_mm == pytest.approx(
         1 - depth, abs=0.12)
-    assert result.scenarios["non-responder"].recist in ("SD", "PD")
+    not_responded = result.scenarios["non-responder"]
+    assert not_responded.recist == "SD" and not_responded.obeyed
+    assert not_responded.followup_diameter_mm == pytest.approx(result.baseline_diameter_mm,
+                                                               abs=1.0)
     assert result.agreement is not False
-    assert result.summary()["scenarios"]["responder"]["residual_depth"] == pytest.approx(
-        depth, abs=1e-3)  # predictions.json says which depth was drawn
-    assert results["without"].scenarios["responder"].recist == "CR"
-    assert "residual_depth" not in results["without"].summary()["scenarios"]["responder"]
+    drawn = result.summary()["scenarios"]  # predictions.json says which depth was drawn
+    assert drawn["responder"]["drawn_depth"] == pytest.approx(depth, abs=1e-3)
+    assert drawn["non-responder"]["drawn_depth"] == 0.0
+    without = results["without"].scenarios
+    assert without["responder"].recist == "CR"
+    assert without["non-responder"].followup_diameter_mm > result.baseline_diameter_mm + 4
+    assert "drawn_depth" not in results["without"].summary()["scenarios"]["responder"]

@@ -1,4 +1,5 @@
-"""A response drawn to the degree the heads expect: the residual tumour of a partial response.
+"""A follow-up drawn to the degree the heads expect: the residual tumour of a partial
+response, and no more growth than a non-response is expected to show.
 
 Told "it responds", a generator with a binary scenario condition draws the tumour nearly
 always cleared (a complete response), whereas most responders, simulated and real, keep
@@ -19,6 +20,15 @@ the follow-up is the baseline tumour as it was; around it, the generator's clear
 (parenchyma at the surrounding lung's level, inference/change_region.py). A depth of 1 keeps
 nothing: the generator's own complete response.
 
+Told "it does not respond", the generator grows a rim around the tumour (a third of the
+training cohort's non-responders progress), wherever its probability. On held-out patients
+that rim, and any other change drawn for a non-response (a tumour shrunk to the expected
+depth, grown evenly), took the follow-up further from the true one than the baseline
+tumour kept as it was. So a follow-up drawn as a non-response keeps the baseline tumour and
+lets the generator's draw show only within the **grown outline** of the depth expected of
+it (``growth_depth``: the expected depth where that is growth, else none): the lesion's
+outline enlarged by (1 - d) about its deepest point.
+
 Arrays are (X, Y, Z) crop voxels (``spacing_mm`` in the same order), in HU.
 """
 
@@ -29,7 +39,12 @@ from dataclasses import replace
 import numpy as np
 from scipy import ndimage
 
-from ..models.response_depth import PR_DEPTH, RESPONSE_MARGIN, chosen_depth
+from ..models.response_depth import (
+    PR_DEPTH,
+    RESPONSE_MARGIN,
+    chosen_depth,
+    expected_depth,
+)
 from .change_region import ConstrainedFollowup, lesion_diameter_mm
 from .scenarios import PR_DRAWN_DEPTH
 
@@ -55,41 +70,77 @@ def residual_core(lesion: np.ndarray, spacing_mm, depth: float) -> np.ndarray:
         return lesion.astype(np.float32)
     if depth >= 1.0 or lesion.sum() < MIN_CORE_VOXELS:
         return np.zeros(lesion.shape, np.float32)
-    spacing = np.asarray([float(s) for s in spacing_mm])
-    inner = ndimage.distance_transform_edt(lesion, sampling=spacing)
-    outer = ndimage.distance_transform_edt(~lesion, sampling=spacing)
-    half = 0.5 * float(spacing.min())  # the edge lies half a voxel beyond the last voxel
-    signed = np.where(lesion, inner - half, half - outer).astype(np.float32)  # mm, + inside
-    deepest = np.argwhere(inner == inner.max()).mean(0)[:, None, None, None]
-    grid = np.indices(lesion.shape, dtype=np.float32)
-    longest = (1.0 - depth) * lesion_diameter_mm(lesion, spacing)
+    longest = (1.0 - depth) * lesion_diameter_mm(lesion, spacing_mm)
+    outline = _Outline(lesion, spacing_mm)
     scale = 1.0 - depth
     while scale >= MIN_SCALE:  # smaller until every voxel it touches lies within RECIST's
-        mapped = deepest + (grid - deepest) / scale
-        # the signed distance to the shrunk lesion's edge, in mm
-        distance = scale * ndimage.map_coordinates(signed, mapped, order=1, mode="nearest")
-        core = lesion & (distance >= 0)
-        if lesion_diameter_mm(core, spacing) <= longest + 1e-6:
+        core = lesion & outline.scaled(scale)
+        if lesion_diameter_mm(core, spacing_mm) <= longest + 1e-6:
             return core.astype(np.float32)
         scale *= SHRINK_STEP
     return np.zeros(lesion.shape, np.float32)  # too small to keep a part: nothing
 
 
-def residual_depth(name: str, probability: float | None,
-                   depths: tuple[float, ...]) -> float | None:
-    """The depth at which scenario ``name``'s follow-up keeps a residual core (None: the
-    generator's draw as it is). ``depths``: the training cohort's (non-responders',
-    responders') mean response depth (``ModelConfig.scenario_depths``; empty: unknown, the
-    draw as it is). The follow-up the heads chose as a response (``probability`` given):
-    ``chosen_depth`` of their probability; "if it responds": the responders' mean depth,
-    held to a partial response; "if it reaches PR": ``PR_DRAWN_DEPTH``. A complete response
-    and every non-response are drawn as the generator draws them."""
+class _Outline:
+    """A lesion's outline (``lesion`` (X, Y, Z) bool on a grid of ``spacing``), to be scaled
+    about its deepest point (the voxel farthest from its edge)."""
+
+    def __init__(self, lesion: np.ndarray, spacing):
+        spacing = np.asarray([float(v) for v in spacing])
+        inner = ndimage.distance_transform_edt(lesion, sampling=spacing)
+        outer = ndimage.distance_transform_edt(~lesion, sampling=spacing)
+        half = 0.5 * float(spacing.min())  # the edge lies half a voxel beyond the last voxel
+        self.signed = np.where(lesion, inner - half, half - outer).astype(np.float32)  # mm
+        self.deepest = np.argwhere(inner == inner.max()).mean(0)[:, None, None, None]
+        self.grid = np.indices(lesion.shape, dtype=np.float32)
+
+    def scaled(self, scale: float) -> np.ndarray:
+        """(X, Y, Z) bool: the outline scaled by ``scale`` (not cut to the lesion)."""
+        mapped = self.deepest + (self.grid - self.deepest) / scale
+        # the signed distance to the scaled outline's edge, in mm (+ inside)
+        return scale * ndimage.map_coordinates(self.signed, mapped, order=1,
+                                               mode="nearest") >= 0
+
+
+def grown_outline(lesion: np.ndarray, spacing_mm, depth: float) -> np.ndarray:
+    """(X, Y, Z) bool: where a non-response of ``depth`` (<= 0: grown by -depth of the
+    diameter) may show a change of ``lesion`` (X, Y, Z) bool: its outline enlarged by
+    (1 - depth) about its deepest point, with the lesion itself; a depth >= 0 is the lesion."""
+    lesion = np.asarray(lesion, bool)
+    if depth >= 0.0 or not lesion.any():
+        return lesion.copy()
+    return lesion | _Outline(lesion, spacing_mm).scaled(1.0 - float(depth))
+
+
+def growth_depth(probability: float, depths: tuple[float, float]) -> float:
+    """The depth a non-response of a patient with response probability ``probability`` is
+    drawn to: the expected depth (``depths``: the non-responders' and responders' means)
+    where that is growth, else 0 (kept: a non-response is never drawn shrunk)."""
+    return float(min(expected_depth(probability, depths), 0.0))
+
+
+def drawn_depth(name: str, probability: float | None,
+                depths: tuple[float, ...]) -> float | None:
+    """The depth scenario ``name``'s follow-up is drawn to (None: the generator's draw as
+    it is). ``depths``: the training cohort's (non-responders', responders') mean response
+    depth (``ModelConfig.scenario_depths``; empty: unknown, the draw as it is). The
+    follow-up the heads chose (``probability`` given): as a response ``chosen_depth`` of
+    their probability (a residual core), as a non-response ``growth_depth`` (<= 0). "If it
+    responds": the responders' mean depth, held to a partial response; "if it does not":
+    the non-responders' mean where that is growth, else 0; "if it reaches PR":
+    ``PR_DRAWN_DEPTH``. A complete response, SD and PD are drawn as the generator draws
+    them."""
     if len(depths) != 2:
         return None
+    depths = (float(depths[0]), float(depths[1]))
     if name == "responder":
         if probability is not None:
-            return chosen_depth(probability, (float(depths[0]), float(depths[1])))
+            return chosen_depth(probability, depths)
         return float(min(max(depths[1], PR_DEPTH + RESPONSE_MARGIN), 1.0))
+    if name == "non-responder":
+        if probability is not None:
+            return growth_depth(probability, depths)
+        return float(min(depths[0], 0.0))
     return PR_DRAWN_DEPTH if name == "PR" else None
 
 
@@ -99,6 +150,24 @@ def with_residual(constrained: ConstrainedFollowup, baseline_hu: np.ndarray, spa
     samples, mean and spread with the residual core of a response of ``depth`` kept from
     ``baseline_hu`` (X, Y, Z) (the core around the region's lesion)."""
     weight = residual_core(constrained.region.lesion, spacing_mm, depth)
+    baseline = np.asarray(baseline_hu, np.float32)
+
+    def kept(values):
+        return (weight * baseline + (1.0 - weight) * values).astype(np.float32)
+
+    return replace(constrained, samples=kept(constrained.samples), mean=kept(constrained.mean),
+                   spread=((1.0 - weight) * constrained.spread).astype(np.float32))
+
+
+def with_growth(constrained: ConstrainedFollowup, baseline_hu: np.ndarray, spacing_mm,
+                depth: float) -> ConstrainedFollowup:
+    """The constrained follow-up drawn as a non-response of ``depth`` (<= 0): the baseline
+    ``baseline_hu`` (X, Y, Z) kept in the lesion and outside its ``grown_outline``, the
+    draw's samples, mean and spread only in the shell between (none at depth 0: the
+    baseline tumour as it was)."""
+    lesion = np.asarray(constrained.region.lesion, bool)
+    shell = grown_outline(lesion, spacing_mm, depth) & ~lesion
+    weight = (~shell).astype(np.float32)  # 1: the baseline
     baseline = np.asarray(baseline_hu, np.float32)
 
     def kept(values):

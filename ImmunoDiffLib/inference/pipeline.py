@@ -40,7 +40,7 @@ from ..progress import CancelFlag, ProgressCallback, Task
 from ..seeds import torch_generator
 from .change_region import constrain_followup
 from .out_of_distribution import add_reason, assess, warning_text
-from .partial_response import residual_depth, with_residual
+from .partial_response import drawn_depth, with_growth, with_residual
 from .precision import describe, native_bf16, resolve_channels_last
 from .sampling import (
     SamplingOptions,
@@ -390,38 +390,40 @@ class ImmunoDiffPipeline:
                 start = 0.3 + share * index
                 task.report(start, f"generating the follow-up if it is a {name}")
 
-                # a binary model's response keeps the residual tumour its depth implies
-                drawn = {"residual": None}  # the depth the last attempt kept, if any
-                residual = None if depths is not None else residual_depth(
+                # a binary model's follow-up drawn to the depth the heads expect: a
+                # response keeps its residual tumour, a non-response no more growth
+                drawn = {"depth": None}  # the depth the last attempt was drawn to, if any
+                target = None if depths is not None else drawn_depth(
                     name, float(probability.mean()) if name == decided else None,
                     self.model.config.scenario_depths)
 
                 def synthesize(value, attempt, sub, toward_non_response, drop_clinical,
-                               residual=residual, drawn=drawn):
+                               target=target, drawn=drawn):
                     with torch.inference_mode():
                         given = self.model.encode_conditions(
                             batch, "2", drop_clinical=drop_clinical,
                             scenario=scenario_tensor(value, self.device))
+                    responding = value >= response_from
                     constrained = constrain(
                         self._synthesize(batch, given, None, attempt, sub, cancel, True,
-                                         toward_non_response),
-                        responding=value >= response_from)
-                    drawn["residual"] = None
-                    if residual is None or value < response_from:
+                                         toward_non_response), responding=responding)
+                    drawn["depth"] = None
+                    if target is None or responding != (target > 0):
                         return constrained
-                    kept = with_residual(constrained, baseline_hu, spec.spacing, residual)
-                    # the residual beside what the draw left dense can read as no response:
-                    # then the draw as it is
-                    if measure(kept)[3] not in RESPONSE_RECIST:
+                    kept = (with_residual if responding else with_growth)(
+                        constrained, baseline_hu, spec.spacing, target)
+                    # what the draw left beside the kept tumour can read as the other
+                    # outcome: then the draw as it is
+                    if (measure(kept)[3] in RESPONSE_RECIST) != responding:
                         return constrained
-                    drawn["residual"] = residual
+                    drawn["depth"] = target
                     return kept
 
                 scenario_results[name] = replace(synthesize_scenario(
                     name, synthesize, measure, options, task.sub(start, start + share),
                     depth_ladder(name, depths,
                                  float(probability.mean()) if name == decided else None)),
-                    residual_depth=drawn["residual"])
+                    drawn_depth=drawn["depth"])
             chosen = scenario_results[decided].constrained
         else:
             if scenarios or recist_scenarios:

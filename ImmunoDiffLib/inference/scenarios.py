@@ -78,8 +78,9 @@ class ScenarioResult:
     ``obeyed`` whether its RECIST is the scenario's (None: not measurable), ``guidance``
     the scenario guidance it took, ``constrained`` the change-region result it came from
     (inference/change_region.py: mean, spread, region), ``clinical_left_out`` whether it
-    was synthesized without the clinical variables (a retry), ``residual_depth`` the depth
-    of the response whose residual tumour it keeps (inference/partial_response.py)."""
+    was synthesized without the clinical variables (a retry), ``drawn_depth`` the response
+    depth it was drawn to (inference/partial_response.py: a response's residual tumour, a
+    non-response's growth when negative)."""
 
     followup_crop: sitk.Image
     followup_lesion_ml: float
@@ -89,7 +90,7 @@ class ScenarioResult:
     guidance: float = 1.0
     constrained: object = None
     clinical_left_out: bool = False
-    residual_depth: float | None = None  # the response depth whose residual core was kept
+    drawn_depth: float | None = None  # the response depth it was drawn to
     # (inference/partial_response.py; None: the generator's draw as it is)
 
     def summary(self) -> dict:
@@ -98,8 +99,8 @@ class ScenarioResult:
                    "followup_diameter_mm": round(self.followup_diameter_mm, 1),
                    "obeyed": self.obeyed, "guidance": round(self.guidance, 2),
                    "clinical_left_out": self.clinical_left_out}
-        if self.residual_depth is not None:
-            summary["residual_depth"] = round(self.residual_depth, 3)
+        if self.drawn_depth is not None:
+            summary["drawn_depth"] = round(self.drawn_depth, 3)
         return summary
 
 
