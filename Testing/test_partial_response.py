@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from ImmunoDiffLib.imaging.lesion import LESION_MIN_HU
 from ImmunoDiffLib.inference.change_region import constrain_followup, lesion_diameter_mm
+from ImmunoDiffLib.inference.cleared_texture import BELOW_LESION_HU
 from ImmunoDiffLib.inference.partial_response import (
     drawn_depth,
+    drawn_to_depth,
     grown_outline,
     growth_depth,
     residual_core,
@@ -107,6 +110,43 @@ def test_a_cleared_follow_up_keeps_the_residual_and_reads_as_the_depth_means(
     assert recist in category
     if category == "PR":
         assert mm / before == pytest.approx(1 - depth, abs=0.1)
+
+
+def test_remnants_the_draw_left_beside_the_core_are_cleared_when_they_join_it():
+    """A draw that cleared a 36 mm tumour but for a dense band along its long axis: with the
+    core kept, the band joins it into a tumour as long as before (RECIST SD, not the
+    response drawn). The next version tried keeps the core and clears the band's voxels to
+    below the lesion's density floor (the lung's level), so RECIST reads the depth's partial
+    response; what the draw had cleared and everything outside the lesion stay as drawn."""
+    lesion = _ellipsoid((18.0, 12.0, 6.0))
+    baseline, cleared = _cleared_followup(lesion)
+    band = lesion & (np.abs(np.indices(SHAPE)[1] - 24) <= 1)
+    samples = np.where(band, baseline, cleared.samples)  # the draw left the band dense
+    left = constrain_followup(samples, baseline, lesion, SPACING, responding=True)
+    assert (left.mean[band] > LESION_MIN_HU).mean() > 0.9
+    before = lesion_diameter_mm(lesion, SPACING)
+    point = tuple(float(v) for v in np.array([24, 24, 4]) * SPACING)
+
+    def recist(followup):
+        return measure_followup(_image(followup.mean), point, before, _image(baseline),
+                                _image(lesion.astype(np.uint8)))[1:]
+
+    first, second = drawn_to_depth(left, baseline, SPACING, 0.4, LESION_MIN_HU)
+    assert recist(first)[1] == "SD"
+    mm, category = recist(second)
+    assert category == "PR" and mm / before == pytest.approx(0.6, abs=0.1)
+    core = residual_core(lesion, SPACING, 0.4) >= 0.5
+    np.testing.assert_allclose(second.mean[core], baseline[core], atol=1e-3)
+    remnant = band & ~core
+    assert np.all(second.mean[remnant] <= LESION_MIN_HU - BELOW_LESION_HU)
+    assert np.all(second.samples[:, remnant] <= LESION_MIN_HU - BELOW_LESION_HU)
+    assert np.all(second.spread[remnant] == 0)
+    np.testing.assert_array_equal(second.mean[~lesion], left.mean[~lesion])
+    untouched = lesion & ~core & ~band
+    np.testing.assert_array_equal(second.mean[untouched], first.mean[untouched])
+    # a non-response has one version: the growth held to its outline
+    (only,) = drawn_to_depth(left, baseline, SPACING, 0.0, LESION_MIN_HU)
+    np.testing.assert_array_equal(only.mean, baseline)
 
 
 def test_the_depth_follows_the_heads_and_the_scenario():

@@ -46,6 +46,7 @@ from ..models.response_depth import (
     expected_depth,
 )
 from .change_region import ConstrainedFollowup, lesion_diameter_mm
+from .cleared_texture import BELOW_LESION_HU
 from .scenarios import PR_DRAWN_DEPTH
 
 MIN_CORE_VOXELS = 2  # a lesion smaller than this keeps nothing
@@ -145,18 +146,35 @@ def drawn_depth(name: str, probability: float | None,
 
 
 def with_residual(constrained: ConstrainedFollowup, baseline_hu: np.ndarray, spacing_mm,
-                  depth: float) -> ConstrainedFollowup:
+                  depth: float, remnant_ceiling_hu: float | None = None) -> ConstrainedFollowup:
     """The constrained follow-up (inference/change_region.py) drawn as a response, its
     samples, mean and spread with the residual core of a response of ``depth`` kept from
-    ``baseline_hu`` (X, Y, Z) (the core around the region's lesion)."""
-    weight = residual_core(constrained.region.lesion, spacing_mm, depth)
+    ``baseline_hu`` (X, Y, Z) (the core around the region's lesion). With
+    ``remnant_ceiling_hu``: what the draw left of the lesion beyond the core above that
+    density is drawn cleared too (the region's lung level with its borrowed texture, at
+    most the ceiling), so the core is the residual tumour."""
+    region = constrained.region
+    weight = residual_core(region.lesion, spacing_mm, depth)
     baseline = np.asarray(baseline_hu, np.float32)
+    beyond_core = np.asarray(region.lesion, bool) & (weight < 0.5)
+    level = np.full(baseline.shape, region.lung_level_hu, np.float32)
+    if region.lung_texture is not None:
+        texture = np.asarray(region.lung_texture, np.float32)
+        level = np.where(np.isfinite(texture), level + np.nan_to_num(texture), level)
+    if remnant_ceiling_hu is not None:
+        level = np.minimum(level, remnant_ceiling_hu)
 
     def kept(values):
-        return (weight * baseline + (1.0 - weight) * values).astype(np.float32)
+        values = (weight * baseline + (1.0 - weight) * values).astype(np.float32)
+        if remnant_ceiling_hu is None:
+            return values
+        return np.where(beyond_core & (values > remnant_ceiling_hu), level, values)
 
-    return replace(constrained, samples=kept(constrained.samples), mean=kept(constrained.mean),
-                   spread=((1.0 - weight) * constrained.spread).astype(np.float32))
+    samples = kept(constrained.samples)
+    spread = ((1.0 - weight) * constrained.spread if remnant_ceiling_hu is None
+              else samples.std(0))  # (the spread of what is drawn: none where kept)
+    return replace(constrained, samples=samples, mean=kept(constrained.mean),
+                   spread=spread.astype(np.float32))
 
 
 def with_growth(constrained: ConstrainedFollowup, baseline_hu: np.ndarray, spacing_mm,
@@ -175,3 +193,20 @@ def with_growth(constrained: ConstrainedFollowup, baseline_hu: np.ndarray, spaci
 
     return replace(constrained, samples=kept(constrained.samples), mean=kept(constrained.mean),
                    spread=((1.0 - weight) * constrained.spread).astype(np.float32))
+
+
+def drawn_to_depth(constrained: ConstrainedFollowup, baseline_hu: np.ndarray, spacing_mm,
+                   depth: float, lesion_floor_hu: float):
+    """The versions of ``constrained`` drawn to ``depth`` (> 0: a response, else a
+    non-response), in the order they are tried until one reads as the outcome drawn: a
+    response keeps its residual core (``with_residual``) and, where what the draw left of the
+    lesion beside the core joins it into a tumour too long for a response, keeps the core
+    with those remnants cleared (those at or above ``lesion_floor_hu`` - BELOW_LESION_HU,
+    the density its lesion is measured from); a non-response shows the draw only within its
+    grown outline (``with_growth``)."""
+    if depth > 0:
+        yield with_residual(constrained, baseline_hu, spacing_mm, depth)
+        yield with_residual(constrained, baseline_hu, spacing_mm, depth,
+                            remnant_ceiling_hu=lesion_floor_hu - BELOW_LESION_HU)
+    else:
+        yield with_growth(constrained, baseline_hu, spacing_mm, depth)

@@ -40,7 +40,7 @@ from ..progress import CancelFlag, ProgressCallback, Task
 from ..seeds import torch_generator
 from .change_region import constrain_followup
 from .out_of_distribution import add_reason, assess, warning_text
-from .partial_response import drawn_depth, with_growth, with_residual
+from .partial_response import drawn_depth, drawn_to_depth
 from .precision import describe, native_bf16, resolve_channels_last
 from .sampling import (
     SamplingOptions,
@@ -410,14 +410,14 @@ class ImmunoDiffPipeline:
                     drawn["depth"] = None
                     if target is None or responding != (target > 0):
                         return constrained
-                    kept = (with_residual if responding else with_growth)(
-                        constrained, baseline_hu, spec.spacing, target)
                     # what the draw left beside the kept tumour can read as the other
-                    # outcome: then the draw as it is
-                    if (measure(kept)[3] in RESPONSE_RECIST) != responding:
-                        return constrained
-                    drawn["depth"] = target
-                    return kept
+                    # outcome: then the next version, at last the draw as it is
+                    for kept in drawn_to_depth(constrained, baseline_hu, spec.spacing,
+                                               target, floor_hu):
+                        if (measure(kept)[3] in RESPONSE_RECIST) == responding:
+                            drawn["depth"] = target
+                            return kept
+                    return constrained
 
                 scenario_results[name] = replace(synthesize_scenario(
                     name, synthesize, measure, options, task.sub(start, start + share),
