@@ -9,7 +9,10 @@ Two parts:
   input, the mean over the prediction's noise draws): mean, per-feature SD and the precision
   of a Ledoit-Wolf shrunk covariance of the standardised features. A case's score is its
   Mahalanobis distance divided by sqrt(F) (about 1 for a typical training patient), and the
-  threshold is set on held-out patients so that at most 5 % of them lie beyond it.
+  threshold is set on held-out patients so that at most 5 % of them lie beyond it. Where the
+  patients are grouped (the CT a simulated patient is built on), it is also set so that
+  a group the reference never saw would be flagged no more often (:func:`transfer_quantile`):
+  features of a new CT lie further out than those of new patients on a known one.
 
 In a bundle the arrays live in ``ood_reference.safetensors`` (its sha256 in bundle.json) and
 the rest in bundle.json's ``out_of_distribution`` section (see :mod:`ImmunoDiffLib.bundle`).
@@ -23,6 +26,14 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 HELD_OUT_FLAG_RATE = 0.05  # the largest share of held-out patients the threshold may flag
+
+
+def beyond_range_rate(n: int) -> float:
+    """The chance that one more patient, drawn as ``n`` held-out patients were, lies beyond
+    their range (the least or the largest of n + 1 exchangeable values): 2 / (n + 1). The
+    flag's rule on the heads' logit (beyond the held-out patients' range) flags about this
+    share of new patients of their own kind."""
+    return 2.0 / (n + 1.0)
 
 
 def feature_threshold(scores: np.ndarray, rate: float = HELD_OUT_FLAG_RATE,
@@ -56,6 +67,7 @@ class FeatureReference:
     n_held_out: int
     held_out_flagged: float
     shrinkage: float
+    transfer: dict | None = None  # transfer_quantile's result, where the patients are grouped
 
     @property
     def dimensions(self) -> int:
@@ -76,6 +88,7 @@ class FeatureReference:
         return {"threshold": self.threshold, "n_train": self.n_train,
                 "n_held_out": self.n_held_out, "held_out_flagged": self.held_out_flagged,
                 "shrinkage": self.shrinkage, "dimensions": self.dimensions,
+                "transfer": self.transfer,
                 "score": "Mahalanobis distance / sqrt(F) of the mean up-block features "
                          "(Ledoit-Wolf covariance of the standardised features)"}
 
@@ -86,30 +99,74 @@ class FeatureReference:
                    np.asarray(tensors["feature_precision"], np.float64),
                    float(description["threshold"]), int(description["n_train"]),
                    int(description["n_held_out"]), float(description["held_out_flagged"]),
-                   float(description["shrinkage"]))
+                   float(description["shrinkage"]), description.get("transfer"))
+
+
+def _fitted(train: np.ndarray) -> FeatureReference:
+    """The reference of ``train`` (N, F), threshold not set yet."""
+    from sklearn.covariance import LedoitWolf  # deferred: only fitting needs scikit-learn
+
+    mean = train.mean(0)
+    sd = train.std(0, ddof=1)
+    scale = sd + 1e-6 * float(sd.mean()) + 1e-12  # a constant feature counts, finitely
+    fitted = LedoitWolf().fit((train - mean) / scale)
+    return FeatureReference(mean, scale, fitted.precision_, 0.0, len(train), 0, 0.0,
+                            float(fitted.shrinkage_))
+
+
+MIN_GROUP_PATIENTS = 10  # a group left out needs this many training and held-out patients
+
+
+def transfer_quantile(train: np.ndarray, held_out: np.ndarray, train_groups, held_out_groups,
+                      rate: float = HELD_OUT_FLAG_RATE) -> dict | None:
+    """How far into the held-out scores' upper tail a threshold must lie to flag at most
+    ``rate`` of patients of a group the reference never saw. For each group g (with enough
+    patients on both sides): a reference fitted on the ``train`` (N, F) patients of the other
+    groups scores the ``held_out`` (M, F) patients of the other groups and of g; the share of
+    the former at or below the score that flags ``rate`` of g. Returns {"quantile": the
+    largest share (every group left out flagged at most ``rate``), "left_out": {g: share},
+    "rate": rate}, or None with fewer than two such groups."""
+    train_groups = np.asarray(train_groups).astype(str)
+    held_out_groups = np.asarray(held_out_groups).astype(str)
+    shares = {}
+    for group in sorted(set(train_groups) & set(held_out_groups)):
+        known_train, known_held = train_groups != group, held_out_groups != group
+        if min(known_train.sum(), (~known_train).sum(), known_held.sum(),
+               (~known_held).sum()) < MIN_GROUP_PATIENTS:
+            continue
+        reference = _fitted(train[known_train])
+        unseen = np.quantile(reference.score(held_out[~known_held]), 1.0 - rate)
+        shares[str(group)] = float(np.mean(reference.score(held_out[known_held]) <= unseen))
+    if len(shares) < 2:
+        return None
+    return {"quantile": max(shares.values()), "left_out": shares, "rate": rate}
 
 
 def fit_feature_reference(train: np.ndarray, held_out: np.ndarray,
                           rate: float = HELD_OUT_FLAG_RATE,
-                          flagged_otherwise: np.ndarray | None = None) -> FeatureReference:
+                          flagged_otherwise: np.ndarray | None = None,
+                          train_groups=None, held_out_groups=None) -> FeatureReference:
     """The reference of training features ``train`` (N, F), its threshold set on
     ``held_out`` (M, F) so that at most ``rate`` of them are flagged, together with those
-    ``flagged_otherwise`` (M,) flags for other reasons (:func:`feature_threshold`)."""
-    from sklearn.covariance import LedoitWolf  # deferred: only fitting needs scikit-learn
-
+    ``flagged_otherwise`` (M,) flags for other reasons (:func:`feature_threshold`), and, with
+    ``train_groups`` (N,) and ``held_out_groups`` (M,), so that a group the reference never
+    saw would be flagged at most ``rate`` too (:func:`transfer_quantile`; the higher of the
+    two thresholds)."""
     train = np.asarray(train, np.float64)
     held_out = np.asarray(held_out, np.float64)
     if train.ndim != 2 or train.shape[0] < 3 or held_out.ndim != 2 or len(held_out) < 1:
         raise ValueError(f"Need training features (N >= 3, F) and held-out features (M, F); "
                          f"got {train.shape} and {held_out.shape}.")
-    mean = train.mean(0)
-    sd = train.std(0, ddof=1)
-    scale = sd + 1e-6 * float(sd.mean()) + 1e-12  # a constant feature counts, finitely
-    fitted = LedoitWolf().fit((train - mean) / scale)
-    reference = FeatureReference(mean, scale, fitted.precision_, 0.0, len(train),
-                                 len(held_out), 0.0, float(fitted.shrinkage_))
+    reference = _fitted(train)
+    reference.n_held_out = len(held_out)
     scores = reference.score(held_out)
     reference.threshold = feature_threshold(scores, rate, flagged_otherwise)
+    if train_groups is not None and held_out_groups is not None:
+        reference.transfer = transfer_quantile(train, held_out, train_groups,
+                                               held_out_groups, rate)
+        if reference.transfer is not None:
+            reference.threshold = max(reference.threshold, float(
+                np.quantile(scores, reference.transfer["quantile"])))
     others = (np.zeros(len(scores), bool) if flagged_otherwise is None
               else np.asarray(flagged_otherwise, bool))
     reference.held_out_flagged = float(((scores > reference.threshold) | others).mean())

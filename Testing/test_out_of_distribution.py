@@ -32,6 +32,7 @@ from ImmunoDiffLib.ood_reference import (
     FeatureReference,
     OODReference,
     TrainingRanges,
+    beyond_range_rate,
     feature_threshold,
     fit_feature_reference,
 )
@@ -102,7 +103,7 @@ def test_the_reference_fitted_on_rows_counts_the_rules_in_the_five_percent():
                  "record": parse_clinical({**CLINICAL, "age": age_low + 30 * i / n})}
                 for i in range(n)]
 
-    train, held_out = rows(80, 45.0), rows(100, 45.0)
+    train, held_out = rows(80, 45.0), rows(200, 45.0)
     for row in held_out[:3]:  # three patients far younger than anyone in training
         row["record"] = parse_clinical({**CLINICAL, "age": 18})
     flagged = range_flagged(held_out, fit_reference(train, held_out, {}, Standardisation())
@@ -110,10 +111,48 @@ def test_the_reference_fitted_on_rows_counts_the_rules_in_the_five_percent():
     assert flagged.sum() == 3 and flagged[:3].all()
     reference = fit_reference(train, held_out, {"cohort": "test"}, Standardisation())
     scores = reference.features.score(np.stack([r["image_features"] for r in held_out]))
-    assert ((scores > reference.features.threshold) | flagged).mean() <= 0.05
-    assert (scores[~flagged] > reference.features.threshold).sum() == 2
-    assert reference.features.held_out_flagged == pytest.approx(0.05)
+    # 5 % less what the rule on the logit range flags of new patients (2 / 201): 8 of 200,
+    # three of them flagged by the rules, five by the score
+    assert beyond_range_rate(200) == pytest.approx(2 / 201)
+    assert ((scores > reference.features.threshold) | flagged).mean() <= 0.05 - 2 / 201
+    assert (scores[~flagged] > reference.features.threshold).sum() == 5
+    assert reference.features.held_out_flagged == pytest.approx(0.04)
+    assert reference.features.transfer is None  # no backgrounds: one threshold
     assert reference.source == {"cohort": "test"}
+
+
+def _on_ct(rng, n: int, ct: int, dimensions: int = 8) -> np.ndarray:
+    """Features of n patients on CT ``ct``: a patient's own variation plus the CT's shift,
+    as large as the spread between patients, along a direction of its own."""
+    direction = np.random.default_rng(100 + ct).standard_normal(dimensions)
+    return rng.standard_normal((n, dimensions)) + 1.2 * direction / np.linalg.norm(direction)
+
+
+def test_a_ct_the_reference_never_saw_is_flagged_no_more_than_held_out_patients():
+    """Patients on two training CTs (reference and threshold fitted on them) and on a third
+    CT: a threshold set on held-out patients of the known CTs flags far more than 5 % of the
+    new CT's patients; with the CTs named, each known CT left out in turn tells how much
+    higher it must lie, and the new CT's patients are flagged at about 5 %, while a patient
+    far from every CT still is."""
+    rng = np.random.default_rng(5)
+    train = np.concatenate([_on_ct(rng, 150, 0), _on_ct(rng, 150, 1)])
+    held_out = np.concatenate([_on_ct(rng, 150, 0), _on_ct(rng, 150, 1)])
+    groups = np.repeat(["ct0", "ct1"], 150)
+    new_ct = _on_ct(rng, 2000, 2)
+    one = fit_feature_reference(train, held_out)
+    assert (one.score(new_ct) > one.threshold).mean() > 0.10
+    grouped = fit_feature_reference(train, held_out, train_groups=groups,
+                                    held_out_groups=groups)
+    transfer = grouped.transfer
+    assert set(transfer["left_out"]) == {"ct0", "ct1"} and transfer["quantile"] > 0.96
+    assert grouped.threshold > one.threshold
+    assert (grouped.score(new_ct) > grouped.threshold).mean() <= 0.08
+    assert (grouped.score(held_out) > grouped.threshold).mean() <= 0.05
+    assert grouped.score(np.full(8, 6.0)) > grouped.threshold
+    # too few patients of a CT to leave it out: no transfer, the one threshold
+    few = fit_feature_reference(train, held_out, train_groups=groups,
+                                held_out_groups=np.where(np.arange(300) < 295, "ct0", "ct1"))
+    assert few.transfer is None and few.threshold == pytest.approx(one.threshold)
 
 
 def _assess(reference, diameter=30.0, padding=0.0, clinical=None, features=None):

@@ -14,9 +14,11 @@ existing bundle (another held-out cohort, a changed rule):
 2. reads each baseline as the pipeline does (ImmunoDiffLib/inference/reference_fitting.py):
    the response head's logits, the up-block features with the clinical variables left out,
    lesion diameter, crop padding, clinical values;
-3. fits the reference (training ranges and features; threshold flagging, with the ranges, at
-   most 5 % of the calibration patients) and the Platt calibration on them (on their true
-   response probabilities, from the simulation's truth; ECE before and after, cross-fitted);
+3. fits the reference (training ranges and features; threshold flagging, with the ranges and
+   the logit-range rule, at most 5 % of the calibration patients, and as few of those on a
+   CT left out of the reference, each training CT in turn: ood_reference.transfer_quantile)
+   and the Platt calibration on them (on their true response probabilities, from the
+   simulation's truth; ECE before and after, cross-fitted);
 4. writes the bundle (atomically; the weights copied byte for byte) and prints the held-out
    patients' flags.
 """
@@ -59,6 +61,7 @@ def main() -> int:
         case_rows,
         fit_held_out_calibration,
         fit_reference,
+        with_backgrounds,
         with_true_probabilities,
     )
 
@@ -76,7 +79,7 @@ def main() -> int:
     rows = {}
     for key, paths in manifests.items():
         cases = [case for manifest in paths for case in load_cohort(manifest)]
-        rows[key] = case_rows(pipeline, cases, progress=_progress(key))
+        rows[key] = with_backgrounds(case_rows(pipeline, cases, progress=_progress(key)), cases)
         print()
     rows[fitting_key] = with_true_probabilities(rows[fitting_key], manifests[fitting_key][0])
     source = {"train_cohort": training["train_cohort"], fitting_key: training[fitting_key],

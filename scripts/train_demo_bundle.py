@@ -162,11 +162,13 @@ def held_out_parts(model, info, cohorts: dict, calibration_manifest: Path | None
         fit_held_out_calibration,
         fit_reference,
         mean_logits,
+        with_backgrounds,
         with_true_probabilities,
     )
 
     pipeline = ImmunoDiffPipeline(model=model, info=info, channels_last=False)
-    rows = {key: case_rows(pipeline, cases, progress=_progress(f"features of the {key} cohort"))
+    rows = {key: with_backgrounds(case_rows(
+        pipeline, cases, progress=_progress(f"features of the {key} cohort")), cases)
             for key, cases in cohorts.items()}
     print()
     if calibration_manifest is not None:

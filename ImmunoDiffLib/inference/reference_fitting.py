@@ -8,7 +8,9 @@ record and the known response. Then:
 
 * :func:`fit_reference`: the training patients' ranges and feature reference, its threshold
   set on held-out patients so that at most 5 % of them are flagged for any reason (those the
-  ranges flag already use part of that share);
+  ranges flag, and the share the rule on the heads' logit range flags among new patients,
+  use part of that share), and, where each patient's CT is known (:func:`with_backgrounds`),
+  so that patients on a CT the reference never saw are flagged no more often;
 * :func:`fit_held_out_calibration`: Platt scaling of the held-out patients' logits, with the
   ECE before and after (the latter cross-fitted, so it is honest) and the range of their
   logits (beyond it the flag says the heads extrapolate).
@@ -34,7 +36,13 @@ from ..calibration import (
 from ..clinical import BY_NAME, Standardisation
 from ..cohort import CohortCase
 from ..datasets import CohortDataset, PreprocessConfig
-from ..ood_reference import OODReference, TrainingRanges, fit_feature_reference
+from ..ood_reference import (
+    HELD_OUT_FLAG_RATE,
+    OODReference,
+    TrainingRanges,
+    beyond_range_rate,
+    fit_feature_reference,
+)
 from ..progress import ProgressCallback, Task
 from .change_region import lesion_diameter_mm
 from .out_of_distribution import assess
@@ -100,13 +108,20 @@ def range_flagged(rows: list[dict], ranges: TrainingRanges,
 def fit_reference(train: list[dict], held_out: list[dict], source: dict,
                   standardisation: Standardisation) -> OODReference:
     """The out-of-distribution reference: ranges of ``train``, feature reference of its
-    image features with the threshold set on ``held_out``'s, so that the rules and the
-    score together flag at most 5 % of ``held_out``."""
+    image features with the threshold set on ``held_out``'s, so that the rules, the score
+    and the rule on the logit range (fitted on the same held-out patients,
+    :func:`fit_held_out_calibration`: it flags about ``beyond_range_rate`` of new patients)
+    together flag at most 5 % of ``held_out``; where every row has a ``background``, at most
+    that share of patients on a background the reference never saw as well."""
     ranges = training_ranges(train)
-    features = fit_feature_reference(np.stack([r["image_features"] for r in train]),
-                                     np.stack([r["image_features"] for r in held_out]),
-                                     flagged_otherwise=range_flagged(held_out, ranges,
-                                                                     standardisation))
+    grouped = all(r.get("background") is not None for r in train + held_out)
+    features = fit_feature_reference(
+        np.stack([r["image_features"] for r in train]),
+        np.stack([r["image_features"] for r in held_out]),
+        rate=HELD_OUT_FLAG_RATE - beyond_range_rate(len(held_out)),
+        flagged_otherwise=range_flagged(held_out, ranges, standardisation),
+        train_groups=[r["background"] for r in train] if grouped else None,
+        held_out_groups=[r["background"] for r in held_out] if grouped else None)
     return OODReference(ranges, features, dict(source))
 
 
@@ -152,3 +167,21 @@ def with_true_probabilities(rows: list[dict], manifest) -> list[dict]:
     truth = {p["patient_id"]: p.get("response_probability")
              for p in json.loads(path.read_text(encoding="utf-8")).get("patients", [])}
     return [{**row, "true_probability": truth.get(row["patient_id"])} for row in rows]
+
+
+def with_backgrounds(rows: list[dict], cases: list[CohortCase]) -> list[dict]:
+    """``rows`` (one per case of ``cases``) given the CT each simulated patient is built on
+    (``background``, from the simulation's truth file in the case's cohort folder); None for
+    a patient without one (a real cohort: no groups, one threshold)."""
+    from ..simulation.simulate import TRUTH_NAME  # deferred: only simulated cohorts have it
+
+    truths: dict[Path, dict] = {}
+    out = []
+    for row, case in zip(rows, cases, strict=True):
+        path = Path(case.baseline_ct).parent.parent / TRUTH_NAME
+        if path not in truths:
+            truths[path] = ({p["patient_id"]: p.get("background") for p in json.loads(
+                path.read_text(encoding="utf-8")).get("patients", [])}
+                if path.is_file() else {})
+        out.append({**row, "background": truths[path].get(case.patient_id)})
+    return out
