@@ -127,13 +127,14 @@ def _read_ood(path: Path, section: dict | None) -> OODReference | None:
 
 def with_held_out_parts(source: str | os.PathLike, destination: str | os.PathLike,
                         reference: OODReference, calibration: Calibration | None = None,
-                        overwrite: bool = False, calibration_cohort: dict | None = None
-                        ) -> Path:
+                        overwrite: bool = False, calibration_cohort: dict | None = None,
+                        metrics: dict | None = None) -> Path:
     """A copy of the bundle ``source`` with ``reference`` as its out-of-distribution
     reference (and ``calibration``, when given, as its probability calibration, with the
-    settings of the ``calibration_cohort`` it was fitted on recorded in ``training``), written
-    atomically to ``destination`` (which may be ``source`` itself): the weights are copied
-    byte for byte, so their sha256 stays valid."""
+    settings of the ``calibration_cohort`` it was fitted on recorded in ``training``;
+    ``metrics``, when given, merged per cohort into its held-out numbers: those the new
+    parts change), written atomically to ``destination`` (which may be ``source`` itself):
+    the weights are copied byte for byte, so their sha256 stays valid."""
     source, destination = Path(source), Path(destination)
     read_bundle_info(source)  # a valid bundle, or a clear error
     description = json.loads((source / DESCRIPTION_NAME).read_text(encoding="utf-8"))
@@ -149,6 +150,8 @@ def with_held_out_parts(source: str | os.PathLike, destination: str | os.PathLik
             description["calibration"] = calibration.description()
         if calibration_cohort is not None:
             description.setdefault("training", {})["calibration_cohort"] = calibration_cohort
+        for cohort, numbers in (metrics or {}).items():
+            description.setdefault("metrics", {}).setdefault(cohort, {}).update(numbers)
         (staging / DESCRIPTION_NAME).write_text(json.dumps(description, indent=2),
                                                 encoding="utf-8")
     return destination

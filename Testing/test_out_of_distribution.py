@@ -208,15 +208,21 @@ def test_the_reference_travels_in_the_bundle_with_its_checksum(tmp_path):
     rng = np.random.default_rng(2)
     plain, dimensions = _tiny_bundle(tmp_path / "plain")
     assert read_bundle_info(plain)[0].out_of_distribution is None
+    groups = np.repeat(["a", "b"], 15)
     features = fit_feature_reference(rng.standard_normal((30, dimensions)),
-                                     rng.standard_normal((20, dimensions)))
-    with_reference = with_held_out_parts(plain, tmp_path / "with", OODReference(RANGES, features))
+                                     rng.standard_normal((30, dimensions)),
+                                     train_groups=groups, held_out_groups=groups)
+    with_reference = with_held_out_parts(plain, tmp_path / "with", OODReference(RANGES, features),
+                                         metrics={"held_out": {"feature_score_flagged": 0.25}})
     before = json.loads((plain / "bundle.json").read_text())
     after = json.loads((with_reference / "bundle.json").read_text())
     assert after["weights_sha256"] == before["weights_sha256"]
+    assert after["metrics"]["held_out"]["feature_score_flagged"] == 0.25
+    assert set(after["out_of_distribution"]["features"]["transfer"]["left_out"]) == {"a", "b"}
     loaded = load_bundle(with_reference)[1].out_of_distribution
     np.testing.assert_array_equal(loaded.features.precision, features.precision)
     assert loaded.features.threshold == features.threshold and loaded.ranges == RANGES
+    assert loaded.features.transfer == features.transfer
     again = save_bundle(tmp_path / "again", *load_bundle(with_reference))  # a saved info keeps it
     assert read_bundle_info(again)[0].out_of_distribution.features.n_train == 30
     (with_reference / OOD_NAME).write_bytes(b"changed")

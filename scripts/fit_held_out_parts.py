@@ -19,8 +19,9 @@ existing bundle (another held-out cohort, a changed rule):
    CT left out of the reference, each training CT in turn: ood_reference.transfer_quantile)
    and the Platt calibration on them (on their true response probabilities, from the
    simulation's truth; ECE before and after, cross-fitted);
-4. writes the bundle (atomically; the weights copied byte for byte) and prints the held-out
-   patients' flags.
+4. writes the bundle (atomically; the weights copied byte for byte), with the share the
+   score flags of its own held-out cohorts refreshed, and prints the held-out patients'
+   flags.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def main() -> int:
                               pipeline.info.standardisation)
     calibration = fit_held_out_calibration(rows[fitting_key], source)
     output = with_held_out_parts(args.bundle, args.output or args.bundle, reference,
-                                 calibration, overwrite=True)
+                                 calibration, overwrite=True,
+                                 metrics=refreshed_metrics(pipeline, args.work, reference))
     scores = reference.features.score(np.stack([r["image_features"] for r in rows[fitting_key]]))
     for row, score in zip(rows[fitting_key], scores, strict=True):
         print(f"{row['patient_id']}: score {score:.2f}"
@@ -99,6 +101,28 @@ def main() -> int:
                       "calibration": calibration.description(),
                       "seconds": round(time.perf_counter() - started, 1)}, indent=2))
     return 0
+
+
+def refreshed_metrics(pipeline, work: Path, reference) -> dict:
+    """The bundle's held-out numbers that depend on the reference: per held-out cohort it
+    names (training.held_out_cohort, training.unseen_background_cohort), the share its
+    feature score flags."""
+    from ImmunoDiffLib.cohort import load_cohort
+    from ImmunoDiffLib.inference.reference_fitting import case_rows
+
+    training, metrics = pipeline.info.training, {}
+    for key, folder in (("held_out", "held_out_cohort"),
+                        ("unseen_background", "unseen_cohort")):
+        settings = training.get(f"{key}_cohort")
+        if not settings or key not in pipeline.info.metrics:
+            continue
+        cases = load_cohort(simulated_cohort(work / folder, settings)[0])
+        features = np.stack([r["image_features"] for r in case_rows(
+            pipeline, cases, progress=_progress(f"{key} cohort"))])
+        print()
+        metrics[key] = {"feature_score_flagged": float(np.mean(
+            reference.features.score(features) > reference.features.threshold))}
+    return metrics
 
 
 def _progress(label: str):
