@@ -201,7 +201,7 @@ def drawn_to_depth(constrained: ConstrainedFollowup, baseline_hu: np.ndarray, sp
     non-response), in the order they are tried until one reads as the outcome drawn: a
     response keeps its residual core (``with_residual``) and, where what the draw left of the
     lesion beside the core joins it into a tumour too long for a response, keeps the core
-    with those remnants cleared (those at or above ``lesion_floor_hu`` - BELOW_LESION_HU,
+    with those remnants cleared (those above ``lesion_floor_hu`` - BELOW_LESION_HU, below
     the density its lesion is measured from); a non-response shows the draw only within its
     grown outline (``with_growth``)."""
     if depth > 0:
