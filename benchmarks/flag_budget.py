@@ -2,18 +2,20 @@
 sets of held-out parts (threshold, calibration) on the same model.
 
     python benchmarks/flag_budget.py BUNDLE [BUNDLE ...] --patients 100
-        --scenario-flags FILE [--work .demo_bundle_work]
+        [--scenario-flags FILE] [--seeds held_out_cohort=222 unseen_background_cohort=323]
+        [--work .demo_bundle_work]
 
 The bundles must hold the same weights, to float rounding (e.g. one refitted with
 scripts/fit_held_out_parts.py or ``scripts/train_demo_bundle.py --heads-from``): only their
 held-out parts differ. The
 patients are held_out_predictions.py's ``--patients N`` cohorts (training backgrounds and the
-unseen CT, seeds ``LARGER_SEEDS``), read from their baselines as the pipeline reads a case
+unseen CT, seeds ``LARGER_SEEDS``, or fresh ones with ``--seeds``), read from their
+baselines as the pipeline reads a case
 (inference/reference_fitting.case_rows). Per cohort and bundle: AUC, ECE (with a calibrated
 model's median on the same probabilities), the share flagged by the rules, by the feature
 score, and, from ``--scenario-flags`` (held_out_predictions.py's ``--json`` of the same model
 on the same patients, run with both scenarios; of a ``--first K`` run, the first K patients
-are counted), by a scenario the generator could not draw:
+are counted; without it, all patients and "n/a"), by a scenario the generator could not draw:
 the follow-up the prediction chose (drawn in every run) or the other one (drawn only with
 ``--scenarios``), in all and as a run without ``--scenarios`` would be; then the feature score's
 upper tail on these cohorts and on the bundle's calibration cohort, beside each threshold.
@@ -62,7 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", type=Path, nargs="+")
     parser.add_argument("--patients", type=int, default=100)
-    parser.add_argument("--scenario-flags", type=Path, required=True, metavar="FILE")
+    parser.add_argument("--scenario-flags", type=Path, default=None, metavar="FILE")
+    parser.add_argument("--seeds", nargs="+", default=[], metavar="COHORT=SEED",
+                        help="other seeds than held_out_predictions.py's (fresh patients)")
     parser.add_argument("--work", type=Path, default=REPO / ".demo_bundle_work")
     args = parser.parse_args()
 
@@ -78,10 +82,12 @@ def main() -> int:
                      "held-out parts may differ")
     pipeline = ImmunoDiffPipeline(args.bundles[0], anatomy_backend="classic")
     training = pipeline.info.training
-    synthesized = json.loads(args.scenario_flags.read_text(encoding="utf-8"))
+    synthesized = (None if args.scenario_flags is None
+                   else json.loads(args.scenario_flags.read_text(encoding="utf-8")))
+    seeds = {**LARGER_SEEDS, **{k: int(v) for k, v in (s.split("=") for s in args.seeds)}}
     rows = {}
     for key, folder in FOLDERS.items():
-        settings = {**training[key], "n_patients": args.patients, "seed": LARGER_SEEDS[key],
+        settings = {**training[key], "n_patients": args.patients, "seed": seeds[key],
                     "second_scan": "same-grid"}
         manifest, _ = simulated_cohort(args.work / folder, settings)
         rows[key] = case_rows(pipeline, load_cohort(manifest, require_outcomes=True))
@@ -96,8 +102,10 @@ def main() -> int:
           "| flagged in all | without --scenarios |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for key in FOLDERS:
-        not_drawn = {r["patient_id"]: [reason for reason in r["reasons"] if NOT_DRAWN in reason]
-                     for r in synthesized[key]["rows"]}
+        not_drawn = ({r["patient_id"]: [] for r in rows[key]} if synthesized is None else
+                     {r["patient_id"]: [reason for reason in r["reasons"] if NOT_DRAWN in reason]
+                      for r in synthesized[key]["rows"]})
+        unknown = "n/a" if synthesized is None else None
         cohort = [r for r in rows[key] if r["patient_id"] in not_drawn]  # (a --first K run)
         labels = np.array([int(r["response"]) for r in cohort])
         for bundle, info in infos.items():
@@ -117,9 +125,9 @@ def main() -> int:
             print(f"| {key} ({len(labels)}) | {bundle} | {roc_auc_score(labels, probability):.3f} "
                   f"| {expected_calibration_error(labels, probability):.3f} "
                   f"({calibrated_ece_spread(probability)[0]:.3f}) | {100 * rules.mean():.0f} % "
-                  f"| {100 * score.mean():.0f} % | {100 * chosen.mean():.0f} % "
-                  f"| {100 * other.mean():.0f} % | {100 * (always | other).mean():.0f} % "
-                  f"| {100 * always.mean():.0f} % |")
+                  f"| {100 * score.mean():.0f} % | {unknown or f'{100 * chosen.mean():.0f} %'} "
+                  f"| {unknown or f'{100 * other.mean():.0f} %'} "
+                  f"| {100 * (always | other).mean():.0f} % | {100 * always.mean():.0f} % |")
     thresholds = {b: info.out_of_distribution.features.threshold for b, info in infos.items()}
     features = next(iter(infos.values())).out_of_distribution.features
     print("\n| cohort | median | 90th pct | 95th pct | 98th pct | max | share above "
