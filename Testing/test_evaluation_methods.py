@@ -113,7 +113,7 @@ def test_fresh_heads_recover_a_known_hazard_and_response(heads_input):
     from ImmunoDiffLib.evaluate.immunodiff_runs import FreshHeads
     from ImmunoDiffLib.evaluate.metrics import c_index, classification_metrics
     from ImmunoDiffLib.train.config import TrainConfig
-    from ImmunoDiffLib.train.heads import fit_heads
+    from ImmunoDiffLib.train.heads_fit import fit_heads
 
     rng = np.random.default_rng(0)
     features = rng.normal(size=(300, 10)).astype(np.float32)

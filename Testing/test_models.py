@@ -194,7 +194,7 @@ def test_linear_head_reads_the_leading_principal_components_of_the_scan_features
     one factor and one other input is learned (ridge logistic on 200 patients)."""
     from ImmunoDiffLib.models.heads import StandardisedLinearHead
     from ImmunoDiffLib.train.config import TrainConfig
-    from ImmunoDiffLib.train.heads import fit_heads
+    from ImmunoDiffLib.train.heads_fit import fit_heads
 
     generator = torch.Generator().manual_seed(0)
     factors = torch.randn(300, 2, generator=generator)

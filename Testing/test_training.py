@@ -120,6 +120,23 @@ def test_heads_loss_falls(dataset, tmp_path):
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
 
 
+def test_linear_heads_are_fitted_with_the_choice_made_on_their_patients(dataset, tmp_path):
+    """Standardised linear heads: the stage chooses their L2 and components by cross-
+    validation (train/heads_selection.py), records the choice and fits with it."""
+    from ImmunoDiffLib.train.heads_selection import L2_CANDIDATES
+
+    torch.manual_seed(0)
+    model = ImmunoDiffModel(replace(TINY, heads_input="lesion_and_clinical"))
+    train_stage(model, dataset, TrainConfig(stage="heads", steps=30), tmp_path)
+    choice = json.loads((tmp_path / "training.json").read_text())["heads_choice"]
+    assert choice["l2"] in L2_CANDIDATES and choice["folds"] >= 2
+    assert len(choice["scores"]) > 1
+    assert min(choice["scores"].values()) == choice["scores"][
+        f"l2={choice['l2']:g} components={choice['components']}"]
+    read = torch.count_nonzero(model.response_head.basis.abs().sum(0))
+    assert read == min(choice["components"], len(dataset))
+
+
 def test_cancel_then_resume_equals_an_uninterrupted_run(dataset, tmp_path):
     config = TrainConfig(stage="1B", steps=6, learning_rate=1e-3, checkpoint_every=2)
     torch.manual_seed(0)

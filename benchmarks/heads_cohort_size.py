@@ -79,7 +79,7 @@ def fitted_heads(source, cohorts: list[dict]):
     """A copy of ``source`` with heads fitted on ``cohorts`` (mean of the draws' inputs)."""
     from ImmunoDiffLib.models.config import ModelConfig
     from ImmunoDiffLib.train.config import TrainConfig
-    from ImmunoDiffLib.train.heads import fit_heads
+    from ImmunoDiffLib.train.heads_fit import fit_heads
 
     model = source.with_fresh_heads(ModelConfig.heads_input)
     column = lambda key: torch.tensor(  # noqa: E731

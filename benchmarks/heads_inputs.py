@@ -64,7 +64,7 @@ def measure(model, features: dict, batches: dict, steps: int) -> dict:
 
     from ImmunoDiffLib.evaluate.metrics import c_index
     from ImmunoDiffLib.train import TrainConfig
-    from ImmunoDiffLib.train.heads import fit_heads
+    from ImmunoDiffLib.train.heads_fit import fit_heads
 
     train = batches["train"]
     fit_heads(model, features["train"], train["response"].float(),

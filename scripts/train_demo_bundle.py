@@ -420,6 +420,10 @@ def main() -> int:
             key: source_info.training[key] for key in
             ("commit", "command", "steps", "fine_tuned_from", "large_tumour_cohort")
             if source_info.training.get(key)}
+    heads_summary = runs / Stage.HEADS / "training.json"  # (train/records.py)
+    if heads_summary.is_file():  # the heads' L2 and components, chosen on their patients
+        training["heads_choice"] = json.loads(heads_summary.read_text(encoding="utf-8")).get(
+            "heads_choice")
     if model.config.scenario and not model.config.scenario_depth:
         # a binary scenario's response keeps the residual these depths imply
         # (inference/partial_response.py)

@@ -26,7 +26,8 @@ from ..models.heads import HeadsLayout
 from ..models.immunodiff import ImmunoDiffModel
 from ..seeds import derived_seed
 from ..train.config import TrainConfig
-from ..train.heads import case_features, fit_heads
+from ..train.heads import case_features
+from ..train.heads_fit import fit_heads
 from ..train.runner import train_stage
 from .config import EvaluationConfig
 from .synthesis import lesion_volume_ml, mmd, ssim

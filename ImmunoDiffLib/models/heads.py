@@ -103,9 +103,11 @@ class StandardisedLinearHead(nn.Module):
         self.linear = nn.Linear(in_features - self.image_width + components, 1, bias=bias)
 
     @torch.no_grad()
-    def standardise_to(self, inputs: torch.Tensor) -> None:
+    def standardise_to(self, inputs: torch.Tensor, components: int | None = None) -> None:
         """Set mean, SD and the principal components from training inputs (N, F); constant
-        columns keep SD 1; with fewer patients than components, the missing ones are 0."""
+        columns keep SD 1; with fewer patients than components, the missing ones are 0.
+        ``components``: read only the first this many (the others are 0 and carry
+        nothing; None: all the head has room for)."""
         self.mean.copy_(inputs.mean(dim=0))
         sd = inputs.std(dim=0) if inputs.shape[0] > 1 else torch.ones_like(self.sd)
         self.sd.copy_(torch.where(sd > 1e-6, sd, torch.ones_like(sd)))
@@ -113,7 +115,9 @@ class StandardisedLinearHead(nn.Module):
             return
         image = ((inputs - self.mean) / self.sd)[:, :self.image_width]
         vectors = torch.linalg.svd(image.double(), full_matrices=False)[2]  # (r, W)
-        kept = vectors[:self.basis.shape[1]]
+        width = self.basis.shape[1] if components is None else min(components,
+                                                                   self.basis.shape[1])
+        kept = vectors[:width]
         signs = torch.sign(kept.gather(1, kept.abs().argmax(dim=1, keepdim=True)))
         basis = torch.zeros_like(self.basis)
         basis[:, :kept.shape[0]] = (kept * signs).T.to(basis)

@@ -27,6 +27,10 @@ class TrainConfig:
     # ridge Cox model) and Adam's learning rate for these convex fits
     heads_l2: float = 0.05
     linear_heads_learning_rate: float = 0.02
+    # ... with the L2 penalty and the number of the scan's principal components they read
+    # chosen by this many-fold cross-validation on the training patients (train/
+    # heads_selection.py); below 2: heads_l2 and every component the heads have room for
+    heads_selection_folds: int = 5
     lesion_loss_weight: float = 1.0  # stage 2: weight of voxels near the lesion (1 = paper)
     response_loss_weight: float = 1.0  # stage 2: auxiliary response loss (model.scenario)
     # stage 2: set the model's target_scale to 1 / SD of the training targets before training.
@@ -54,6 +58,9 @@ class TrainConfig:
                              f"{self.response_loss_weight}.")
         if self.heads_l2 < 0:
             raise SettingError(f"heads_l2 must be >= 0, got {self.heads_l2}.")
+        if self.heads_selection_folds < 0:
+            raise SettingError(f"heads_selection_folds must be >= 0 (below 2: no selection), "
+                               f"got {self.heads_selection_folds}.")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise SettingError("steps, batch_size and checkpoint_every must be at least 1.")
 
