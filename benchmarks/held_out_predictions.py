@@ -4,14 +4,15 @@ the simulated truth.
 
     python benchmarks/held_out_predictions.py [--bundle Resources/demo_bundle]
         [--work .demo_bundle_work] [--figure docs/figures/reliability.png] [--json FILE]
-        [--patients N] [--first K]
+        [--patients N [--seeds COHORT=SEED ...]] [--first K]
 
 Cohorts: the bundle's own held-out cohorts (bundle.json: training.held_out_cohort, on the
 training backgrounds, and training.unseen_background_cohort, on a CT never trained on; both
 with lesion shapes of held-out LIDC patients), simulated as scripts/train_demo_bundle.py
 does (reused under --work). The true follow-up is the aligned one the training path cropped
 (the preprocessing cache), on the same crop grid as the synthesized one. ``--patients N``
-measures N new patients per cohort instead (the same settings, new seeds ``LARGER_SEEDS``),
+measures N new patients per cohort instead (the same settings, new seeds ``LARGER_SEEDS`` or
+``--seeds``),
 their follow-ups on the baseline's grid (``second_scan="same-grid"``: no alignment to wait
 for): 24 patients are too few for a flagged share of 5 % (one patient is 4 %) or an SSIM
 difference of 0.003.
@@ -22,7 +23,9 @@ none of the outcomes' coin-flip noise), the reliability diagram; the synthesized
 follow-up / baseline lesion volume) as a response score (AUC) beside a clinical-only
 logistic regression fitted on the training cohort; agreement of heads and synthesized
 RECIST; each scenario's obedience; the share flagged out of distribution; SSIM to the true
-follow-up beside keeping the baseline; and, outside the tumour dilated 9 mm, mean
+follow-up beside keeping the baseline (with a bootstrap interval, and per group: responders
+and non-responders drawn as a response, patients drawn as a non-response); and, outside the
+tumour dilated 9 mm, mean
 |synthesized - baseline| and tissue-class flips.
 The calibration and the flag's threshold were fitted on a calibration cohort of their own
 (training.calibration_cohort), so both cohorts measure them; for a bundle made before there
@@ -175,6 +178,22 @@ def paired_interval(differences, resamples: int = 2000, seed: int = 0) -> list[f
     return [float(v) for v in np.quantile(values[picks].mean(1), [0.025, 0.975])]
 
 
+def ssim_gain_by_drawing(rows: list[dict]) -> dict:
+    """Mean SSIM - copy per group of patients by what the follow-up the heads chose was drawn
+    as (a response: CR / PR) and what they were: {group: [mean, patients]}."""
+    groups = {"responders drawn as a response": [], "non-responders drawn as a response": [],
+              "drawn as a non-response": []}
+    for r in rows:
+        gain = r["ssim"] - r["ssim_copy_baseline"]
+        if r["recist"] not in ("CR", "PR"):
+            groups["drawn as a non-response"].append(gain)
+        else:
+            groups[("responders" if r["response"] else "non-responders")
+                   + " drawn as a response"].append(gain)
+    return {name: [float(np.mean(v)) if v else float("nan"), len(v)]
+            for name, v in groups.items()}
+
+
 def summarise(rows: list[dict], clinical_scores: np.ndarray) -> dict:
     from ImmunoDiffLib.calibration import calibrated_ece_spread, expected_calibration_error
 
@@ -199,6 +218,7 @@ def summarise(rows: list[dict], clinical_scores: np.ndarray) -> dict:
         "ssim_copy_baseline": float(np.mean([r["ssim_copy_baseline"] for r in rows])),
         "ssim_minus_copy_interval": paired_interval(
             [r["ssim"] - r["ssim_copy_baseline"] for r in rows]),
+        "ssim_minus_copy_by_drawing": ssim_gain_by_drawing(rows),
         "outside_mae_hu": float(np.mean([r["outside_mae_hu"] for r in rows])),
         "outside_flips": float(np.mean([r["outside_flips"] for r in rows])),
         "probability_range": [float(probability.min()), float(probability.max())]}
@@ -223,7 +243,17 @@ def main() -> int:
     parser.add_argument("--save-crops", type=Path, default=None, metavar="DIR",
                         help="save each patient's crops (baseline, truth, synthesized, "
                              "scenarios) under DIR/<cohort>/ for a closer look")
+    parser.add_argument("--seeds", nargs="+", default=[], metavar="COHORT=SEED",
+                        help="with --patients: other seeds than LARGER_SEEDS, e.g. "
+                             "held_out_cohort=222 unseen_background_cohort=323")
     args = parser.parse_args()
+    seeds = {}
+    for item in args.seeds:
+        key, _, seed = item.partition("=")
+        if key not in LARGER_SEEDS or not seed.isdigit():
+            parser.error(f"--seeds takes COHORT=SEED with COHORT in {list(LARGER_SEEDS)}, "
+                         f"got {item!r}")
+        seeds[key] = int(seed)
 
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
     from ImmunoDiffLib.reporting.reliability import save_reliability_diagram
@@ -237,7 +267,7 @@ def main() -> int:
                         ("unseen_background_cohort", "unseen_cohort")):
         settings = dict(training[key])
         if args.patients:  # (the folder's name does not carry second_scan: a name of its own)
-            settings.update(n_patients=args.patients, seed=LARGER_SEEDS[key],
+            settings.update(n_patients=args.patients, seed=seeds.get(key, LARGER_SEEDS[key]),
                             second_scan="same-grid")
             folder = f"{folder}_same_grid"
         manifest, _ = simulated_cohort(args.work / folder, settings)
@@ -273,6 +303,10 @@ def main() -> int:
               f"({r['ssim_minus_copy_interval'][0]:+.4f}, "
               f"{r['ssim_minus_copy_interval'][1]:+.4f}) | {r['outside_mae_hu']:.1f} "
               f"| {100 * r['outside_flips']:.2f} |")
+    for key, r in results.items():
+        print(f"{key}, SSIM - copy by what the chosen follow-up was drawn as: " + "; ".join(
+            f"{name} {gain:+.4f} ({count})"
+            for name, (gain, count) in r["ssim_minus_copy_by_drawing"].items()))
     print(f"{time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
