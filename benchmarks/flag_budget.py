@@ -12,7 +12,8 @@ patients are held_out_predictions.py's ``--patients N`` cohorts (training backgr
 unseen CT, seeds ``LARGER_SEEDS``, or fresh ones with ``--seeds``), read from their
 baselines as the pipeline reads a case
 (inference/reference_fitting.case_rows). Per cohort and bundle: AUC, ECE (with a calibrated
-model's median on the same probabilities), the share flagged by the rules, by the feature
+model's median on the same probabilities), ECE to the simulator's true response
+probabilities, the share flagged by the rules, by the feature
 score, and, from ``--scenario-flags`` (held_out_predictions.py's ``--json`` of the same model
 on the same patients, run with both scenarios; of a ``--first K`` run, the first K patients
 are counted; without it, all patients and "n/a"), by a scenario the generator could not draw:
@@ -74,7 +75,11 @@ def main() -> int:
     from ImmunoDiffLib.calibration import calibrated_ece_spread, expected_calibration_error
     from ImmunoDiffLib.cohort import load_cohort
     from ImmunoDiffLib.inference.pipeline import ImmunoDiffPipeline
-    from ImmunoDiffLib.inference.reference_fitting import case_rows, mean_logits
+    from ImmunoDiffLib.inference.reference_fitting import (
+        case_rows,
+        mean_logits,
+        with_true_probabilities,
+    )
 
     difference = largest_weight_difference(args.bundles)
     if difference > 1e-4:
@@ -90,17 +95,19 @@ def main() -> int:
         settings = {**training[key], "n_patients": args.patients, "seed": seeds[key],
                     "second_scan": "same-grid"}
         manifest, _ = simulated_cohort(args.work / folder, settings)
-        rows[key] = case_rows(pipeline, load_cohort(manifest, require_outcomes=True))
+        rows[key] = with_true_probabilities(
+            case_rows(pipeline, load_cohort(manifest, require_outcomes=True)), manifest)
     if "calibration_cohort" in training:
         manifest, _ = simulated_cohort(args.work / CALIBRATION_FOLDER,
                                        training["calibration_cohort"])
         rows["calibration_cohort"] = case_rows(pipeline, load_cohort(manifest,
                                                                      require_outcomes=True))
     infos = {b: load_bundle(b)[1] for b in args.bundles}
-    print("| cohort | parts | AUC | ECE (a calibrated model's median) | flagged by rules "
+    print("| cohort | parts | AUC | ECE (a calibrated model's median) | ECE to the true P "
+          "| flagged by rules "
           "| by feature score | chosen follow-up not drawn | other scenario not drawn "
           "| flagged in all | without --scenarios |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key in FOLDERS:
         not_drawn = ({r["patient_id"]: [] for r in rows[key]} if synthesized is None else
                      {r["patient_id"]: [reason for reason in r["reasons"] if NOT_DRAWN in reason]
@@ -108,6 +115,7 @@ def main() -> int:
         unknown = "n/a" if synthesized is None else None
         cohort = [r for r in rows[key] if r["patient_id"] in not_drawn]  # (a --first K run)
         labels = np.array([int(r["response"]) for r in cohort])
+        truth = np.array([r["true_probability"] for r in cohort])
         for bundle, info in infos.items():
             probability = info.calibration.probability(mean_logits(cohort))
             kinds = flag_kinds(pipeline, cohort, info.out_of_distribution, info.calibration)
@@ -124,7 +132,9 @@ def main() -> int:
             always = rules | score | chosen
             print(f"| {key} ({len(labels)}) | {bundle} | {roc_auc_score(labels, probability):.3f} "
                   f"| {expected_calibration_error(labels, probability):.3f} "
-                  f"({calibrated_ece_spread(probability)[0]:.3f}) | {100 * rules.mean():.0f} % "
+                  f"({calibrated_ece_spread(probability)[0]:.3f}) "
+                  f"| {expected_calibration_error(truth, probability):.3f} "
+                  f"| {100 * rules.mean():.0f} % "
                   f"| {100 * score.mean():.0f} % | {unknown or f'{100 * chosen.mean():.0f} %'} "
                   f"| {unknown or f'{100 * other.mean():.0f} %'} "
                   f"| {100 * (always | other).mean():.0f} % | {100 * always.mean():.0f} % |")
