@@ -31,7 +31,10 @@ def test_progress_lines_parse_and_other_lines_do_not():
 
 def _job(tmp_path, sample_paths, point_lps, steps: int) -> tuple[BackgroundJob, object]:
     clinical = tmp_path / "clinical.json"
-    clinical.write_text(json.dumps({"age": 64, "sex": "male", "pdl1": 60}), encoding="utf-8")
+    # a favourable profile (high PD-L1, low NLR, eosinophils up; the other values missing):
+    # the follow-up drawn is a response, so the crop changes
+    clinical.write_text(json.dumps({"age": 64, "sex": "male", "pdl1": 95, "anc": 3.6,
+                                    "alc": 2.4, "aec": 0.3}), encoding="utf-8")
     output = tmp_path / "case"
     command = predict_command(sys.executable, sample_paths["lung2_image"], output, point_lps,
                               clinical, cancel_file=tmp_path / "cancel", anatomy="classic",
@@ -69,6 +72,7 @@ def test_a_case_runs_in_the_background_and_its_folder_loads_into_the_scene(
     followup = mrml.volume_node_to_image(nodes["followup"])
     assert followup.GetSize() == lung2.GetSize()
     assert np.allclose(followup.GetOrigin(), lung2.GetOrigin())
+    assert written["recist"] in ("CR", "PR") and written["response_probability"] > 0.5
     difference = slicer.util.arrayFromVolume(nodes["difference"])
     assert np.abs(difference).max() > 0  # the crop changed
     table = nodes["table"].GetTable()
