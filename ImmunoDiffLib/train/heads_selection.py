@@ -80,7 +80,8 @@ def choose_linear_heads(model, features: torch.Tensor, response: torch.Tensor,
     """The L2 penalty and number of components for ``model``'s standardised linear heads,
     by ``config.heads_selection_folds``-fold cross-validation on features (N, F) and
     response / time / event (N,) (NaN where unknown); None when selection is off or there
-    are too few responders or non-responders (fewer than two per fold) to choose by."""
+    are fewer than two responders or non-responders to choose by (the folds are at most as
+    many as the rarer outcome's patients, so each holds one of each)."""
     known = ~torch.isnan(response)
     folds = min(config.heads_selection_folds, int((response[known] == 1).sum()),
                 int((response[known] == 0).sum()))
